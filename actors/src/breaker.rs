@@ -1,0 +1,263 @@
+//! The circuit-breaker actor. It owns the state machine of each dependency
+//! (closed → open → half-open → closed); callers read the current state from
+//! a shared atomic, so the check on the hot path is one load, and report
+//! outcomes with a cast. When the database dies, calls fail at once with a
+//! retryable `STORAGE_UNAVAILABLE` instead of queueing behind a dead socket.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::audit::{AuditEvent, AuditMsg};
+use crate::error::HandoffError;
+use crate::metrics::metrics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    Database,
+    Cache,
+}
+
+impl Dependency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dependency::Database => "database",
+            Dependency::Cache => "cache",
+        }
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BreakerState {
+    Closed = 0,
+    HalfOpen = 1,
+    Open = 2,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Open => "open",
+        }
+    }
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => BreakerState::HalfOpen,
+            2 => BreakerState::Open,
+            _ => BreakerState::Closed,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long it stays open before letting probes through.
+    pub open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            open_for: Duration::from_secs(5),
+        }
+    }
+}
+
+pub enum BreakerMsg {
+    /// The outcome of one call to a dependency.
+    Outcome { dep: Dependency, ok: bool },
+    /// The open period is over: let probes through.
+    HalfOpen(Dependency),
+}
+
+/// The registered name of the breaker actor; reports find it by name so a
+/// restarted breaker is found without rewiring anyone.
+pub const BREAKER_NAME: &str = "breaker";
+
+struct Shared {
+    states: [AtomicU8; 2],
+    /// Set after a failure report, so a success after it is worth a message
+    /// (to reset the count) and the common all-is-well case sends none.
+    failing: [AtomicBool; 2],
+}
+
+/// What callers hold: the shared state to check; reports go to the actor.
+#[derive(Clone)]
+pub struct BreakerHandle {
+    shared: Arc<Shared>,
+}
+
+impl Default for BreakerHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BreakerHandle {
+    pub fn new() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                states: [AtomicU8::new(0), AtomicU8::new(0)],
+                failing: [AtomicBool::new(false), AtomicBool::new(false)],
+            }),
+        }
+    }
+
+    pub fn state(&self, dep: Dependency) -> BreakerState {
+        BreakerState::from_u8(self.shared.states[dep.index()].load(Ordering::Acquire))
+    }
+
+    fn set_state(&self, dep: Dependency, to: BreakerState) {
+        self.shared.states[dep.index()].store(to as u8, Ordering::Release);
+    }
+
+    /// Fails fast while the breaker is open.
+    pub fn check(&self, dep: Dependency) -> Result<(), HandoffError> {
+        match self.state(dep) {
+            BreakerState::Open => Err(HandoffError::storage_unavailable(format!(
+                "the {} is unavailable (circuit breaker open); retry shortly",
+                dep.as_str()
+            ))
+            .detail("breaker", dep.as_str())
+            .detail("state", "open")),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn report(&self, dep: Dependency, ok: bool) {
+        let i = dep.index();
+        if ok {
+            if self.state(dep) == BreakerState::Closed
+                && !self.shared.failing[i].swap(false, Ordering::AcqRel)
+            {
+                return;
+            }
+        } else {
+            self.shared.failing[i].store(true, Ordering::Release);
+        }
+        if let Some(cell) = ractor::registry::where_is(BREAKER_NAME.to_string()) {
+            let _ = cell.send_message(BreakerMsg::Outcome { dep, ok });
+        }
+    }
+}
+
+pub struct BreakerActor;
+
+pub struct BreakerArgs {
+    pub config: BreakerConfig,
+    pub shared: BreakerHandle,
+}
+
+pub struct BreakerActorState {
+    config: BreakerConfig,
+    shared: BreakerHandle,
+    failures: [u32; 2],
+}
+
+impl BreakerActorState {
+    fn transition(&mut self, myself: &ActorRef<BreakerMsg>, dep: Dependency, to: BreakerState) {
+        let from = self.shared.state(dep);
+        if from == to {
+            return;
+        }
+        self.shared.set_state(dep, to);
+        let m = metrics();
+        m.breaker_state
+            .with_label_values(&[dep.as_str()])
+            .set(to as i64);
+        m.breaker_transitions
+            .with_label_values(&[dep.as_str(), to.as_str()])
+            .inc();
+        tracing::warn!(
+            dependency = dep.as_str(),
+            from = from.as_str(),
+            to = to.as_str(),
+            "circuit breaker transition"
+        );
+        AuditMsg::record(AuditEvent::system(
+            "breaker.transition",
+            serde_json::json!({"dependency": dep.as_str(), "from": from.as_str(), "to": to.as_str()}),
+        ));
+        if to == BreakerState::Open {
+            let open_for = self.config.open_for;
+            myself.send_after(open_for, move || BreakerMsg::HalfOpen(dep));
+        }
+    }
+}
+
+impl Actor for BreakerActor {
+    type Msg = BreakerMsg;
+    type State = BreakerActorState;
+    type Arguments = BreakerArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: BreakerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        for dep in [Dependency::Database, Dependency::Cache] {
+            metrics()
+                .breaker_state
+                .with_label_values(&[dep.as_str()])
+                .set(args.shared.state(dep) as i64);
+        }
+        Ok(BreakerActorState {
+            config: args.config,
+            shared: args.shared,
+            failures: [0, 0],
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: BreakerMsg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics()
+            .actor_messages
+            .with_label_values(&["breaker"])
+            .inc();
+        match msg {
+            BreakerMsg::Outcome { dep, ok } => {
+                let i = dep.index();
+                match (st.shared.state(dep), ok) {
+                    (BreakerState::Closed, true) => st.failures[i] = 0,
+                    (BreakerState::Closed, false) => {
+                        st.failures[i] += 1;
+                        if st.failures[i] >= st.config.failure_threshold {
+                            st.transition(&myself, dep, BreakerState::Open);
+                        }
+                    }
+                    (BreakerState::HalfOpen, true) => {
+                        st.failures[i] = 0;
+                        st.transition(&myself, dep, BreakerState::Closed);
+                    }
+                    (BreakerState::HalfOpen, false) => {
+                        st.transition(&myself, dep, BreakerState::Open);
+                    }
+                    // Stragglers that started before the breaker opened.
+                    (BreakerState::Open, _) => {}
+                }
+            }
+            BreakerMsg::HalfOpen(dep) => {
+                if st.shared.state(dep) == BreakerState::Open {
+                    st.transition(&myself, dep, BreakerState::HalfOpen);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+

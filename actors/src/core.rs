@@ -1,0 +1,204 @@
+//! `Core`: the front door the MCP surface calls. It finds (or starts) the
+//! session actor for a key and speaks to it by typed messages; it never
+//! touches session state itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::concurrency::oneshot;
+use ractor::{Actor, ActorRef, MessagingErr};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::breaker::BreakerHandle;
+use crate::error::HandoffError;
+use crate::model::{HandoffType, NewEntry, SessionKey};
+use crate::root::{ChildSpec, ChildStatus, RootActor, RootArgs, RootMsg};
+use crate::session::{
+    Appended, Deleted, HandoffCreated, HandoffRequest, Registered, Reply, SessionMsg,
+};
+use crate::sessions::{SessionsMsg, SESSIONS_NAME};
+use crate::store::Store;
+use crate::summary::SummaryView;
+
+#[derive(Clone)]
+pub struct Core {
+    pub store: Arc<dyn Store>,
+    pub breaker: BreakerHandle,
+    pub hash_key: [u8; 32],
+    root: ActorRef<RootMsg>,
+}
+
+impl Core {
+    /// Start the supervision tree. Returns the handle and the root's join
+    /// handle, which completes when the tree has shut down.
+    pub async fn start(args: RootArgs) -> Result<(Core, JoinHandle<()>), HandoffError> {
+        let store = args.store.clone();
+        let breaker = args.breaker.clone();
+        let hash_key = args.sessions.hash_key;
+        let (root, handle) = Actor::spawn(Some("root".into()), RootActor, args)
+            .await
+            .map_err(|e| HandoffError::internal(format!("could not start the actor tree: {e}")))?;
+        Ok((
+            Core {
+                store,
+                breaker,
+                hash_key,
+                root,
+            },
+            handle,
+        ))
+    }
+
+    pub fn start_children(&self, specs: Vec<ChildSpec>) {
+        let _ = self.root.cast(RootMsg::StartExtra(specs));
+    }
+
+    /// Begin the ordered shutdown; await the join handle for its end.
+    pub fn shutdown(&self) {
+        let _ = self.root.cast(RootMsg::Shutdown);
+    }
+
+    pub async fn children(&self) -> Vec<ChildStatus> {
+        match self
+            .root
+            .call(RootMsg::Status, Some(Duration::from_secs(2)))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(v)) => v,
+            _ => Vec::new(),
+        }
+    }
+
+    pub async fn register(
+        &self,
+        key: &SessionKey,
+        agent_from: String,
+        metadata: Option<Value>,
+    ) -> Result<Registered, HandoffError> {
+        self.ask(key, |reply| SessionMsg::Register {
+            agent_from,
+            metadata,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn append(
+        &self,
+        key: &SessionKey,
+        entries: Vec<NewEntry>,
+    ) -> Result<Appended, HandoffError> {
+        self.ask(key, |reply| SessionMsg::Append { entries, reply })
+            .await
+    }
+
+    pub async fn handoff(
+        &self,
+        key: &SessionKey,
+        target_agent: String,
+        request_type: HandoffType,
+        request_data: Option<Value>,
+    ) -> Result<HandoffCreated, HandoffError> {
+        let request = HandoffRequest {
+            target_agent,
+            request_type,
+            request_data,
+        };
+        self.ask(key, |reply| SessionMsg::Handoff { request, reply })
+            .await
+    }
+
+    pub async fn delete(
+        &self,
+        key: &SessionKey,
+        requested_by: Option<String>,
+    ) -> Result<Deleted, HandoffError> {
+        self.ask(key, |reply| SessionMsg::Delete {
+            requested_by,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn summary(&self, key: &SessionKey) -> Result<SummaryView, HandoffError> {
+        self.ask(key, |reply| SessionMsg::Summary { reply }).await
+    }
+
+    /// Test hook: make the session's actor panic while handling a call.
+    pub async fn crash_session(&self, key: &SessionKey) -> Result<(), HandoffError> {
+        let actor = self.session_actor(key).await?;
+        let (tx, rx) = oneshot::<()>();
+        actor
+            .cast(SessionMsg::Crash)
+            .map_err(|_| HandoffError::internal("session actor unavailable"))?;
+        drop(tx);
+        let _ = rx.await;
+        Err(HandoffError::internal(
+            "the session actor failed while handling this call; it has been restarted",
+        ))
+    }
+
+    /// Send a message to the session's actor and wait for the reply. A
+    /// message refused at the door (the actor was passivating) is handed to
+    /// a fresh actor; a reply lost after delivery (the actor died handling
+    /// it) is an `INTERNAL_ERROR`, never a silent retry.
+    async fn ask<T: Send + 'static>(
+        &self,
+        key: &SessionKey,
+        build: impl FnOnce(Reply<T>) -> SessionMsg,
+    ) -> Result<T, HandoffError> {
+        let (tx, rx) = oneshot();
+        let mut msg = build(tx.into());
+        let mut attempts = 0;
+        loop {
+            let actor = self.session_actor(key).await?;
+            match actor.cast(msg) {
+                Ok(()) => break,
+                Err(MessagingErr::SendErr(m)) if attempts < 1000 => {
+                    msg = m;
+                    attempts += 1;
+                    tokio::task::yield_now().await;
+                }
+                Err(_) => {
+                    return Err(HandoffError::internal(
+                        "could not reach the session actor",
+                    ))
+                }
+            }
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(HandoffError::internal(
+                "the session actor failed while handling this call; it restarts on the next call",
+            ))
+        })
+    }
+
+    async fn session_actor(&self, key: &SessionKey) -> Result<ActorRef<SessionMsg>, HandoffError> {
+        let name = key.actor_name();
+        for _ in 0..1000 {
+            if let Some(a) = ActorRef::<SessionMsg>::where_is(name.clone()) {
+                return Ok(a);
+            }
+            let sup = ActorRef::<SessionsMsg>::where_is(SESSIONS_NAME.to_string())
+                .ok_or_else(|| HandoffError::storage_unavailable("the session supervisor is restarting; retry"))?;
+            let key = key.clone();
+            match sup
+                .call(|reply| SessionsMsg::Spawn { key, reply }, None)
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(Ok(Some(a)))) => return Ok(a),
+                Ok(ractor::rpc::CallResult::Success(Ok(None))) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Ok(ractor::rpc::CallResult::Success(Err(e))) => return Err(e),
+                _ => {
+                    return Err(HandoffError::storage_unavailable(
+                        "the session supervisor is restarting; retry",
+                    ))
+                }
+            }
+        }
+        Err(HandoffError::internal("the session actor did not start"))
+    }
+}

@@ -1,0 +1,121 @@
+//! The error every actor and tool speaks: a contract error code, a human
+//! message, optional details and whether a retry may succeed.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// The error codes of the contract (§1). Serialised in SCREAMING_SNAKE_CASE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    ValidationError,
+    PayloadTooLarge,
+    SessionNotFound,
+    SessionExists,
+    SessionNotActive,
+    HandoffNotFound,
+    NotFound,
+    Unauthorized,
+    Forbidden,
+    RateLimited,
+    StorageUnavailable,
+    InternalError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ValidationError => "VALIDATION_ERROR",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::SessionNotFound => "SESSION_NOT_FOUND",
+            ErrorCode::SessionExists => "SESSION_EXISTS",
+            ErrorCode::SessionNotActive => "SESSION_NOT_ACTIVE",
+            ErrorCode::HandoffNotFound => "HANDOFF_NOT_FOUND",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
+            ErrorCode::InternalError => "INTERNAL_ERROR",
+        }
+    }
+
+    /// Only throttling and an unavailable dependency are worth retrying as is.
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorCode::RateLimited | ErrorCode::StorageUnavailable)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandoffError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Map<String, Value>,
+}
+
+impl HandoffError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationError, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InternalError, message)
+    }
+
+    pub fn storage_unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::StorageUnavailable, message)
+    }
+
+    pub fn session_not_found(session_key: &str) -> Self {
+        Self::new(
+            ErrorCode::SessionNotFound,
+            "no session with this session_key",
+        )
+        .detail("session_key", session_key)
+    }
+}
+
+impl std::fmt::Display for HandoffError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for HandoffError {}
+
+/// What a storage adapter reports. The persistence actor and the breaker only
+/// need to know whether the dependency itself failed (`Unavailable`, counts
+/// against the breaker) or the data was refused (`Rejected`, does not).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage rejected the write: {0}")]
+    Rejected(String),
+}
+
+impl From<StoreError> for HandoffError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => {
+                HandoffError::storage_unavailable("the database is unavailable; retry shortly")
+                    .detail("cause", m)
+            }
+            StoreError::Rejected(m) => HandoffError::internal("the database refused the write")
+                .detail("cause", m),
+        }
+    }
+}

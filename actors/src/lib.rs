@@ -1,0 +1,37 @@
+//! The supervision tree of `handoff`.
+//!
+//! ```text
+//! root (root.rs)
+//! ├── breaker        (breaker.rs)      closed / open / half-open per dependency
+//! ├── persistence    (persistence.rs)  group commit, one transaction per batch
+//! ├── audit          (audit.rs)        hash-chained audit log
+//! ├── sessions       (sessions.rs)     starts and watches session actors
+//! │   └── session/{tenant}/{key}  (session.rs)  one per live session
+//! └── transport.*    (in the binary)   stdio / HTTP, added as ChildSpecs
+//! ```
+//!
+//! Actors talk by typed messages only; `Core` (core.rs) is the door the MCP
+//! surface uses, and `Store` (store.rs) the port storage adapters implement.
+
+pub mod audit;
+pub mod breaker;
+pub mod core;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod persistence;
+pub mod root;
+pub mod session;
+pub mod sessions;
+pub mod store;
+pub mod summary;
+
+pub use crate::core::Core;
+pub use error::{ErrorCode, HandoffError, StoreError};
+
+/// Keyed blake3 of a session key (or any identifier) for logs and the audit
+/// log: stable within a deployment, useless without the key.
+pub fn key_hash(key: &[u8; 32], value: &str) -> String {
+    let h = blake3::keyed_hash(key, value.as_bytes());
+    h.to_hex()[..16].to_string()
+}

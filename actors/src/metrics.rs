@@ -1,0 +1,131 @@
+//! Prometheus metrics, registered once per process. Hot paths hold the
+//! resolved label handles, so recording is an atomic add.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub actors_live: IntGaugeVec,
+    pub actor_messages: IntCounterVec,
+    pub actor_handling_seconds: HistogramVec,
+    pub actor_restarts: IntCounterVec,
+    pub mailbox_backlog: IntGaugeVec,
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
+    pub batch_units: HistogramVec,
+    pub commit_seconds: HistogramVec,
+    pub tool_calls: IntCounterVec,
+    pub tool_seconds: HistogramVec,
+    pub created: IntCounterVec,
+}
+
+fn build() -> Metrics {
+    let registry = Registry::new_custom(Some("handoff".into()), None).expect("metrics registry");
+    let latency = exponential_buckets(0.00005, 2.0, 18).expect("buckets");
+    let m = Metrics {
+        actors_live: IntGaugeVec::new(
+            Opts::new("actors_live", "Live actors by kind"),
+            &["kind"],
+        )
+        .unwrap(),
+        actor_messages: IntCounterVec::new(
+            Opts::new("actor_messages_total", "Messages handled by actor kind"),
+            &["kind"],
+        )
+        .unwrap(),
+        actor_handling_seconds: HistogramVec::new(
+            HistogramOpts::new("actor_handling_seconds", "Time to handle one message")
+                .buckets(latency.clone()),
+            &["kind"],
+        )
+        .unwrap(),
+        actor_restarts: IntCounterVec::new(
+            Opts::new("actor_restarts_total", "Actors restarted after a failure"),
+            &["kind"],
+        )
+        .unwrap(),
+        mailbox_backlog: IntGaugeVec::new(
+            Opts::new("mailbox_backlog", "Messages waiting for the actor"),
+            &["kind"],
+        )
+        .unwrap(),
+        breaker_state: IntGaugeVec::new(
+            Opts::new(
+                "breaker_state",
+                "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            ),
+            &["dependency"],
+        )
+        .unwrap(),
+        breaker_transitions: IntCounterVec::new(
+            Opts::new("breaker_transitions_total", "Breaker state changes"),
+            &["dependency", "to"],
+        )
+        .unwrap(),
+        batch_units: HistogramVec::new(
+            HistogramOpts::new("persistence_batch_size", "Writes per committed batch")
+                .buckets(exponential_buckets(1.0, 2.0, 10).unwrap()),
+            &["kind"],
+        )
+        .unwrap(),
+        commit_seconds: HistogramVec::new(
+            HistogramOpts::new("persistence_commit_seconds", "Batch commit latency")
+                .buckets(latency.clone()),
+            &["outcome"],
+        )
+        .unwrap(),
+        tool_calls: IntCounterVec::new(
+            Opts::new("tool_calls_total", "Tool calls by tool and outcome"),
+            &["tool", "outcome"],
+        )
+        .unwrap(),
+        tool_seconds: HistogramVec::new(
+            HistogramOpts::new("tool_call_seconds", "Tool call duration").buckets(latency),
+            &["tool"],
+        )
+        .unwrap(),
+        created: IntCounterVec::new(
+            Opts::new(
+                "created_total",
+                "Sessions, context entries and handoffs created",
+            ),
+            &["what"],
+        )
+        .unwrap(),
+        registry,
+    };
+    for c in [
+        Box::new(m.actors_live.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(m.actor_messages.clone()),
+        Box::new(m.actor_handling_seconds.clone()),
+        Box::new(m.actor_restarts.clone()),
+        Box::new(m.mailbox_backlog.clone()),
+        Box::new(m.breaker_state.clone()),
+        Box::new(m.breaker_transitions.clone()),
+        Box::new(m.batch_units.clone()),
+        Box::new(m.commit_seconds.clone()),
+        Box::new(m.tool_calls.clone()),
+        Box::new(m.tool_seconds.clone()),
+        Box::new(m.created.clone()),
+    ] {
+        m.registry.register(c).expect("register metric");
+    }
+    m
+}
+
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(build)
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&metrics().registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}

@@ -1,0 +1,223 @@
+//! The records that flow between the session actors, the persistence actor
+//! and the storage adapters.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::summary::Summary;
+
+/// A session is named by its tenant and its key; the same key in two tenants
+/// is two sessions. Cheap to clone: both parts are shared.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub tenant: Arc<str>,
+    pub key: Arc<str>,
+}
+
+impl SessionKey {
+    pub fn new(tenant: &str, key: &str) -> Self {
+        Self {
+            tenant: Arc::from(tenant),
+            key: Arc::from(key),
+        }
+    }
+
+    /// The name the session actor is registered under. A tenant never holds a
+    /// '/', so the name is unambiguous whatever the key holds.
+    pub fn actor_name(&self) -> String {
+        format!("session/{}/{}", self.tenant, self.key)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Active,
+    Dormant,
+    Expired,
+    Archived,
+    Completed,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Active => "active",
+            SessionStatus::Dormant => "dormant",
+            SessionStatus::Expired => "expired",
+            SessionStatus::Archived => "archived",
+            SessionStatus::Completed => "completed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => SessionStatus::Active,
+            "dormant" => SessionStatus::Dormant,
+            "expired" => SessionStatus::Expired,
+            "archived" => SessionStatus::Archived,
+            "completed" => SessionStatus::Completed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextType {
+    Message,
+    File,
+    ToolCall,
+    System,
+}
+
+impl ContextType {
+    pub const ALL: [ContextType; 4] = [
+        ContextType::Message,
+        ContextType::File,
+        ContextType::ToolCall,
+        ContextType::System,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContextType::Message => "message",
+            ContextType::File => "file",
+            ContextType::ToolCall => "tool_call",
+            ContextType::System => "system",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "message" => ContextType::Message,
+            "file" => ContextType::File,
+            "tool_call" => ContextType::ToolCall,
+            "system" => ContextType::System,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoffType {
+    ContextTransfer,
+    FullHandoff,
+    Collaboration,
+}
+
+impl HandoffType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandoffType::ContextTransfer => "context_transfer",
+            HandoffType::FullHandoff => "full_handoff",
+            HandoffType::Collaboration => "collaboration",
+        }
+    }
+}
+
+/// One session row, as stored. `last_seq` and `summary` are maintained by the
+/// session actor as entries arrive, so nothing ever rereads the history.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub tenant: Arc<str>,
+    pub session_key: Arc<str>,
+    pub agent_from: String,
+    pub status: SessionStatus,
+    pub metadata: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub last_activity_at: DateTime<Utc>,
+    pub last_seq: i64,
+    pub summary: Summary,
+}
+
+/// An entry as a client gives it, validated.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub context_type: ContextType,
+    pub content: String,
+    pub metadata: Option<Value>,
+}
+
+/// An entry with its place in the session.
+#[derive(Debug, Clone)]
+pub struct EntryRow {
+    pub session_id: Uuid,
+    pub seq: i64,
+    pub id: Uuid,
+    pub context_type: ContextType,
+    pub content: String,
+    pub metadata: Option<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HandoffRow {
+    pub id: Uuid,
+    pub tenant: Arc<str>,
+    pub session_id: Uuid,
+    pub session_key: Arc<str>,
+    pub source_agent: String,
+    pub target_agent: String,
+    pub request_type: HandoffType,
+    pub status: String,
+    pub request_data: Option<Value>,
+    pub context_summary: Value,
+    pub context_entries: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One row of the hash-chained audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub ts: String,
+    pub tenant: String,
+    pub action: String,
+    pub actor: Option<String>,
+    pub subject_hash: Option<String>,
+    pub details: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Everything one session (or the audit actor) asks to commit at once. The
+/// persistence actor merges many units into one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct CommitUnit {
+    /// Sessions erased for good, with everything they own.
+    pub delete: Option<Uuid>,
+    /// The session row as it should be after the unit (insert or update).
+    pub session: Option<SessionRow>,
+    pub entries: Vec<EntryRow>,
+    pub handoffs: Vec<HandoffRow>,
+    pub audit: Vec<AuditRow>,
+}
+
+impl CommitUnit {
+    pub fn is_empty(&self) -> bool {
+        self.delete.is_none()
+            && self.session.is_none()
+            && self.entries.is_empty()
+            && self.handoffs.is_empty()
+            && self.audit.is_empty()
+    }
+}
+
+/// Time formatting shared by every store: fixed microsecond precision, so a
+/// value read back compares equal to the value written.
+pub fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Now, truncated to what we store.
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}

@@ -1,0 +1,222 @@
+//! The persistence actor: group commit. Every session actor (and the audit
+//! actor) sends it units of work; it gathers what has queued up and commits
+//! it in one transaction, then acknowledges each unit. No timer: a batch is
+//! flushed when it is full or when the mailbox holds nothing older than the
+//! flush marker, so a lone write pays one commit and a busy server pays one
+//! commit per crowd.
+//!
+//! The marker trick: the first unit after a flush enqueues `Flush` behind
+//! itself. Every unit that arrived before the marker is buffered by the time
+//! the marker is handled; units that arrive while the commit runs queue in
+//! the mailbox and form the next batch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::concurrency::{oneshot, OneshotReceiver};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
+
+use crate::breaker::{BreakerHandle, Dependency};
+use crate::error::{HandoffError, StoreError};
+use crate::metrics::metrics;
+use crate::model::CommitUnit;
+use crate::store::Store;
+
+pub const PERSISTENCE_NAME: &str = "persistence";
+
+pub type CommitReply = RpcReplyPort<Result<(), HandoffError>>;
+
+pub enum PersistMsg {
+    Commit(CommitUnit, CommitReply),
+    /// Commit what is buffered; self-sent (see the module comment).
+    Flush,
+}
+
+#[derive(Debug, Clone)]
+pub struct PersistenceConfig {
+    /// Units per transaction at most.
+    pub max_batch: usize,
+    /// A commit that takes longer counts as a failure of the database.
+    pub timeout: Duration,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How the rest of the tree reaches the persistence actor: by name, so a
+/// restarted actor is found without rewiring anyone.
+#[derive(Clone, Default)]
+pub struct PersistenceHandle;
+
+impl PersistenceHandle {
+    /// Submit a unit and return the receiver of its acknowledgement.
+    pub fn submit(
+        &self,
+        unit: CommitUnit,
+    ) -> Result<OneshotReceiver<Result<(), HandoffError>>, HandoffError> {
+        let (tx, rx) = oneshot();
+        let cell = ractor::registry::where_is(PERSISTENCE_NAME.to_string())
+            .ok_or_else(|| HandoffError::storage_unavailable("the persistence actor is restarting; retry"))?;
+        match cell.send_message(PersistMsg::Commit(unit, tx.into())) {
+            Ok(()) => Ok(rx),
+            Err(MessagingErr::SendErr(_)) | Err(_) => Err(HandoffError::storage_unavailable(
+                "the persistence actor is stopping; retry",
+            )),
+        }
+    }
+
+    /// Submit and wait for the commit.
+    pub async fn commit(&self, unit: CommitUnit) -> Result<(), HandoffError> {
+        let rx = self.submit(unit)?;
+        rx.await.unwrap_or_else(|_| {
+            Err(HandoffError::internal(
+                "the persistence actor failed before acknowledging",
+            ))
+        })
+    }
+}
+
+pub struct PersistenceActor;
+
+pub struct PersistenceArgs {
+    pub store: Arc<dyn Store>,
+    pub breaker: BreakerHandle,
+    pub config: PersistenceConfig,
+}
+
+pub struct PersistenceState {
+    store: Arc<dyn Store>,
+    breaker: BreakerHandle,
+    config: PersistenceConfig,
+    buffer: Vec<(CommitUnit, CommitReply)>,
+    flush_scheduled: bool,
+}
+
+impl Actor for PersistenceActor {
+    type Msg = PersistMsg;
+    type State = PersistenceState;
+    type Arguments = PersistenceArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<PersistMsg>,
+        args: PersistenceArgs,
+    ) -> Result<PersistenceState, ActorProcessingErr> {
+        Ok(PersistenceState {
+            store: args.store,
+            breaker: args.breaker,
+            buffer: Vec::with_capacity(args.config.max_batch),
+            config: args.config,
+            flush_scheduled: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<PersistMsg>,
+        msg: PersistMsg,
+        st: &mut PersistenceState,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics()
+            .actor_messages
+            .with_label_values(&["persistence"])
+            .inc();
+        match msg {
+            PersistMsg::Commit(unit, reply) => {
+                if let Err(e) = st.breaker.check(Dependency::Database) {
+                    let _ = reply.send(Err(e));
+                    return Ok(());
+                }
+                st.buffer.push((unit, reply));
+                if st.buffer.len() >= st.config.max_batch {
+                    st.flush().await;
+                } else if !st.flush_scheduled {
+                    st.flush_scheduled = true;
+                    myself.cast(PersistMsg::Flush)?;
+                }
+            }
+            PersistMsg::Flush => {
+                st.flush_scheduled = false;
+                st.flush().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whatever is still buffered when the actor stops is committed first:
+    /// shutdown must not drop a write a session is waiting on.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<PersistMsg>,
+        st: &mut PersistenceState,
+    ) -> Result<(), ActorProcessingErr> {
+        st.flush().await;
+        Ok(())
+    }
+}
+
+impl PersistenceState {
+    async fn flush(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.buffer);
+        let m = metrics();
+        m.batch_units
+            .with_label_values(&["units"])
+            .observe(batch.len() as f64);
+        let started = Instant::now();
+        let units: Vec<&CommitUnit> = batch.iter().map(|(u, _)| u).collect();
+        let result = self.commit(&units).await;
+        m.commit_seconds
+            .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            // One unit's data was refused (a constraint, another replica won
+            // a race): commit the units one by one so only it fails.
+            Err(StoreError::Rejected(_)) if batch.len() > 1 => {
+                for (unit, reply) in batch {
+                    let r = self.commit(&[&unit]).await.map_err(HandoffError::from);
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                let e = HandoffError::from(e);
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+        self.buffer = Vec::with_capacity(self.config.max_batch);
+    }
+
+    /// One transaction, bounded in time, reported to the breaker.
+    async fn commit(&self, units: &[&CommitUnit]) -> Result<(), StoreError> {
+        let r = match tokio::time::timeout(self.config.timeout, self.store.commit(units)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "commit took longer than {:?}",
+                self.config.timeout
+            ))),
+        };
+        self.breaker.report(
+            Dependency::Database,
+            !matches!(r, Err(StoreError::Unavailable(_))),
+        );
+        if let Err(e) = &r {
+            tracing::error!(error = %e, units = units.len(), "batch commit failed");
+        }
+        r
+    }
+}

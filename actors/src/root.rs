@@ -1,0 +1,322 @@
+//! The root supervisor. It starts the breaker, persistence, audit and
+//! session-supervisor actors, plus any extra children the binary hands it
+//! (the transports), restarts a child that fails, and runs the one
+//! shutdown path: stop taking sessions, drain the sessions (their pending
+//! writes go to persistence), drain audit, drain persistence (which commits
+//! what it holds), then stop.
+//!
+//! Restart policy, in one place: a failed child is started again with the
+//! same arguments, at most `MAX_RESTARTS` times per `RESTART_WINDOW`; past
+//! that the failure escalates — the root stops and the process exits
+//! non-zero rather than limp along.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{
+    Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
+};
+
+use crate::audit::{AuditActor, AuditArgs, AUDIT_NAME};
+use crate::breaker::{BreakerActor, BreakerArgs, BreakerConfig, BreakerHandle, BREAKER_NAME};
+use crate::metrics::metrics;
+use crate::persistence::{
+    PersistenceActor, PersistenceArgs, PersistenceConfig, PersistenceHandle, PERSISTENCE_NAME,
+};
+use crate::session::SessionDeps;
+use crate::sessions::{SessionSupervisor, SessionsMsg, SESSIONS_NAME};
+use crate::store::Store;
+
+const MAX_RESTARTS: usize = 10;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub type StartFn = Arc<
+    dyn Fn(ActorCell) -> Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A child the binary adds to the tree (a transport).
+#[derive(Clone)]
+pub struct ChildSpec {
+    pub name: String,
+    /// Spawn the child linked to the given supervisor.
+    pub start: StartFn,
+    /// When this child stops on its own (stdin closed), shut everything down.
+    pub shutdown_on_exit: bool,
+}
+
+pub struct RootArgs {
+    pub store: Arc<dyn Store>,
+    pub breaker: BreakerHandle,
+    pub breaker_config: BreakerConfig,
+    pub persistence: PersistenceConfig,
+    pub sessions: SessionDeps,
+    pub extra: Vec<ChildSpec>,
+}
+
+pub enum RootMsg {
+    /// Start the transports (after the core is up).
+    StartExtra(Vec<ChildSpec>),
+    Shutdown,
+    /// Liveness of every child, for health reports.
+    Status(RpcReplyPort<Vec<ChildStatus>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct ChildStatus {
+    pub name: String,
+    pub alive: bool,
+    pub restarts: usize,
+}
+
+pub struct RootActor;
+
+pub struct RootState {
+    args: RootArgs,
+    children: HashMap<String, ActorCell>,
+    restarts: HashMap<String, Vec<Instant>>,
+    specs: HashMap<String, ChildSpec>,
+    shutting_down: bool,
+}
+
+impl RootState {
+    async fn start_core(&mut self, name: &str, me: &ActorCell) -> Result<(), SpawnErr> {
+        let a = &self.args;
+        let cell = match name {
+            BREAKER_NAME => {
+                Actor::spawn_linked(
+                    Some(BREAKER_NAME.into()),
+                    BreakerActor,
+                    BreakerArgs {
+                        config: a.breaker_config.clone(),
+                        shared: a.breaker.clone(),
+                    },
+                    me.clone(),
+                )
+                .await?
+                .0
+                .get_cell()
+            }
+            PERSISTENCE_NAME => {
+                Actor::spawn_linked(
+                    Some(PERSISTENCE_NAME.into()),
+                    PersistenceActor,
+                    PersistenceArgs {
+                        store: a.store.clone(),
+                        breaker: a.breaker.clone(),
+                        config: a.persistence.clone(),
+                    },
+                    me.clone(),
+                )
+                .await?
+                .0
+                .get_cell()
+            }
+            AUDIT_NAME => {
+                Actor::spawn_linked(
+                    Some(AUDIT_NAME.into()),
+                    AuditActor,
+                    AuditArgs {
+                        store: a.store.clone(),
+                        persistence: PersistenceHandle,
+                    },
+                    me.clone(),
+                )
+                .await?
+                .0
+                .get_cell()
+            }
+            SESSIONS_NAME => {
+                Actor::spawn_linked(
+                    Some(SESSIONS_NAME.into()),
+                    SessionSupervisor,
+                    a.sessions.clone(),
+                    me.clone(),
+                )
+                .await?
+                .0
+                .get_cell()
+            }
+            other => {
+                let spec = self
+                    .specs
+                    .get(other)
+                    .cloned()
+                    .ok_or(SpawnErr::ActorAlreadyStarted)?;
+                (spec.start)(me.clone()).await?
+            }
+        };
+        metrics().actors_live.with_label_values(&[name]).set(1);
+        self.children.insert(name.to_string(), cell);
+        Ok(())
+    }
+
+    fn name_of(&self, cell: &ActorCell) -> Option<String> {
+        self.children
+            .iter()
+            .find(|(_, c)| c.get_id() == cell.get_id())
+            .map(|(n, _)| n.clone())
+    }
+
+    async fn shutdown(&mut self, myself: &ActorRef<RootMsg>) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        tracing::info!("shutting down: draining sessions, audit and persistence");
+        for name in self.specs.keys() {
+            if let Some(c) = self.children.get(name) {
+                c.stop(Some("shutdown".into()));
+            }
+        }
+        if let Some(s) = self.children.get(SESSIONS_NAME) {
+            let _ = s.send_message(SessionsMsg::Close);
+            s.drain_children_and_wait(Some(DRAIN_TIMEOUT)).await;
+        }
+        for name in [SESSIONS_NAME, AUDIT_NAME, PERSISTENCE_NAME, BREAKER_NAME] {
+            if let Some(c) = self.children.get(name) {
+                if let Err(e) = c.drain_and_wait(Some(DRAIN_TIMEOUT)).await {
+                    tracing::error!(actor = name, error = ?e, "drain did not finish");
+                }
+            }
+        }
+        tracing::info!("shutdown complete");
+        myself.stop(Some("shutdown".into()));
+    }
+}
+
+impl Actor for RootActor {
+    type Msg = RootMsg;
+    type State = RootState;
+    type Arguments = RootArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RootMsg>,
+        args: RootArgs,
+    ) -> Result<RootState, ActorProcessingErr> {
+        let extra = args.extra.clone();
+        let mut st = RootState {
+            args,
+            children: HashMap::new(),
+            restarts: HashMap::new(),
+            specs: HashMap::new(),
+            shutting_down: false,
+        };
+        let me = myself.get_cell();
+        // Order matters: persistence and the breaker before anything that
+        // writes; audit before sessions, which record events.
+        for name in [BREAKER_NAME, PERSISTENCE_NAME, AUDIT_NAME, SESSIONS_NAME] {
+            st.start_core(name, &me).await?;
+        }
+        if !extra.is_empty() {
+            myself.cast(RootMsg::StartExtra(extra))?;
+        }
+        Ok(st)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RootMsg>,
+        msg: RootMsg,
+        st: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RootMsg::StartExtra(specs) => {
+                let me = myself.get_cell();
+                for spec in specs {
+                    let name = spec.name.clone();
+                    st.specs.insert(name.clone(), spec);
+                    st.start_core(&name, &me).await?;
+                }
+            }
+            RootMsg::Shutdown => st.shutdown(&myself).await,
+            RootMsg::Status(reply) => {
+                let mut out: Vec<ChildStatus> = st
+                    .children
+                    .iter()
+                    .map(|(name, cell)| ChildStatus {
+                        name: name.clone(),
+                        alive: !matches!(
+                            cell.get_status(),
+                            ractor::ActorStatus::Stopped | ractor::ActorStatus::Stopping
+                        ),
+                        restarts: st.restarts.get(name).map_or(0, Vec::len),
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.name.cmp(&b.name));
+                let _ = reply.send(out);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RootMsg>,
+        evt: SupervisionEvent,
+        st: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+            _ => return Ok(()),
+        };
+        let Some(name) = st.name_of(&cell) else {
+            return Ok(());
+        };
+        if st.shutting_down {
+            return Ok(());
+        }
+        metrics().actors_live.with_label_values(&[&name]).set(0);
+        match failure {
+            None if st.specs.get(&name).is_some_and(|s| s.shutdown_on_exit) => {
+                tracing::info!(child = %name, "transport closed");
+                st.shutdown(&myself).await;
+            }
+            None => {
+                tracing::warn!(child = %name, "child stopped unexpectedly; restarting");
+                restart(st, &myself, &name).await?;
+            }
+            Some(err) => {
+                tracing::error!(child = %name, error = %err, "child failed; restarting");
+                crate::audit::AuditMsg::record(crate::audit::AuditEvent::system(
+                    "actor.restarted",
+                    serde_json::json!({"actor": name, "error": err}),
+                ));
+                restart(st, &myself, &name).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn restart(
+    st: &mut RootState,
+    myself: &ActorRef<RootMsg>,
+    name: &str,
+) -> Result<(), ActorProcessingErr> {
+    let now = Instant::now();
+    let history = st.restarts.entry(name.to_string()).or_default();
+    history.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+    history.push(now);
+    if history.len() > MAX_RESTARTS {
+        tracing::error!(child = %name, "restart limit reached; escalating");
+        return Err(format!("{name} failed more than {MAX_RESTARTS} times in {RESTART_WINDOW:?}").into());
+    }
+    metrics().actor_restarts.with_label_values(&[name]).inc();
+    // The old actor's name stays registered until it is fully gone.
+    for _ in 0..100 {
+        if ractor::registry::where_is(name.to_string()).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    st.start_core(name, &myself.get_cell()).await?;
+    Ok(())
+}

@@ -1,0 +1,679 @@
+//! The session actor: one per live session, keyed by (tenant, session_key).
+//! It owns the session's state, serialises its writes and keeps the running
+//! summary, so a handoff never rereads the history.
+//!
+//! Writes are pipelined but never reordered: at most one unit of this
+//! session is at the persistence actor at a time. Operations that arrive
+//! while it is in flight wait in `pending` and go out together as the next
+//! unit, so a hot session still rides group commit. Sequence numbers are
+//! handed out against a speculative copy of the state; if the unit fails,
+//! the copy is dropped and the numbers are handed out again — no gaps.
+//!
+//! The actor replies to clients from a small waiter task, not from its own
+//! state: if the actor panics while a unit is in flight, the unit's callers
+//! still learn truthfully whether it committed.
+//!
+//! After `idle` without activity the actor drains and stops (passivation);
+//! the next call starts a fresh one that loads the row again.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::audit::{AuditEvent, AuditMsg};
+use crate::breaker::{BreakerHandle, Dependency};
+use crate::error::{ErrorCode, HandoffError, StoreError};
+use crate::metrics::metrics;
+use crate::model::{
+    now, CommitUnit, ContextType, EntryRow, HandoffRow, HandoffType, NewEntry, SessionKey,
+    SessionRow, SessionStatus,
+};
+use crate::persistence::PersistenceHandle;
+use crate::store::Store;
+use crate::summary::{Summary, SummaryView};
+
+pub type Reply<T> = RpcReplyPort<Result<T, HandoffError>>;
+
+pub struct HandoffRequest {
+    pub target_agent: String,
+    pub request_type: HandoffType,
+    pub request_data: Option<Value>,
+}
+
+pub enum SessionMsg {
+    Register {
+        agent_from: String,
+        metadata: Option<Value>,
+        reply: Reply<Registered>,
+    },
+    Append {
+        entries: Vec<NewEntry>,
+        reply: Reply<Appended>,
+    },
+    Handoff {
+        request: HandoffRequest,
+        reply: Reply<HandoffCreated>,
+    },
+    Delete {
+        requested_by: Option<String>,
+        reply: Reply<Deleted>,
+    },
+    Summary {
+        reply: Reply<SummaryView>,
+    },
+    /// The in-flight unit finished (sent by the waiter task).
+    Committed,
+    /// Time to check whether the session went idle.
+    IdleCheck,
+    /// Test hook: panic inside the handler, to exercise supervision.
+    Crash,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub session: SessionRow,
+    pub reactivated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppendedEntry {
+    pub id: Uuid,
+    pub sequence_number: i64,
+    pub context_type: ContextType,
+    pub content_length: usize,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub session_id: Uuid,
+    pub status: SessionStatus,
+    pub entries: Vec<AppendedEntry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HandoffCreated {
+    pub handoff: HandoffRow,
+    pub session_status: SessionStatus,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    pub session_id: Uuid,
+    pub entries_removed: i64,
+}
+
+/// What the session actor needs from the rest of the tree.
+#[derive(Clone)]
+pub struct SessionDeps {
+    pub store: Arc<dyn Store>,
+    pub persistence: PersistenceHandle,
+    pub breaker: BreakerHandle,
+    pub idle: Duration,
+    pub db_timeout: Duration,
+    /// Keyed-hash key for the session key in audit rows.
+    pub hash_key: [u8; 32],
+}
+
+pub struct SessionArgs {
+    pub key: SessionKey,
+    pub deps: SessionDeps,
+}
+
+/// A mutating operation waiting for its turn.
+enum Op {
+    Register {
+        agent_from: String,
+        metadata: Option<Value>,
+        reply: Reply<Registered>,
+    },
+    Append {
+        entries: Vec<NewEntry>,
+        reply: Reply<Appended>,
+    },
+    Handoff {
+        request: HandoffRequest,
+        reply: Reply<HandoffCreated>,
+    },
+    Delete {
+        requested_by: Option<String>,
+        reply: Reply<Deleted>,
+    },
+}
+
+/// A reply prepared against the speculative state, sent once the unit commits.
+enum Ack {
+    Register(Reply<Registered>, Registered),
+    Append(Reply<Appended>, Appended),
+    Handoff(Reply<HandoffCreated>, HandoffCreated),
+    Delete(Reply<Deleted>, Deleted),
+}
+
+impl Ack {
+    fn send(self, result: &Result<(), HandoffError>) {
+        fn go<T>(port: Reply<T>, value: T, r: &Result<(), HandoffError>) {
+            let _ = port.send(r.clone().map(|_| value));
+        }
+        match self {
+            Ack::Register(p, v) => go(p, v, result),
+            Ack::Append(p, v) => go(p, v, result),
+            Ack::Handoff(p, v) => go(p, v, result),
+            Ack::Delete(p, v) => go(p, v, result),
+        }
+    }
+}
+
+struct Inflight {
+    spec: Option<SessionRow>,
+    done: oneshot::Receiver<bool>,
+}
+
+pub struct SessionState {
+    key: SessionKey,
+    deps: SessionDeps,
+    /// `None` until loaded from the store; then the committed row (or none).
+    committed: Option<Option<SessionRow>>,
+    inflight: Option<Inflight>,
+    pending: VecDeque<Op>,
+    /// Reads that arrived while a unit was in flight; answered after it.
+    waiting_reads: Vec<Reply<SummaryView>>,
+    last_activity: Instant,
+}
+
+pub struct SessionActor;
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        myself.send_after(args.deps.idle, || SessionMsg::IdleCheck);
+        Ok(SessionState {
+            key: args.key,
+            deps: args.deps,
+            committed: None,
+            inflight: None,
+            pending: VecDeque::new(),
+            waiting_reads: Vec::new(),
+            last_activity: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        st: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics()
+            .actor_messages
+            .with_label_values(&["session"])
+            .inc();
+        let op = match msg {
+            SessionMsg::Register {
+                agent_from,
+                metadata,
+                reply,
+            } => Op::Register {
+                agent_from,
+                metadata,
+                reply,
+            },
+            SessionMsg::Append { entries, reply } => Op::Append { entries, reply },
+            SessionMsg::Handoff { request, reply } => Op::Handoff { request, reply },
+            SessionMsg::Delete {
+                requested_by,
+                reply,
+            } => Op::Delete {
+                requested_by,
+                reply,
+            },
+            SessionMsg::Summary { reply } => {
+                st.last_activity = Instant::now();
+                if st.inflight.is_some() {
+                    st.waiting_reads.push(reply);
+                } else {
+                    let r = st.summary().await;
+                    let _ = reply.send(r);
+                }
+                return Ok(());
+            }
+            SessionMsg::Committed => {
+                st.settle_inflight().await;
+                st.submit(&myself).await;
+                return Ok(());
+            }
+            SessionMsg::IdleCheck => {
+                let idle = st.last_activity.elapsed();
+                if st.inflight.is_none() && st.pending.is_empty() && idle >= st.deps.idle {
+                    // Messages already queued are still handled; later
+                    // senders are refused and start a fresh actor.
+                    let _ = myself.drain();
+                } else {
+                    let wait = st.deps.idle.saturating_sub(idle).max(Duration::from_millis(10));
+                    myself.send_after(wait, || SessionMsg::IdleCheck);
+                }
+                return Ok(());
+            }
+            SessionMsg::Crash => panic!("test hook: session actor crash requested"),
+        };
+        st.last_activity = Instant::now();
+        st.pending.push_back(op);
+        if st.inflight.is_none() {
+            st.submit(&myself).await;
+        }
+        Ok(())
+    }
+
+    /// Passivation and shutdown: finish what was accepted before stopping.
+    async fn post_stop(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        st: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        loop {
+            st.settle_inflight().await;
+            if st.pending.is_empty() {
+                break;
+            }
+            st.submit(&myself).await;
+        }
+        Ok(())
+    }
+}
+
+impl SessionState {
+    /// Load the row on first use. Lazy, so spawning an actor costs no I/O
+    /// on the supervisor's turn.
+    async fn load(&mut self) -> Result<&Option<SessionRow>, HandoffError> {
+        if self.committed.is_none() {
+            self.deps.breaker.check(Dependency::Database)?;
+            let r = tokio::time::timeout(
+                self.deps.db_timeout,
+                self.deps.store.load_session(&self.key.tenant, &self.key.key),
+            )
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("load timed out".into())));
+            self.deps
+                .breaker
+                .report(Dependency::Database, !matches!(r, Err(StoreError::Unavailable(_))));
+            self.committed = Some(r?);
+        }
+        Ok(self.committed.as_ref().expect("loaded above"))
+    }
+
+    async fn summary(&mut self) -> Result<SummaryView, HandoffError> {
+        let key = self.key.key.clone();
+        match self.load().await? {
+            Some(row) => Ok(SummaryView::of(row, now())),
+            None => Err(HandoffError::session_not_found(&key)),
+        }
+    }
+
+    /// Wait for the unit in flight (if any) and take its outcome.
+    async fn settle_inflight(&mut self) {
+        if let Some(inf) = self.inflight.take() {
+            let ok = inf.done.await.unwrap_or(false);
+            if ok {
+                self.committed = Some(inf.spec);
+            } else {
+                // The store may or may not hold the unit (a timeout is
+                // ambiguous): forget the state and reload it on next use.
+                self.committed = None;
+            }
+        }
+        for reply in std::mem::take(&mut self.waiting_reads) {
+            let r = self.summary().await;
+            let _ = reply.send(r);
+        }
+    }
+
+    /// Turn pending operations into one unit and send it to persistence.
+    async fn submit(&mut self, myself: &ActorRef<SessionMsg>) {
+        if self.pending.is_empty() || self.inflight.is_some() {
+            return;
+        }
+        if let Err(e) = self.load().await {
+            for op in self.pending.drain(..) {
+                op.fail(e.clone());
+            }
+            return;
+        }
+        let mut spec = self.committed.clone().expect("loaded");
+        let mut unit = CommitUnit::default();
+        let mut acks = Vec::new();
+        let mut audits = Vec::new();
+        while let Some(op) = self.pending.pop_front() {
+            let is_delete = matches!(op, Op::Delete { .. });
+            // A deletion travels alone: nothing of the session may be
+            // written in the same unit as its erasure.
+            if is_delete && !unit.is_empty() {
+                self.pending.push_front(op);
+                break;
+            }
+            if let Some(ack) = self.apply(op, &mut spec, &mut unit, &mut audits) {
+                acks.push(ack);
+            }
+            if is_delete && !unit.is_empty() {
+                break;
+            }
+        }
+        if unit.is_empty() {
+            return;
+        }
+        if unit.delete.is_none() {
+            unit.session = spec.clone();
+        }
+        let counts = (
+            unit.entries.len() as u64,
+            unit.handoffs.len() as u64,
+            acks.iter().filter(|a| matches!(a, Ack::Register(..))).count() as u64,
+        );
+        let rx = match self.deps.persistence.submit(unit) {
+            Ok(rx) => rx,
+            Err(e) => {
+                let r = Err(e);
+                for ack in acks {
+                    ack.send(&r);
+                }
+                return;
+            }
+        };
+        let (done_tx, done_rx) = oneshot::channel();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let r = rx.await.unwrap_or_else(|_| {
+                Err(HandoffError::internal("the persistence actor failed"))
+            });
+            let ok = r.is_ok();
+            for ack in acks {
+                ack.send(&r);
+            }
+            if ok {
+                let m = metrics();
+                m.created.with_label_values(&["context_entries"]).inc_by(counts.0);
+                m.created.with_label_values(&["handoffs"]).inc_by(counts.1);
+                m.created.with_label_values(&["sessions"]).inc_by(counts.2);
+                for e in audits {
+                    AuditMsg::record(e);
+                }
+            }
+            let _ = done_tx.send(ok);
+            let _ = me.cast(SessionMsg::Committed);
+        });
+        self.inflight = Some(Inflight {
+            spec,
+            done: done_rx,
+        });
+    }
+
+    fn audit(&self, action: &'static str, actor: Option<&str>, details: Value) -> AuditEvent {
+        AuditEvent {
+            action,
+            tenant: self.key.tenant.to_string(),
+            actor: actor.map(str::to_string),
+            subject_hash: Some(crate::key_hash(&self.deps.hash_key, &self.key.key)),
+            details,
+        }
+    }
+
+    /// Validate one operation against the speculative state and fold it in.
+    /// A refused operation is answered at once and leaves no trace.
+    fn apply(
+        &self,
+        op: Op,
+        spec: &mut Option<SessionRow>,
+        unit: &mut CommitUnit,
+        audits: &mut Vec<AuditEvent>,
+    ) -> Option<Ack> {
+        let at = now();
+        match op {
+            Op::Register {
+                agent_from,
+                metadata,
+                reply,
+            } => {
+                let reactivated = match spec {
+                    Some(row) if row.status == SessionStatus::Dormant => {
+                        row.status = SessionStatus::Active;
+                        if metadata.is_some() {
+                            row.metadata = metadata;
+                        }
+                        row.summary.add_participant(&agent_from);
+                        true
+                    }
+                    Some(row) => {
+                        let _ = reply.send(Err(HandoffError::new(
+                            ErrorCode::SessionExists,
+                            format!("a session with this key already exists ({})", row.status.as_str()),
+                        )
+                        .detail("existing_session", session_json(row))));
+                        return None;
+                    }
+                    None => {
+                        *spec = Some(SessionRow {
+                            id: Uuid::now_v7(),
+                            tenant: self.key.tenant.clone(),
+                            session_key: self.key.key.clone(),
+                            agent_from: agent_from.clone(),
+                            status: SessionStatus::Active,
+                            metadata,
+                            created_at: at,
+                            last_activity_at: at,
+                            last_seq: 0,
+                            summary: Summary::with_participant(&agent_from),
+                        });
+                        false
+                    }
+                };
+                let row = spec.as_mut().expect("set above");
+                let text = if reactivated {
+                    format!("Session reactivated by agent {agent_from}")
+                } else {
+                    format!("Session registered by agent {agent_from}")
+                };
+                push_entry(row, unit, ContextType::System, text, None, at);
+                audits.push(self.audit(
+                    if reactivated { "session.reactivated" } else { "session.registered" },
+                    Some(&agent_from),
+                    json!({"session_id": row.id}),
+                ));
+                Some(Ack::Register(
+                    reply,
+                    Registered {
+                        session: row.clone(),
+                        reactivated,
+                    },
+                ))
+            }
+            Op::Append { entries, reply } => {
+                let row = match writable(spec, &self.key.key) {
+                    Ok(row) => row,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return None;
+                    }
+                };
+                let out = entries
+                    .into_iter()
+                    .map(|e| {
+                        let len = e.content.len();
+                        let entry = push_entry(row, unit, e.context_type, e.content, e.metadata, at);
+                        AppendedEntry {
+                            id: entry.0,
+                            sequence_number: entry.1,
+                            context_type: e.context_type,
+                            content_length: len,
+                            created_at: at,
+                        }
+                    })
+                    .collect();
+                Some(Ack::Append(
+                    reply,
+                    Appended {
+                        session_id: row.id,
+                        status: row.status,
+                        entries: out,
+                    },
+                ))
+            }
+            Op::Handoff { request, reply } => {
+                let row = match writable(spec, &self.key.key) {
+                    Ok(row) => row,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return None;
+                    }
+                };
+                let source = row.agent_from.clone();
+                let text = format!(
+                    "Handoff requested: {} -> {} ({})",
+                    source,
+                    request.target_agent,
+                    request.request_type.as_str()
+                );
+                push_entry(row, unit, ContextType::System, text, None, at);
+                match request.request_type {
+                    HandoffType::FullHandoff => row.status = SessionStatus::Completed,
+                    HandoffType::Collaboration => row.summary.add_participant(&request.target_agent),
+                    HandoffType::ContextTransfer => {}
+                }
+                row.summary.handoffs += 1;
+                let context_summary =
+                    serde_json::to_value(SummaryView::of(row, at)).unwrap_or(Value::Null);
+                let handoff = HandoffRow {
+                    id: Uuid::now_v7(),
+                    tenant: self.key.tenant.clone(),
+                    session_id: row.id,
+                    session_key: self.key.key.clone(),
+                    source_agent: source.clone(),
+                    target_agent: request.target_agent,
+                    request_type: request.request_type,
+                    status: "pending".into(),
+                    request_data: request.request_data,
+                    context_summary,
+                    context_entries: row.summary.total_entries,
+                    created_at: at,
+                };
+                unit.handoffs.push(handoff.clone());
+                audits.push(self.audit(
+                    "handoff.requested",
+                    Some(&source),
+                    json!({"handoff_id": handoff.id, "target_agent": handoff.target_agent,
+                           "request_type": handoff.request_type.as_str()}),
+                ));
+                Some(Ack::Handoff(
+                    reply,
+                    HandoffCreated {
+                        handoff,
+                        session_status: row.status,
+                    },
+                ))
+            }
+            Op::Delete {
+                requested_by,
+                reply,
+            } => {
+                let Some(row) = spec.take() else {
+                    let _ = reply.send(Err(HandoffError::session_not_found(&self.key.key)));
+                    return None;
+                };
+                unit.delete = Some(row.id);
+                audits.push(self.audit(
+                    "session.deleted",
+                    requested_by.as_deref(),
+                    json!({"session_id": row.id, "entries": row.summary.total_entries}),
+                ));
+                Some(Ack::Delete(
+                    reply,
+                    Deleted {
+                        session_id: row.id,
+                        entries_removed: row.last_seq,
+                    },
+                ))
+            }
+        }
+    }
+}
+
+impl Op {
+    fn fail(self, e: HandoffError) {
+        match self {
+            Op::Register { reply, .. } => drop(reply.send(Err(e))),
+            Op::Append { reply, .. } => drop(reply.send(Err(e))),
+            Op::Handoff { reply, .. } => drop(reply.send(Err(e))),
+            Op::Delete { reply, .. } => drop(reply.send(Err(e))),
+        }
+    }
+}
+
+/// The session, if it may take writes; a dormant one wakes up.
+fn writable<'a>(
+    spec: &'a mut Option<SessionRow>,
+    key: &str,
+) -> Result<&'a mut SessionRow, HandoffError> {
+    let row = spec
+        .as_mut()
+        .ok_or_else(|| HandoffError::session_not_found(key))?;
+    match row.status {
+        SessionStatus::Active => Ok(row),
+        SessionStatus::Dormant => {
+            row.status = SessionStatus::Active;
+            Ok(row)
+        }
+        other => Err(HandoffError::new(
+            ErrorCode::SessionNotActive,
+            format!("the session is {} and takes no further writes", other.as_str()),
+        )
+        .detail("session_key", key)
+        .detail("current_status", other.as_str())),
+    }
+}
+
+/// Append one entry at the next sequence number. Returns (id, seq).
+fn push_entry(
+    row: &mut SessionRow,
+    unit: &mut CommitUnit,
+    context_type: ContextType,
+    content: String,
+    metadata: Option<Value>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> (Uuid, i64) {
+    row.last_seq += 1;
+    row.last_activity_at = at;
+    let entry = EntryRow {
+        session_id: row.id,
+        seq: row.last_seq,
+        id: Uuid::now_v7(),
+        context_type,
+        content,
+        metadata,
+        created_at: at,
+    };
+    row.summary.apply(&entry);
+    let out = (entry.id, entry.seq);
+    unit.entries.push(entry);
+    out
+}
+
+pub fn session_json(row: &SessionRow) -> Value {
+    json!({
+        "id": row.id,
+        "session_key": &*row.session_key,
+        "agent_from": row.agent_from,
+        "status": row.status.as_str(),
+        "created_at": crate::model::rfc3339(&row.created_at),
+        "last_activity_at": crate::model::rfc3339(&row.last_activity_at),
+        "metadata": row.metadata.clone().unwrap_or_else(|| json!({})),
+    })
+}

@@ -1,0 +1,23 @@
+//! The storage port. The actors own the write path and know nothing of SQL;
+//! an adapter (SQLite, PostgreSQL) in the binary implements this trait.
+
+use async_trait::async_trait;
+
+use crate::error::StoreError;
+use crate::model::{AuditRow, CommitUnit, SessionRow};
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The session row for (tenant, key), if any.
+    async fn load_session(&self, tenant: &str, key: &str)
+        -> Result<Option<SessionRow>, StoreError>;
+
+    /// Commit every unit in one transaction: all or nothing.
+    async fn commit(&self, units: &[&CommitUnit]) -> Result<(), StoreError>;
+
+    /// The last row of the audit chain, to continue it.
+    async fn audit_head(&self) -> Result<Option<AuditRow>, StoreError>;
+
+    /// A cheap round trip, for health and half-open probes.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
