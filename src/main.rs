@@ -1,1 +1,83 @@
-fn main(){}
+//! `handoff`: an MCP server that lets AI agents hand work to each other
+//! without losing context. See README.md.
+
+mod app;
+mod cli;
+mod config;
+mod logging;
+mod mcp;
+mod storage;
+mod transport;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "handoff", version, about = "MCP server for handing work between AI agents without losing context")]
+struct Cli {
+    /// TOML configuration file (default: $HANDOFF_CONFIG, if set).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve MCP on stdio (the default for local agent clients).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the audit log's hash chain from the first row to the last.
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("handoff: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&cfg.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("handoff: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = rt.block_on(async move {
+        let r = match cli.cmd {
+            Cmd::Serve => app::serve(cfg).await.map(|_| ExitCode::SUCCESS),
+            Cmd::Migrate => cli::migrate(&cfg).await,
+            Cmd::Audit { cmd: AuditCmd::Verify } => cli::audit_verify(&cfg).await,
+        };
+        r.unwrap_or_else(|e| {
+            tracing::error!(error = %logging::redact(&format!("{e:#}")), "fatal");
+            eprintln!("handoff: {}", logging::redact(&format!("{e:#}")));
+            ExitCode::FAILURE
+        })
+    });
+    // The blocking stdin reader (terminal fallback) cannot be cancelled;
+    // do not let runtime shutdown wait for it.
+    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
+}

@@ -127,16 +127,7 @@ impl Core {
 
     /// Test hook: make the session's actor panic while handling a call.
     pub async fn crash_session(&self, key: &SessionKey) -> Result<(), HandoffError> {
-        let actor = self.session_actor(key).await?;
-        let (tx, rx) = oneshot::<()>();
-        actor
-            .cast(SessionMsg::Crash)
-            .map_err(|_| HandoffError::internal("session actor unavailable"))?;
-        drop(tx);
-        let _ = rx.await;
-        Err(HandoffError::internal(
-            "the session actor failed while handling this call; it has been restarted",
-        ))
+        self.ask(key, SessionMsg::Crash).await
     }
 
     /// Send a message to the session's actor and wait for the reply. A

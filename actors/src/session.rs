@@ -70,8 +70,9 @@ pub enum SessionMsg {
     Committed,
     /// Time to check whether the session went idle.
     IdleCheck,
-    /// Test hook: panic inside the handler, to exercise supervision.
-    Crash,
+    /// Test hook: panic inside the handler, to exercise supervision. The
+    /// port is dropped by the panic, which is how the caller learns of it.
+    Crash(Reply<()>),
 }
 
 #[derive(Debug, Clone)]
@@ -265,7 +266,7 @@ impl Actor for SessionActor {
                 }
                 return Ok(());
             }
-            SessionMsg::Crash => panic!("test hook: session actor crash requested"),
+            SessionMsg::Crash(_port) => panic!("test hook: session actor crash requested"),
         };
         st.last_activity = Instant::now();
         st.pending.push_back(op);

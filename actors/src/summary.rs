@@ -101,7 +101,7 @@ impl Summary {
             s.push_str(&format!("; last entry at {last}"));
         }
         if self.handoffs > 0 {
-            s.push_str(&format!("; {} earlier handoff(s)", self.handoffs));
+            s.push_str(&format!("; {} handoff(s) so far", self.handoffs));
         }
         s.push('.');
         s

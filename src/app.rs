@@ -1,0 +1,111 @@
+//! Wiring: open the database, start the supervision tree, attach the
+//! transports, and wait for the one shutdown path to finish.
+
+use std::sync::Arc;
+
+use handoff_actors::breaker::{BreakerConfig, BreakerHandle};
+use handoff_actors::persistence::{PersistenceConfig, PersistenceHandle};
+use handoff_actors::root::{ChildSpec, RootArgs};
+use handoff_actors::session::SessionDeps;
+use handoff_actors::store::Store;
+use handoff_actors::Core;
+use ractor::Actor;
+
+use crate::config::Config;
+use crate::mcp::HandoffServer;
+use crate::storage::{self, Database, Reads};
+use crate::transport::stdio::{self, StdioArgs, StdioTransport};
+
+/// Open the configured database (applying migrations).
+pub async fn open_db(cfg: &Config) -> anyhow::Result<Arc<dyn Database>> {
+    let url = cfg.database_url()?;
+    let db = storage::open(&url).await?;
+    tracing::info!(database = %db.describe(), "database ready");
+    Ok(db)
+}
+
+/// The key behind every session-key hash: configured, or a random secret
+/// kept in the database so hashes stay stable across restarts.
+async fn hash_key(cfg: &Config, db: &Arc<dyn Database>) -> anyhow::Result<[u8; 32]> {
+    let secret = match &cfg.log_hash_key {
+        Some(k) => k.clone(),
+        None => {
+            let fresh = blake3::hash(uuid::Uuid::new_v4().as_bytes()).to_hex().to_string();
+            db.setting_or_init("log_hash_key", &fresh).await?
+        }
+    };
+    Ok(blake3::derive_key("handoff 2026 session key hash", secret.as_bytes()))
+}
+
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let db = open_db(&cfg).await?;
+    let key = hash_key(&cfg, &db).await?;
+    crate::logging::set_hash_key(key);
+    let breaker = BreakerHandle::new();
+    let store: Arc<dyn Store> = db.clone();
+    let (core, root) = Core::start(RootArgs {
+        store: store.clone(),
+        breaker: breaker.clone(),
+        breaker_config: BreakerConfig {
+            failure_threshold: cfg.breaker_failures,
+            open_for: cfg.breaker_open_for,
+        },
+        persistence: PersistenceConfig {
+            max_batch: cfg.batch_max,
+            timeout: cfg.db_timeout,
+        },
+        sessions: SessionDeps {
+            store,
+            persistence: PersistenceHandle,
+            breaker: breaker.clone(),
+            idle: cfg.session_idle,
+            db_timeout: cfg.db_timeout,
+            hash_key: key,
+        },
+        extra: Vec::new(),
+    })
+    .await?;
+    let reads = Reads {
+        db,
+        breaker,
+        timeout: cfg.db_timeout,
+    };
+    let server = HandoffServer::new(core.clone(), reads, cfg.clone(), "local");
+    let max = cfg.max_message_bytes;
+    core.start_children(vec![ChildSpec {
+        name: stdio::NAME.into(),
+        shutdown_on_exit: true,
+        start: Arc::new(move |sup| {
+            let args = StdioArgs {
+                server: server.clone(),
+                max_message_bytes: max,
+            };
+            Box::pin(async move {
+                Actor::spawn_linked(Some(stdio::NAME.into()), StdioTransport, args, sup)
+                    .await
+                    .map(|(a, _)| a.get_cell())
+            })
+        }),
+    }]);
+
+    let on_signal = core.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received");
+        on_signal.shutdown();
+    });
+
+    root.await.ok();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,150 @@
+//! Configuration: defaults, overridden by an optional TOML file
+//! (`HANDOFF_CONFIG`), overridden by `HANDOFF_*` environment variables.
+//! One typed struct is the source of truth; an invalid value stops start-up
+//! with a message naming the setting.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownFields {
+    Reject,
+    Ignore,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://path` (default: a file in the platform data directory) or
+    /// `postgres://…`.
+    pub database_url: Option<String>,
+    /// A session actor stops after this long without activity.
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// Unknown argument fields: `reject` (VALIDATION_ERROR) or `ignore`.
+    pub unknown_fields: UnknownFields,
+    pub max_content_bytes: usize,
+    pub max_metadata_bytes: usize,
+    pub max_metadata_depth: usize,
+    pub max_batch_entries: usize,
+    pub max_message_bytes: usize,
+    pub max_session_key_bytes: usize,
+    pub max_agent_id_bytes: usize,
+    pub page_size_default: u32,
+    pub page_size_max: u32,
+    /// Content bytes one context page carries at most (at least one entry).
+    pub page_bytes_max: usize,
+    /// Consecutive database failures that open the breaker.
+    pub breaker_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub breaker_open_for: Duration,
+    /// A database call slower than this fails (and counts for the breaker).
+    #[serde(with = "humantime_serde")]
+    pub db_timeout: Duration,
+    /// Session units per group-commit transaction at most.
+    pub batch_max: usize,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `handoff=debug`.
+    pub log: String,
+    /// Key for the keyed hashes of session keys in logs and audit rows. When
+    /// unset, one is generated and kept in the database.
+    pub log_hash_key: Option<String>,
+    /// Enables test-only tools (`debug_crash_session`). Never in production.
+    pub test_hooks: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            session_idle: Duration::from_secs(300),
+            unknown_fields: UnknownFields::Reject,
+            max_content_bytes: 1024 * 1024,
+            max_metadata_bytes: 16 * 1024,
+            max_metadata_depth: 8,
+            max_batch_entries: 100,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_session_key_bytes: 255,
+            max_agent_id_bytes: 100,
+            page_size_default: 100,
+            page_size_max: 1000,
+            page_bytes_max: 4 * 1024 * 1024,
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(5),
+            db_timeout: Duration::from_secs(5),
+            batch_max: 256,
+            log: "info".into(),
+            log_hash_key: None,
+            test_hooks: false,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults ← TOML file (`HANDOFF_CONFIG` or `--config`) ← environment.
+    pub fn load(file: Option<PathBuf>) -> anyhow::Result<Config> {
+        let file = file.or_else(|| std::env::var_os("HANDOFF_CONFIG").map(PathBuf::from));
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &file {
+            if !path.exists() {
+                anyhow::bail!("configuration file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("HANDOFF_").ignore(&["config"]));
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if self.session_idle.is_zero() {
+            problems.push("session_idle (HANDOFF_SESSION_IDLE) must be greater than 0");
+        }
+        if self.page_size_default == 0 || self.page_size_default > self.page_size_max {
+            problems.push("page_size_default must be between 1 and page_size_max");
+        }
+        if self.max_batch_entries == 0 {
+            problems.push("max_batch_entries must be at least 1");
+        }
+        if self.batch_max == 0 {
+            problems.push("batch_max (HANDOFF_BATCH_MAX) must be at least 1");
+        }
+        if self.breaker_failures == 0 {
+            problems.push("breaker_failures (HANDOFF_BREAKER_FAILURES) must be at least 1");
+        }
+        if self.db_timeout.is_zero() {
+            problems.push("db_timeout (HANDOFF_DB_TIMEOUT) must be greater than 0");
+        }
+        if self.max_content_bytes == 0 || self.max_content_bytes >= self.max_message_bytes {
+            problems.push("max_content_bytes must be above 0 and below max_message_bytes");
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("invalid configuration: {}", problems.join("; "))
+        }
+    }
+
+    /// The database URL in effect: the configured one, or the embedded
+    /// SQLite file in the platform data directory.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        let dir = dirs::data_dir()
+            .or_else(|| dirs::home_dir().map(|h| h.join(".local/share")))
+            .ok_or_else(|| anyhow::anyhow!("no data directory; set HANDOFF_DATABASE_URL"))?
+            .join("handoff");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        Ok(format!("sqlite://{}", dir.join("handoff.db").display()))
+    }
+}

@@ -1,0 +1,11 @@
+//! The MCP surface: tools, resources, argument rules and reply shapes.
+
+pub mod args;
+pub mod context;
+pub mod reply;
+pub mod resources;
+pub mod server;
+pub mod tools;
+pub mod types;
+
+pub use server::HandoffServer;

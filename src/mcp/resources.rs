@@ -1,0 +1,180 @@
+//! The resources (contract §4): `handoff://sessions`,
+//! `handoff://context/{session_key}` (paged with `?after=N&limit=M`),
+//! `handoff://summary/{session_key}`, `handoff://health`,
+//! `handoff://metrics`. Keys in URIs are percent-decoded.
+
+use handoff_actors::breaker::Dependency;
+use handoff_actors::model::{now, rfc3339};
+use handoff_actors::{ErrorCode, HandoffError};
+use percent_encoding::percent_decode_str;
+use rmcp::model::{Resource, ResourceTemplate};
+use serde_json::{json, Value};
+
+use super::context::Ctx;
+use super::tools::get_context;
+
+pub fn list() -> Vec<Resource> {
+    [
+        ("handoff://sessions", "sessions", "Sessions of the caller, paged (?cursor=&limit=)", "application/json"),
+        ("handoff://health", "health", "Health of the database, the breakers and every actor group", "application/json"),
+        ("handoff://metrics", "metrics", "Prometheus metrics (text exposition)", "text/plain"),
+    ]
+    .into_iter()
+    .map(|(uri, name, desc, mime)| Resource::new(uri, name).with_description(desc).with_mime_type(mime))
+    .collect()
+}
+
+pub fn templates() -> Vec<ResourceTemplate> {
+    [
+        ("handoff://context/{session_key}", "context", "A session's context entries in order; page with ?after=N&limit=M"),
+        ("handoff://summary/{session_key}", "summary", "A session's running summary: counts, participants, recent entries"),
+    ]
+    .into_iter()
+    .map(|(uri, name, desc)| {
+        ResourceTemplate::new(uri, name)
+            .with_description(desc)
+            .with_mime_type("application/json")
+    })
+    .collect()
+}
+
+fn not_found(uri: &str) -> HandoffError {
+    HandoffError::new(ErrorCode::NotFound, format!("no resource at {uri}")).detail("uri", uri)
+}
+
+/// Split `handoff://what/rest?query` and decode the parts.
+struct Parsed {
+    kind: String,
+    key: Option<String>,
+    query: Vec<(String, String)>,
+}
+
+fn parse(uri: &str) -> Option<Parsed> {
+    let rest = uri.strip_prefix("handoff://")?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (kind, key) = match path.split_once('/') {
+        Some((k, key)) => (k, Some(key)),
+        None => (path, None),
+    };
+    let decode = |s: &str| percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).ok();
+    let key = match key {
+        Some(k) => Some(decode(k)?),
+        None => None,
+    };
+    let query = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            Some((decode(k)?, decode(v)?))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Parsed {
+        kind: kind.to_string(),
+        key,
+        query,
+    })
+}
+
+fn q_num<T: std::str::FromStr>(p: &Parsed, name: &str) -> Result<Option<T>, HandoffError> {
+    match p.query.iter().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) => v.parse().map(Some).map_err(|_| {
+            HandoffError::validation(format!("query parameter {name} must be a number"))
+                .detail("field", name)
+        }),
+    }
+}
+
+/// Read a resource: (mime type, body).
+pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), HandoffError> {
+    let p = parse(uri).ok_or_else(|| not_found(uri))?;
+    let body: Value = match (p.kind.as_str(), p.key.as_deref()) {
+        ("context", Some(key)) if !key.is_empty() => {
+            let after = q_num::<i64>(&p, "after")?;
+            let limit = q_num::<u32>(&p, "limit")?;
+            let (entries, next, has_more) = get_context::page(ctx, key, after, limit, None).await?;
+            json!({"session_key": key, "entries": entries, "has_more": has_more, "next_after_sequence": next})
+        }
+        ("summary", Some(key)) if !key.is_empty() => {
+            crate::mcp::args::session_key(&ctx.cfg, key)?;
+            let v = ctx.core.summary(&ctx.key(key)).await?;
+            serde_json::to_value(v).unwrap_or(Value::Null)
+        }
+        ("sessions", None) => {
+            let limit = q_num::<u32>(&p, "limit")?.unwrap_or(ctx.cfg.page_size_default);
+            if limit == 0 || limit > ctx.cfg.page_size_max {
+                return Err(HandoffError::validation(format!("limit must be 1–{}", ctx.cfg.page_size_max)));
+            }
+            let cursor = p.query.iter().find(|(k, _)| k == "cursor").map(|(_, v)| v.as_str());
+            let (list, total) = ctx
+                .reads
+                .run(ctx.reads.db.list_sessions(&ctx.tenant, cursor, limit + 1))
+                .await?;
+            let has_more = list.len() > limit as usize;
+            let list = &list[..list.len().min(limit as usize)];
+            let next = if has_more { list.last().map(|s| s.session_key.clone()) } else { None };
+            json!({
+                "sessions": list.iter().map(|s| json!({
+                    "session_key": s.session_key, "status": s.status, "agent_from": s.agent_from,
+                    "created_at": s.created_at, "last_activity_at": s.last_activity_at,
+                })).collect::<Vec<_>>(),
+                "total": total,
+                "next_cursor": next,
+            })
+        }
+        ("health", None) => health(ctx).await,
+        ("metrics", None) => return Ok(("text/plain", handoff_actors::metrics::render())),
+        _ => return Err(not_found(uri)),
+    };
+    Ok(("application/json", body.to_string()))
+}
+
+/// `ok` when everything answers; `degraded` when a breaker is not closed or
+/// an actor group is down; `error` when the database does not answer.
+pub async fn health(ctx: &Ctx) -> Value {
+    let mut components = Vec::new();
+    let db_ok = match tokio::time::timeout(ctx.reads.timeout, ctx.reads.db.ping()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            components.push(json!({"name": "database", "status": "error", "details": {"backend": ctx.reads.db.describe(), "error": crate::logging::redact(&e.to_string())}}));
+            false
+        }
+        Err(_) => {
+            components.push(json!({"name": "database", "status": "error", "details": {"backend": ctx.reads.db.describe(), "error": "timed out"}}));
+            false
+        }
+    };
+    if db_ok {
+        components.push(json!({"name": "database", "status": "ok", "details": {"backend": ctx.reads.db.describe()}}));
+    }
+    components.push(json!({"name": "cache", "status": "ok", "details": {"backend": "none (in-process state only)"}}));
+    let mut degraded = false;
+    for dep in [Dependency::Database, Dependency::Cache] {
+        let s = ctx.core.breaker.state(dep);
+        let ok = s == handoff_actors::breaker::BreakerState::Closed;
+        degraded |= !ok;
+        components.push(json!({"name": format!("breaker.{}", dep.as_str()), "status": if ok { "ok" } else { "degraded" }, "details": {"state": s.as_str()}}));
+    }
+    for c in ctx.core.children().await {
+        degraded |= !c.alive;
+        let mut details = json!({"alive": c.alive, "restarts": c.restarts});
+        if c.name == "sessions" {
+            let live = handoff_actors::metrics::metrics()
+                .actors_live
+                .with_label_values(&["session"])
+                .get();
+            details["live_session_actors"] = json!(live);
+        }
+        components.push(json!({"name": format!("actor.{}", c.name), "status": if c.alive { "ok" } else { "error" }, "details": details}));
+    }
+    let status = if !db_ok {
+        "error"
+    } else if degraded {
+        "degraded"
+    } else {
+        "ok"
+    };
+    json!({"status": status, "components": components, "timestamp": rfc3339(&now())})
+}
+

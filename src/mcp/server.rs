@@ -1,0 +1,180 @@
+//! The MCP server: turns protocol requests into tool and resource calls.
+//! One instance per connection; each carries the connection's tenant.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use handoff_actors::metrics::metrics;
+use handoff_actors::{Core, ErrorCode, HandoffError};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, Implementation, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, ResourceContents, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use uuid::Uuid;
+
+use super::context::Ctx;
+use super::reply;
+use super::resources;
+use super::tools::Catalog;
+use crate::config::Config;
+use crate::logging::key_hash;
+use crate::storage::Reads;
+
+#[derive(Clone)]
+pub struct HandoffServer {
+    core: Core,
+    reads: Reads,
+    cfg: Arc<Config>,
+    catalog: Arc<Catalog>,
+    tenant: Arc<str>,
+}
+
+impl HandoffServer {
+    pub fn new(core: Core, reads: Reads, cfg: Arc<Config>, tenant: &str) -> Self {
+        let catalog = Arc::new(Catalog::new(cfg.test_hooks));
+        Self {
+            core,
+            reads,
+            cfg,
+            catalog,
+            tenant: Arc::from(tenant),
+        }
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            core: self.core.clone(),
+            reads: self.reads.clone(),
+            cfg: self.cfg.clone(),
+            tenant: self.tenant.clone(),
+        }
+    }
+}
+
+/// What a log line may say about a call's arguments: the session key's
+/// hash and the content's length, never the content.
+fn log_fields(args: Option<&rmcp::model::JsonObject>) -> (Option<String>, usize) {
+    let Some(a) = args else { return (None, 0) };
+    let key = a
+        .get("session_key")
+        .or_else(|| a.get("sessionKey"))
+        .and_then(|v| v.as_str())
+        .map(key_hash);
+    let mut len = a.get("content").and_then(|v| v.as_str()).map_or(0, str::len);
+    if let Some(serde_json::Value::Array(items)) = a.get("entries") {
+        len += items
+            .iter()
+            .filter_map(|e| e.get("content").and_then(|v| v.as_str()))
+            .map(str::len)
+            .sum::<usize>();
+    }
+    (key, len)
+}
+
+impl ServerHandler for HandoffServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new("handoff", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "handoff keeps ordered context for agent sessions and hands them between agents. \
+             register_session, then update_context as work happens, then request_handoff to pass \
+             the session on; the receiving agent reads handoff://summary/{key} and get_context.",
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.catalog.tools.clone()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let request_id = Uuid::now_v7();
+        let started = Instant::now();
+        let tool = request.name.to_string();
+        let (key_hash, content_length) = log_fields(request.arguments.as_ref());
+        let outcome = self
+            .catalog
+            .call(self.ctx(), &tool, request.arguments)
+            .await;
+        let Some(outcome) = outcome else {
+            let e = HandoffError::new(ErrorCode::NotFound, format!("unknown tool '{tool}'"))
+                .detail("tool", tool.clone());
+            tracing::info!(%request_id, tool = %crate::logging::redact(&tool), error_code = "NOT_FOUND", "unknown tool");
+            return Err(McpError::invalid_params(
+                format!("unknown tool '{tool}'"),
+                Some(reply::error_json(&e, request_id)),
+            ));
+        };
+        let elapsed = started.elapsed();
+        let m = metrics();
+        m.tool_seconds
+            .with_label_values(&[&tool])
+            .observe(elapsed.as_secs_f64());
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let result = match outcome {
+            Ok(v) => {
+                m.tool_calls.with_label_values(&[&tool, "ok"]).inc();
+                tracing::debug!(%request_id, tenant = %self.tenant, tool, session_key_hash = key_hash, content_length, duration_ms, "tool call");
+                reply::success(v)
+            }
+            Err(e) => {
+                m.tool_calls
+                    .with_label_values(&[&tool, e.code.as_str()])
+                    .inc();
+                tracing::info!(%request_id, tenant = %self.tenant, tool, session_key_hash = key_hash, content_length, duration_ms, error_code = e.code.as_str(), "tool call failed");
+                reply::failure(&e, request_id)
+            }
+        };
+        Ok(result.into())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(ListResourcesResult::with_all_items(resources::list()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(resources::templates()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let request_id = Uuid::now_v7();
+        let uri = request.uri;
+        match resources::read(&self.ctx(), &uri).await {
+            Ok((mime, body)) => Ok(ReadResourceResult::new(vec![
+                ResourceContents::text(body, uri).with_mime_type(mime),
+            ])
+            .into()),
+            Err(e) => {
+                tracing::info!(%request_id, tenant = %self.tenant, error_code = e.code.as_str(), "resource read failed");
+                Err(reply::protocol_error(&e, request_id))
+            }
+        }
+    }
+}

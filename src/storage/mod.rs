@@ -1,0 +1,112 @@
+//! Storage adapters. The write path belongs to the actors (through the
+//! `Store` port); reads that need no session state (context pages, listings)
+//! come straight here, behind the same breaker and timeout.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use handoff_actors::breaker::{BreakerHandle, Dependency};
+use handoff_actors::model::{AuditRow, ContextType};
+use handoff_actors::store::Store;
+use handoff_actors::{HandoffError, StoreError};
+use serde_json::Value;
+
+/// One entry as read back.
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    pub id: String,
+    pub sequence_number: i64,
+    pub context_type: String,
+    pub content: String,
+    pub metadata: Option<Value>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContextPage {
+    pub entries: Vec<StoredEntry>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionListing {
+    pub session_key: String,
+    pub status: String,
+    pub agent_from: String,
+    pub created_at: String,
+    pub last_activity_at: String,
+}
+
+/// What a page of context may hold.
+#[derive(Debug, Clone)]
+pub struct PageQuery<'a> {
+    pub after: i64,
+    pub limit: u32,
+    pub types: Option<&'a [ContextType]>,
+    pub max_bytes: usize,
+}
+
+#[async_trait]
+pub trait Database: Store {
+    /// `None` when the session does not exist.
+    async fn context_page(
+        &self,
+        tenant: &str,
+        key: &str,
+        q: PageQuery<'_>,
+    ) -> Result<Option<ContextPage>, StoreError>;
+
+    /// Sessions of a tenant ordered by key, after `after_key`; and the total.
+    async fn list_sessions(
+        &self,
+        tenant: &str,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<SessionListing>, i64), StoreError>;
+
+    async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError>;
+
+    /// A per-deployment secret kept in the database (created on first use).
+    async fn setting_or_init(&self, key: &str, init: &str) -> Result<String, StoreError>;
+
+    fn describe(&self) -> String;
+}
+
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Database>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteDb::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        anyhow::bail!("PostgreSQL is not supported by this build yet (HANDOFF_DATABASE_URL)")
+    } else {
+        anyhow::bail!("HANDOFF_DATABASE_URL must start with sqlite: or postgres:")
+    }
+}
+
+/// Reads guarded like writes: fail fast while the breaker is open, give up
+/// after the timeout, and tell the breaker how it went.
+#[derive(Clone)]
+pub struct Reads {
+    pub db: Arc<dyn Database>,
+    pub breaker: BreakerHandle,
+    pub timeout: Duration,
+}
+
+impl Reads {
+    pub async fn run<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, HandoffError> {
+        self.breaker.check(Dependency::Database)?;
+        let r = tokio::time::timeout(self.timeout, fut)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("read timed out".into())));
+        self.breaker.report(
+            Dependency::Database,
+            !matches!(r, Err(StoreError::Unavailable(_))),
+        );
+        r.map_err(HandoffError::from)
+    }
+}

@@ -1,0 +1,4 @@
+//! Transports: each runs as an actor under the root supervisor and turns
+//! MCP traffic into calls on the server.
+
+pub mod stdio;
