@@ -30,11 +30,16 @@ async fn hash_key(cfg: &Config, db: &Arc<dyn Database>) -> anyhow::Result<[u8; 3
     let secret = match &cfg.log_hash_key {
         Some(k) => k.clone(),
         None => {
-            let fresh = blake3::hash(uuid::Uuid::new_v4().as_bytes()).to_hex().to_string();
+            let fresh = blake3::hash(uuid::Uuid::new_v4().as_bytes())
+                .to_hex()
+                .to_string();
             db.setting_or_init("log_hash_key", &fresh).await?
         }
     };
-    Ok(blake3::derive_key("handoff 2026 session key hash", secret.as_bytes()))
+    Ok(blake3::derive_key(
+        "handoff 2026 session key hash",
+        secret.as_bytes(),
+    ))
 }
 
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {

@@ -81,8 +81,14 @@ mod tests {
 
     #[test]
     fn redacts_secret_shapes() {
-        assert_eq!(redact("postgres://app:hunter2@db/x"), "postgres://app:***@db/x");
-        assert_eq!(redact("Authorization: Bearer abc.def"), "Authorization: Bearer ***");
+        assert_eq!(
+            redact("postgres://app:hunter2@db/x"),
+            "postgres://app:***@db/x"
+        );
+        assert_eq!(
+            redact("Authorization: Bearer abc.def"),
+            "Authorization: Bearer ***"
+        );
         assert_eq!(redact("key AKIAIOSFODNN7EXAMPLE used"), "key *** used");
         assert_eq!(redact("password=hunter2 ok"), "password=*** ok");
         assert!(!redact("x -----BEGIN PRIVATE KEY----- abc").contains("abc"));

@@ -20,7 +20,11 @@ use crate::config::Config;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "handoff", version, about = "MCP server for handing work between AI agents without losing context")]
+#[command(
+    name = "handoff",
+    version,
+    about = "MCP server for handing work between AI agents without losing context"
+)]
 struct Cli {
     /// TOML configuration file (default: $HANDOFF_CONFIG, if set).
     #[arg(long, global = true)]
@@ -58,7 +62,10 @@ fn main() -> ExitCode {
         }
     };
     logging::init(&cfg.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("handoff: cannot start the runtime: {e}");
@@ -69,7 +76,9 @@ fn main() -> ExitCode {
         let r = match cli.cmd {
             Cmd::Serve => app::serve(cfg).await.map(|_| ExitCode::SUCCESS),
             Cmd::Migrate => cli::migrate(&cfg).await,
-            Cmd::Audit { cmd: AuditCmd::Verify } => cli::audit_verify(&cfg).await,
+            Cmd::Audit {
+                cmd: AuditCmd::Verify,
+            } => cli::audit_verify(&cfg).await,
         };
         r.unwrap_or_else(|e| {
             tracing::error!(error = %logging::redact(&format!("{e:#}")), "fatal");

@@ -54,7 +54,10 @@ impl AuditMsg {
         if let Some(cell) = ractor::registry::where_is(AUDIT_NAME.to_string()) {
             let _ = cell.send_message(AuditMsg::Record(event));
         } else {
-            tracing::warn!(action = event.action, "audit actor not running; event dropped");
+            tracing::warn!(
+                action = event.action,
+                "audit actor not running; event dropped"
+            );
         }
     }
 }
@@ -82,7 +85,9 @@ pub fn row_hash(row: &AuditRow) -> String {
 
 /// Check a chain read back in `seq` order. Returns the number of rows, or the
 /// first sequence number where it breaks and why.
-pub fn verify_chain<'a>(rows: impl IntoIterator<Item = &'a AuditRow>) -> Result<u64, (i64, String)> {
+pub fn verify_chain<'a>(
+    rows: impl IntoIterator<Item = &'a AuditRow>,
+) -> Result<u64, (i64, String)> {
     let mut prev = GENESIS.to_string();
     let mut expected_seq: Option<i64> = None;
     let mut n = 0;

@@ -260,4 +260,3 @@ impl Actor for BreakerActor {
         Ok(())
     }
 }
-

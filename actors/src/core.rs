@@ -151,11 +151,7 @@ impl Core {
                     attempts += 1;
                     tokio::task::yield_now().await;
                 }
-                Err(_) => {
-                    return Err(HandoffError::internal(
-                        "could not reach the session actor",
-                    ))
-                }
+                Err(_) => return Err(HandoffError::internal("could not reach the session actor")),
             }
         }
         rx.await.unwrap_or_else(|_| {
@@ -171,8 +167,10 @@ impl Core {
             if let Some(a) = ActorRef::<SessionMsg>::where_is(name.clone()) {
                 return Ok(a);
             }
-            let sup = ActorRef::<SessionsMsg>::where_is(SESSIONS_NAME.to_string())
-                .ok_or_else(|| HandoffError::storage_unavailable("the session supervisor is restarting; retry"))?;
+            let sup =
+                ActorRef::<SessionsMsg>::where_is(SESSIONS_NAME.to_string()).ok_or_else(|| {
+                    HandoffError::storage_unavailable("the session supervisor is restarting; retry")
+                })?;
             let key = key.clone();
             match sup
                 .call(|reply| SessionsMsg::Spawn { key, reply }, None)

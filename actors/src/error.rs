@@ -114,8 +114,9 @@ impl From<StoreError> for HandoffError {
                 HandoffError::storage_unavailable("the database is unavailable; retry shortly")
                     .detail("cause", m)
             }
-            StoreError::Rejected(m) => HandoffError::internal("the database refused the write")
-                .detail("cause", m),
+            StoreError::Rejected(m) => {
+                HandoffError::internal("the database refused the write").detail("cause", m)
+            }
         }
     }
 }

@@ -28,11 +28,8 @@ fn build() -> Metrics {
     let registry = Registry::new_custom(Some("handoff".into()), None).expect("metrics registry");
     let latency = exponential_buckets(0.00005, 2.0, 18).expect("buckets");
     let m = Metrics {
-        actors_live: IntGaugeVec::new(
-            Opts::new("actors_live", "Live actors by kind"),
-            &["kind"],
-        )
-        .unwrap(),
+        actors_live: IntGaugeVec::new(Opts::new("actors_live", "Live actors by kind"), &["kind"])
+            .unwrap(),
         actor_messages: IntCounterVec::new(
             Opts::new("actor_messages_total", "Messages handled by actor kind"),
             &["kind"],

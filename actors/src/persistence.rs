@@ -61,8 +61,9 @@ impl PersistenceHandle {
         unit: CommitUnit,
     ) -> Result<OneshotReceiver<Result<(), HandoffError>>, HandoffError> {
         let (tx, rx) = oneshot();
-        let cell = ractor::registry::where_is(PERSISTENCE_NAME.to_string())
-            .ok_or_else(|| HandoffError::storage_unavailable("the persistence actor is restarting; retry"))?;
+        let cell = ractor::registry::where_is(PERSISTENCE_NAME.to_string()).ok_or_else(|| {
+            HandoffError::storage_unavailable("the persistence actor is restarting; retry")
+        })?;
         match cell.send_message(PersistMsg::Commit(unit, tx.into())) {
             Ok(()) => Ok(rx),
             Err(MessagingErr::SendErr(_)) | Err(_) => Err(HandoffError::storage_unavailable(

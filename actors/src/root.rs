@@ -88,60 +88,52 @@ impl RootState {
     async fn start_core(&mut self, name: &str, me: &ActorCell) -> Result<(), SpawnErr> {
         let a = &self.args;
         let cell = match name {
-            BREAKER_NAME => {
-                Actor::spawn_linked(
-                    Some(BREAKER_NAME.into()),
-                    BreakerActor,
-                    BreakerArgs {
-                        config: a.breaker_config.clone(),
-                        shared: a.breaker.clone(),
-                    },
-                    me.clone(),
-                )
-                .await?
-                .0
-                .get_cell()
-            }
-            PERSISTENCE_NAME => {
-                Actor::spawn_linked(
-                    Some(PERSISTENCE_NAME.into()),
-                    PersistenceActor,
-                    PersistenceArgs {
-                        store: a.store.clone(),
-                        breaker: a.breaker.clone(),
-                        config: a.persistence.clone(),
-                    },
-                    me.clone(),
-                )
-                .await?
-                .0
-                .get_cell()
-            }
-            AUDIT_NAME => {
-                Actor::spawn_linked(
-                    Some(AUDIT_NAME.into()),
-                    AuditActor,
-                    AuditArgs {
-                        store: a.store.clone(),
-                        persistence: PersistenceHandle,
-                    },
-                    me.clone(),
-                )
-                .await?
-                .0
-                .get_cell()
-            }
-            SESSIONS_NAME => {
-                Actor::spawn_linked(
-                    Some(SESSIONS_NAME.into()),
-                    SessionSupervisor,
-                    a.sessions.clone(),
-                    me.clone(),
-                )
-                .await?
-                .0
-                .get_cell()
-            }
+            BREAKER_NAME => Actor::spawn_linked(
+                Some(BREAKER_NAME.into()),
+                BreakerActor,
+                BreakerArgs {
+                    config: a.breaker_config.clone(),
+                    shared: a.breaker.clone(),
+                },
+                me.clone(),
+            )
+            .await?
+            .0
+            .get_cell(),
+            PERSISTENCE_NAME => Actor::spawn_linked(
+                Some(PERSISTENCE_NAME.into()),
+                PersistenceActor,
+                PersistenceArgs {
+                    store: a.store.clone(),
+                    breaker: a.breaker.clone(),
+                    config: a.persistence.clone(),
+                },
+                me.clone(),
+            )
+            .await?
+            .0
+            .get_cell(),
+            AUDIT_NAME => Actor::spawn_linked(
+                Some(AUDIT_NAME.into()),
+                AuditActor,
+                AuditArgs {
+                    store: a.store.clone(),
+                    persistence: PersistenceHandle,
+                },
+                me.clone(),
+            )
+            .await?
+            .0
+            .get_cell(),
+            SESSIONS_NAME => Actor::spawn_linked(
+                Some(SESSIONS_NAME.into()),
+                SessionSupervisor,
+                a.sessions.clone(),
+                me.clone(),
+            )
+            .await?
+            .0
+            .get_cell(),
             other => {
                 let spec = self
                     .specs
@@ -307,7 +299,9 @@ async fn restart(
     history.push(now);
     if history.len() > MAX_RESTARTS {
         tracing::error!(child = %name, "restart limit reached; escalating");
-        return Err(format!("{name} failed more than {MAX_RESTARTS} times in {RESTART_WINDOW:?}").into());
+        return Err(
+            format!("{name} failed more than {MAX_RESTARTS} times in {RESTART_WINDOW:?}").into(),
+        );
     }
     metrics().actor_restarts.with_label_values(&[name]).inc();
     // The old actor's name stays registered until it is fully gone.

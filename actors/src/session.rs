@@ -13,6 +13,13 @@
 //! state: if the actor panics while a unit is in flight, the unit's callers
 //! still learn truthfully whether it committed.
 //!
+//! The session row (status, metadata, running summary) is a checkpoint: it
+//! is written with a unit only when the status or participants change, or
+//! every `CHECKPOINT_EVERY` entries, or when the actor stops. An ordinary
+//! append therefore costs one INSERT, not an INSERT and an UPDATE. Loading a
+//! session folds the entries committed after the checkpoint back in, so a
+//! crash between checkpoints loses nothing.
+//!
 //! After `idle` without activity the actor drains and stops (passivation);
 //! the next call starts a fresh one that loads the row again.
 
@@ -38,6 +45,10 @@ use crate::store::Store;
 use crate::summary::{Summary, SummaryView};
 
 pub type Reply<T> = RpcReplyPort<Result<T, HandoffError>>;
+
+/// Entries between two checkpoints of the session row at most (bounds the
+/// tail a load must fold in).
+const CHECKPOINT_EVERY: i64 = 64;
 
 pub struct HandoffRequest {
     pub target_agent: String,
@@ -171,6 +182,8 @@ impl Ack {
 
 struct Inflight {
     spec: Option<SessionRow>,
+    /// The checkpoint this unit writes, if it carries the session row.
+    checkpoint: Option<i64>,
     done: oneshot::Receiver<bool>,
 }
 
@@ -179,6 +192,8 @@ pub struct SessionState {
     deps: SessionDeps,
     /// `None` until loaded from the store; then the committed row (or none).
     committed: Option<Option<SessionRow>>,
+    /// `last_seq` of the session row as stored.
+    checkpoint_seq: i64,
     inflight: Option<Inflight>,
     pending: VecDeque<Op>,
     /// Reads that arrived while a unit was in flight; answered after it.
@@ -203,6 +218,7 @@ impl Actor for SessionActor {
             key: args.key,
             deps: args.deps,
             committed: None,
+            checkpoint_seq: 0,
             inflight: None,
             pending: VecDeque::new(),
             waiting_reads: Vec::new(),
@@ -261,7 +277,11 @@ impl Actor for SessionActor {
                     // senders are refused and start a fresh actor.
                     let _ = myself.drain();
                 } else {
-                    let wait = st.deps.idle.saturating_sub(idle).max(Duration::from_millis(10));
+                    let wait = st
+                        .deps
+                        .idle
+                        .saturating_sub(idle)
+                        .max(Duration::from_millis(10));
                     myself.send_after(wait, || SessionMsg::IdleCheck);
                 }
                 return Ok(());
@@ -289,6 +309,7 @@ impl Actor for SessionActor {
             }
             st.submit(&myself).await;
         }
+        st.checkpoint().await;
         Ok(())
     }
 }
@@ -301,14 +322,25 @@ impl SessionState {
             self.deps.breaker.check(Dependency::Database)?;
             let r = tokio::time::timeout(
                 self.deps.db_timeout,
-                self.deps.store.load_session(&self.key.tenant, &self.key.key),
+                self.deps
+                    .store
+                    .load_session(&self.key.tenant, &self.key.key),
             )
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("load timed out".into())));
-            self.deps
-                .breaker
-                .report(Dependency::Database, !matches!(r, Err(StoreError::Unavailable(_))));
-            self.committed = Some(r?);
+            self.deps.breaker.report(
+                Dependency::Database,
+                !matches!(r, Err(StoreError::Unavailable(_))),
+            );
+            self.committed = Some(r?.map(|(mut row, tail)| {
+                self.checkpoint_seq = row.last_seq;
+                for e in &tail {
+                    row.last_seq = e.seq;
+                    row.last_activity_at = e.created_at;
+                    row.summary.apply(e);
+                }
+                row
+            }));
         }
         Ok(self.committed.as_ref().expect("loaded above"))
     }
@@ -327,6 +359,9 @@ impl SessionState {
             let ok = inf.done.await.unwrap_or(false);
             if ok {
                 self.committed = Some(inf.spec);
+                if let Some(seq) = inf.checkpoint {
+                    self.checkpoint_seq = seq;
+                }
             } else {
                 // The store may or may not hold the unit (a timeout is
                 // ambiguous): forget the state and reload it on next use.
@@ -354,6 +389,7 @@ impl SessionState {
         let mut unit = CommitUnit::default();
         let mut acks = Vec::new();
         let mut audits = Vec::new();
+        let mut structural = false;
         while let Some(op) = self.pending.pop_front() {
             let is_delete = matches!(op, Op::Delete { .. });
             // A deletion travels alone: nothing of the session may be
@@ -362,7 +398,15 @@ impl SessionState {
                 self.pending.push_front(op);
                 break;
             }
+            let before = spec
+                .as_ref()
+                .map(|r| (r.status, r.summary.participants.len()));
+            let is_entry_only = matches!(op, Op::Append { .. });
             if let Some(ack) = self.apply(op, &mut spec, &mut unit, &mut audits) {
+                let after = spec
+                    .as_ref()
+                    .map(|r| (r.status, r.summary.participants.len()));
+                structural |= !is_entry_only || before != after;
                 acks.push(ack);
             }
             if is_delete && !unit.is_empty() {
@@ -372,13 +416,19 @@ impl SessionState {
         if unit.is_empty() {
             return;
         }
-        if unit.delete.is_none() {
-            unit.session = spec.clone();
+        let mut checkpoint = None;
+        if let Some(row) = spec.as_ref().filter(|_| unit.delete.is_none()) {
+            if structural || row.last_seq - self.checkpoint_seq >= CHECKPOINT_EVERY {
+                unit.session = Some(row.clone());
+                checkpoint = Some(row.last_seq);
+            }
         }
         let counts = (
             unit.entries.len() as u64,
             unit.handoffs.len() as u64,
-            acks.iter().filter(|a| matches!(a, Ack::Register(..))).count() as u64,
+            acks.iter()
+                .filter(|a| matches!(a, Ack::Register(..)))
+                .count() as u64,
         );
         let rx = match self.deps.persistence.submit(unit) {
             Ok(rx) => rx,
@@ -393,16 +443,18 @@ impl SessionState {
         let (done_tx, done_rx) = oneshot::channel();
         let me = myself.clone();
         tokio::spawn(async move {
-            let r = rx.await.unwrap_or_else(|_| {
-                Err(HandoffError::internal("the persistence actor failed"))
-            });
+            let r = rx
+                .await
+                .unwrap_or_else(|_| Err(HandoffError::internal("the persistence actor failed")));
             let ok = r.is_ok();
             for ack in acks {
                 ack.send(&r);
             }
             if ok {
                 let m = metrics();
-                m.created.with_label_values(&["context_entries"]).inc_by(counts.0);
+                m.created
+                    .with_label_values(&["context_entries"])
+                    .inc_by(counts.0);
                 m.created.with_label_values(&["handoffs"]).inc_by(counts.1);
                 m.created.with_label_values(&["sessions"]).inc_by(counts.2);
                 for e in audits {
@@ -414,8 +466,27 @@ impl SessionState {
         });
         self.inflight = Some(Inflight {
             spec,
+            checkpoint,
             done: done_rx,
         });
+    }
+
+    /// Write the session row if entries arrived since the last checkpoint
+    /// (on stop, so the next load has no tail to fold).
+    async fn checkpoint(&mut self) {
+        let Some(Some(row)) = &self.committed else {
+            return;
+        };
+        if row.last_seq <= self.checkpoint_seq {
+            return;
+        }
+        let unit = CommitUnit {
+            session: Some(row.clone()),
+            ..Default::default()
+        };
+        if self.deps.persistence.commit(unit).await.is_ok() {
+            self.checkpoint_seq = row.last_seq;
+        }
     }
 
     fn audit(&self, action: &'static str, actor: Option<&str>, details: Value) -> AuditEvent {
@@ -456,7 +527,10 @@ impl SessionState {
                     Some(row) => {
                         let _ = reply.send(Err(HandoffError::new(
                             ErrorCode::SessionExists,
-                            format!("a session with this key already exists ({})", row.status.as_str()),
+                            format!(
+                                "a session with this key already exists ({})",
+                                row.status.as_str()
+                            ),
                         )
                         .detail("existing_session", session_json(row))));
                         return None;
@@ -485,7 +559,11 @@ impl SessionState {
                 };
                 push_entry(row, unit, ContextType::System, text, None, at);
                 audits.push(self.audit(
-                    if reactivated { "session.reactivated" } else { "session.registered" },
+                    if reactivated {
+                        "session.reactivated"
+                    } else {
+                        "session.registered"
+                    },
                     Some(&agent_from),
                     json!({"session_id": row.id}),
                 ));
@@ -509,7 +587,8 @@ impl SessionState {
                     .into_iter()
                     .map(|e| {
                         let len = e.content.len();
-                        let entry = push_entry(row, unit, e.context_type, e.content, e.metadata, at);
+                        let entry =
+                            push_entry(row, unit, e.context_type, e.content, e.metadata, at);
                         AppendedEntry {
                             id: entry.0,
                             sequence_number: entry.1,
@@ -546,7 +625,9 @@ impl SessionState {
                 push_entry(row, unit, ContextType::System, text, None, at);
                 match request.request_type {
                     HandoffType::FullHandoff => row.status = SessionStatus::Completed,
-                    HandoffType::Collaboration => row.summary.add_participant(&request.target_agent),
+                    HandoffType::Collaboration => {
+                        row.summary.add_participant(&request.target_agent)
+                    }
                     HandoffType::ContextTransfer => {}
                 }
                 row.summary.handoffs += 1;
@@ -634,7 +715,10 @@ fn writable<'a>(
         }
         other => Err(HandoffError::new(
             ErrorCode::SessionNotActive,
-            format!("the session is {} and takes no further writes", other.as_str()),
+            format!(
+                "the session is {} and takes no further writes",
+                other.as_str()
+            ),
         )
         .detail("session_key", key)
         .detail("current_status", other.as_str())),

@@ -81,7 +81,10 @@ impl Actor for SessionSupervisor {
                 {
                     Ok((actor, _)) => {
                         st.live += 1;
-                        metrics().actors_live.with_label_values(&["session"]).set(st.live);
+                        metrics()
+                            .actors_live
+                            .with_label_values(&["session"])
+                            .set(st.live);
                         Ok(Some(actor))
                     }
                     Err(SpawnErr::ActorAlreadyRegistered(_)) => Ok(None),

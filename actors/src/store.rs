@@ -4,13 +4,18 @@
 use async_trait::async_trait;
 
 use crate::error::StoreError;
-use crate::model::{AuditRow, CommitUnit, SessionRow};
+use crate::model::{AuditRow, CommitUnit, EntryRow, SessionRow};
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The session row for (tenant, key), if any.
-    async fn load_session(&self, tenant: &str, key: &str)
-        -> Result<Option<SessionRow>, StoreError>;
+    /// The session row for (tenant, key), if any, with the entries committed
+    /// after its checkpoint (`last_seq`) in sequence order. The session row
+    /// is a checkpoint: the actor folds the tail in to get the live state.
+    async fn load_session(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<(SessionRow, Vec<EntryRow>)>, StoreError>;
 
     /// Commit every unit in one transaction: all or nothing.
     async fn commit(&self, units: &[&CommitUnit]) -> Result<(), StoreError>;

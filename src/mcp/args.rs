@@ -70,11 +70,10 @@ pub fn normalize(
         out.insert(canon, v);
     }
     if !unknown.is_empty() && policy == UnknownFields::Reject {
-        return Err(HandoffError::validation(format!(
-            "unknown field(s): {}",
-            unknown.join(", ")
-        ))
-        .detail("unknown_fields", unknown));
+        return Err(
+            HandoffError::validation(format!("unknown field(s): {}", unknown.join(", ")))
+                .detail("unknown_fields", unknown),
+        );
     }
     Ok(out)
 }
@@ -162,8 +161,9 @@ pub fn agent_id(cfg: &Config, field: &str, v: &str) -> Result<(), HandoffError> 
 
 pub fn content(cfg: &Config, field: &str, v: &str) -> Result<(), HandoffError> {
     if v.is_empty() {
-        return Err(HandoffError::validation(format!("{field} must not be empty"))
-            .detail("field", field));
+        return Err(
+            HandoffError::validation(format!("{field} must not be empty")).detail("field", field),
+        );
     }
     if v.len() > cfg.max_content_bytes {
         return Err(HandoffError::new(
@@ -193,14 +193,18 @@ pub fn metadata(cfg: &Config, field: &str, v: &Option<Value>) -> Result<(), Hand
     let Some(v) = v else { return Ok(()) };
     if !v.is_object() {
         return Err(
-            HandoffError::validation(format!("{field} must be a JSON object")).detail("field", field),
+            HandoffError::validation(format!("{field} must be a JSON object"))
+                .detail("field", field),
         );
     }
     let size = v.to_string().len();
     if size > cfg.max_metadata_bytes {
         return Err(HandoffError::new(
             ErrorCode::PayloadTooLarge,
-            format!("{field} is {size} bytes serialised; the limit is {}", cfg.max_metadata_bytes),
+            format!(
+                "{field} is {size} bytes serialised; the limit is {}",
+                cfg.max_metadata_bytes
+            ),
         )
         .detail("field", field)
         .detail("limit_bytes", cfg.max_metadata_bytes)
@@ -229,10 +233,24 @@ mod tests {
     fn camel_and_snake_both_accepted_but_not_together() {
         let k = known(&["session_key", "agent_from"]);
         let m = serde_json::json!({"sessionKey": "a", "agent_from": "b"});
-        let out = normalize(m.as_object().unwrap().clone(), &k, &[], UnknownFields::Reject, "").unwrap();
+        let out = normalize(
+            m.as_object().unwrap().clone(),
+            &k,
+            &[],
+            UnknownFields::Reject,
+            "",
+        )
+        .unwrap();
         assert_eq!(out["session_key"], "a");
         let m = serde_json::json!({"sessionKey": "a", "session_key": "b"});
-        let e = normalize(m.as_object().unwrap().clone(), &k, &[], UnknownFields::Reject, "").unwrap_err();
+        let e = normalize(
+            m.as_object().unwrap().clone(),
+            &k,
+            &[],
+            UnknownFields::Reject,
+            "",
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::ValidationError);
     }
 
@@ -240,9 +258,23 @@ mod tests {
     fn unknown_fields_by_policy() {
         let k = known(&["session_key"]);
         let m = serde_json::json!({"session_key": "a", "bogus": 1});
-        let e = normalize(m.as_object().unwrap().clone(), &k, &[], UnknownFields::Reject, "").unwrap_err();
+        let e = normalize(
+            m.as_object().unwrap().clone(),
+            &k,
+            &[],
+            UnknownFields::Reject,
+            "",
+        )
+        .unwrap_err();
         assert!(e.message.contains("bogus"));
-        let out = normalize(m.as_object().unwrap().clone(), &k, &[], UnknownFields::Ignore, "").unwrap();
+        let out = normalize(
+            m.as_object().unwrap().clone(),
+            &k,
+            &[],
+            UnknownFields::Ignore,
+            "",
+        )
+        .unwrap();
         assert_eq!(out.len(), 1);
     }
 }

@@ -34,8 +34,8 @@ pub fn failure(e: &HandoffError, request_id: Uuid) -> CallToolResult {
 /// For protocol-level errors (resources, unknown tools): the same fields in
 /// the JSON-RPC error's `data`.
 pub fn protocol_error(e: &HandoffError, request_id: Uuid) -> rmcp::ErrorData {
-    use rmcp::model::ErrorCode as Rpc;
     use handoff_actors::ErrorCode as C;
+    use rmcp::model::ErrorCode as Rpc;
     let code = match e.code {
         C::NotFound | C::SessionNotFound | C::HandoffNotFound => Rpc::RESOURCE_NOT_FOUND,
         C::ValidationError | C::PayloadTooLarge => Rpc::INVALID_PARAMS,

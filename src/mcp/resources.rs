@@ -15,19 +15,46 @@ use super::tools::get_context;
 
 pub fn list() -> Vec<Resource> {
     [
-        ("handoff://sessions", "sessions", "Sessions of the caller, paged (?cursor=&limit=)", "application/json"),
-        ("handoff://health", "health", "Health of the database, the breakers and every actor group", "application/json"),
-        ("handoff://metrics", "metrics", "Prometheus metrics (text exposition)", "text/plain"),
+        (
+            "handoff://sessions",
+            "sessions",
+            "Sessions of the caller, paged (?cursor=&limit=)",
+            "application/json",
+        ),
+        (
+            "handoff://health",
+            "health",
+            "Health of the database, the breakers and every actor group",
+            "application/json",
+        ),
+        (
+            "handoff://metrics",
+            "metrics",
+            "Prometheus metrics (text exposition)",
+            "text/plain",
+        ),
     ]
     .into_iter()
-    .map(|(uri, name, desc, mime)| Resource::new(uri, name).with_description(desc).with_mime_type(mime))
+    .map(|(uri, name, desc, mime)| {
+        Resource::new(uri, name)
+            .with_description(desc)
+            .with_mime_type(mime)
+    })
     .collect()
 }
 
 pub fn templates() -> Vec<ResourceTemplate> {
     [
-        ("handoff://context/{session_key}", "context", "A session's context entries in order; page with ?after=N&limit=M"),
-        ("handoff://summary/{session_key}", "summary", "A session's running summary: counts, participants, recent entries"),
+        (
+            "handoff://context/{session_key}",
+            "context",
+            "A session's context entries in order; page with ?after=N&limit=M",
+        ),
+        (
+            "handoff://summary/{session_key}",
+            "summary",
+            "A session's running summary: counts, participants, recent entries",
+        ),
     ]
     .into_iter()
     .map(|(uri, name, desc)| {
@@ -56,7 +83,12 @@ fn parse(uri: &str) -> Option<Parsed> {
         Some((k, key)) => (k, Some(key)),
         None => (path, None),
     };
-    let decode = |s: &str| percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).ok();
+    let decode = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .ok()
+    };
     let key = match key {
         Some(k) => Some(decode(k)?),
         None => None,
@@ -104,16 +136,27 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), Handof
         ("sessions", None) => {
             let limit = q_num::<u32>(&p, "limit")?.unwrap_or(ctx.cfg.page_size_default);
             if limit == 0 || limit > ctx.cfg.page_size_max {
-                return Err(HandoffError::validation(format!("limit must be 1–{}", ctx.cfg.page_size_max)));
+                return Err(HandoffError::validation(format!(
+                    "limit must be 1–{}",
+                    ctx.cfg.page_size_max
+                )));
             }
-            let cursor = p.query.iter().find(|(k, _)| k == "cursor").map(|(_, v)| v.as_str());
+            let cursor = p
+                .query
+                .iter()
+                .find(|(k, _)| k == "cursor")
+                .map(|(_, v)| v.as_str());
             let (list, total) = ctx
                 .reads
                 .run(ctx.reads.db.list_sessions(&ctx.tenant, cursor, limit + 1))
                 .await?;
             let has_more = list.len() > limit as usize;
             let list = &list[..list.len().min(limit as usize)];
-            let next = if has_more { list.last().map(|s| s.session_key.clone()) } else { None };
+            let next = if has_more {
+                list.last().map(|s| s.session_key.clone())
+            } else {
+                None
+            };
             json!({
                 "sessions": list.iter().map(|s| json!({
                     "session_key": s.session_key, "status": s.status, "agent_from": s.agent_from,
@@ -177,4 +220,3 @@ pub async fn health(ctx: &Ctx) -> Value {
     };
     json!({"status": status, "components": components, "timestamp": rfc3339(&now())})
 }
-

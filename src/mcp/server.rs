@@ -63,7 +63,10 @@ fn log_fields(args: Option<&rmcp::model::JsonObject>) -> (Option<String>, usize)
         .or_else(|| a.get("sessionKey"))
         .and_then(|v| v.as_str())
         .map(key_hash);
-    let mut len = a.get("content").and_then(|v| v.as_str()).map_or(0, str::len);
+    let mut len = a
+        .get("content")
+        .and_then(|v| v.as_str())
+        .map_or(0, str::len);
     if let Some(serde_json::Value::Array(items)) = a.get("entries") {
         len += items
             .iter()
@@ -156,7 +159,9 @@ impl ServerHandler for HandoffServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
-        Ok(ListResourceTemplatesResult::with_all_items(resources::templates()))
+        Ok(ListResourceTemplatesResult::with_all_items(
+            resources::templates(),
+        ))
     }
 
     async fn read_resource(
@@ -167,10 +172,12 @@ impl ServerHandler for HandoffServer {
         let request_id = Uuid::now_v7();
         let uri = request.uri;
         match resources::read(&self.ctx(), &uri).await {
-            Ok((mime, body)) => Ok(ReadResourceResult::new(vec![
-                ResourceContents::text(body, uri).with_mime_type(mime),
-            ])
-            .into()),
+            Ok((mime, body)) => {
+                Ok(ReadResourceResult::new(vec![
+                    ResourceContents::text(body, uri).with_mime_type(mime)
+                ])
+                .into())
+            }
             Err(e) => {
                 tracing::info!(%request_id, tenant = %self.tenant, error_code = e.code.as_str(), "resource read failed");
                 Err(reply::protocol_error(&e, request_id))

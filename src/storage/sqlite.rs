@@ -11,7 +11,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use handoff_actors::model::{rfc3339, AuditRow, CommitUnit, SessionRow, SessionStatus};
+use handoff_actors::model::{
+    rfc3339, AuditRow, CommitUnit, ContextType, EntryRow, SessionRow, SessionStatus,
+};
 use handoff_actors::store::Store;
 use handoff_actors::summary::Summary;
 use handoff_actors::StoreError;
@@ -99,11 +101,17 @@ fn session_from_row(r: &SqliteRow, tenant: &str, key: &str) -> Result<SessionRow
         tenant: tenant.into(),
         session_key: key.into(),
         agent_from: r.try_get("agent_from").map_err(|_| bad("agent_from"))?,
-        status: SessionStatus::parse(&r.try_get::<String, _>("status").map_err(|_| bad("status"))?)
-            .ok_or_else(|| bad("status"))?,
+        status: SessionStatus::parse(
+            &r.try_get::<String, _>("status")
+                .map_err(|_| bad("status"))?,
+        )
+        .ok_or_else(|| bad("status"))?,
         metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
         created_at: parse_t(r.try_get("created_at").map_err(|_| bad("created_at"))?)?,
-        last_activity_at: parse_t(r.try_get("last_activity_at").map_err(|_| bad("last_activity_at"))?)?,
+        last_activity_at: parse_t(
+            r.try_get("last_activity_at")
+                .map_err(|_| bad("last_activity_at"))?,
+        )?,
         last_seq: r.try_get("last_seq").map_err(|_| bad("last_seq"))?,
         summary: serde_json::from_str::<Summary>(&summary).map_err(|_| bad("summary"))?,
     })
@@ -111,23 +119,46 @@ fn session_from_row(r: &SqliteRow, tenant: &str, key: &str) -> Result<SessionRow
 
 #[async_trait]
 impl Store for SqliteDb {
-    async fn load_session(&self, tenant: &str, key: &str) -> Result<Option<SessionRow>, StoreError> {
+    async fn load_session(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<(SessionRow, Vec<EntryRow>)>, StoreError> {
+        let mut conn = self.reader.acquire().await.map_err(classify)?;
         let row = sqlx::query(
             "SELECT id, agent_from, status, metadata, created_at, last_activity_at, last_seq, summary
              FROM sessions WHERE tenant = ? AND session_key = ?",
         )
         .bind(tenant)
         .bind(key)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(classify)?;
-        row.map(|r| session_from_row(&r, tenant, key)).transpose()
+        let Some(row) = row else { return Ok(None) };
+        let session = session_from_row(&row, tenant, key)?;
+        let tail = sqlx::query(
+            "SELECT seq, id, context_type, content, metadata, created_at FROM context_entries
+             WHERE session_id = ? AND seq > ? ORDER BY seq",
+        )
+        .bind(session.id.to_string())
+        .bind(session.last_seq)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(classify)?
+        .iter()
+        .map(|r| entry_from_row(r, session.id))
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((session, tail)))
     }
 
     async fn commit(&self, units: &[&CommitUnit]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(classify)?;
 
-        let deletes: Vec<String> = units.iter().filter_map(|u| u.delete).map(|id| id.to_string()).collect();
+        let deletes: Vec<String> = units
+            .iter()
+            .filter_map(|u| u.delete)
+            .map(|id| id.to_string())
+            .collect();
         for chunk in deletes.chunks(500) {
             let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM sessions WHERE id IN (");
             let mut sep = q.separated(", ");
@@ -242,6 +273,23 @@ impl Store for SqliteDb {
             .map(|_| ())
             .map_err(classify)
     }
+}
+
+fn entry_from_row(r: &SqliteRow, session_id: uuid::Uuid) -> Result<EntryRow, StoreError> {
+    let bad = |what: &str| StoreError::Rejected(format!("corrupt entry row: {what}"));
+    let metadata: Option<String> = r.get("metadata");
+    Ok(EntryRow {
+        session_id,
+        seq: r.get("seq"),
+        id: uuid::Uuid::parse_str(&r.get::<String, _>("id")).map_err(|_| bad("id"))?,
+        context_type: ContextType::parse(&r.get::<String, _>("context_type"))
+            .ok_or_else(|| bad("context_type"))?,
+        content: r.get("content"),
+        metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
+        created_at: chrono::DateTime::parse_from_rfc3339(&r.get::<String, _>("created_at"))
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|_| bad("created_at"))?,
+    })
 }
 
 fn audit_from_row(r: &SqliteRow) -> AuditRow {

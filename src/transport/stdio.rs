@@ -75,7 +75,8 @@ impl Actor for StdioTransport {
     ) -> Result<(), ActorProcessingErr> {
         let (r, w, kind) = standard_streams();
         tracing::debug!(kind, "stdio transport");
-        let transport = AsyncRwTransport::new_server(r, w).with_max_line_length(args.max_message_bytes);
+        let transport =
+            AsyncRwTransport::new_server(r, w).with_max_line_length(args.max_message_bytes);
         tokio::spawn(async move {
             let reason = match args.server.serve(transport).await {
                 Ok(running) => match running.waiting().await {

@@ -9,7 +9,8 @@ use crate::mcp::args::ToolArgs;
 use crate::mcp::context::Ctx;
 
 pub const NAME: &str = "debug_crash_session";
-pub const DESCRIPTION: &str = "Test hook: panic the session's actor. Always fails with INTERNAL_ERROR.";
+pub const DESCRIPTION: &str =
+    "Test hook: panic the session's actor. Always fails with INTERNAL_ERROR.";
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

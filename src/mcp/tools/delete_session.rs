@@ -9,7 +9,8 @@ use crate::mcp::args::{self, ToolArgs};
 use crate::mcp::context::Ctx;
 
 pub const NAME: &str = "delete_session";
-pub const DESCRIPTION: &str = "Permanently delete a session with its context, summary and handoffs (privacy erasure).";
+pub const DESCRIPTION: &str =
+    "Permanently delete a session with its context, summary and handoffs (privacy erasure).";
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

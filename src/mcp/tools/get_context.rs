@@ -56,11 +56,10 @@ pub async fn page(
     }
     let limit = limit.unwrap_or(ctx.cfg.page_size_default);
     if limit == 0 || limit > ctx.cfg.page_size_max {
-        return Err(HandoffError::validation(format!(
-            "limit must be 1–{}",
-            ctx.cfg.page_size_max
-        ))
-        .detail("field", "limit"));
+        return Err(
+            HandoffError::validation(format!("limit must be 1–{}", ctx.cfg.page_size_max))
+                .detail("field", "limit"),
+        );
     }
     let q = PageQuery {
         after,
@@ -85,7 +84,8 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     let types = a
         .context_types
         .map(|v| v.into_iter().map(ContextType::from).collect());
-    let (entries, next, has_more) = page(&ctx, &a.session_key, a.after_sequence, a.limit, types).await?;
+    let (entries, next, has_more) =
+        page(&ctx, &a.session_key, a.after_sequence, a.limit, types).await?;
     Ok(Out {
         success: true,
         session_key: a.session_key,

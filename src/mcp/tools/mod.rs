@@ -102,5 +102,6 @@ where
 {
     let a: A = args::parse(raw, schema, ctx.cfg.unknown_fields)?;
     let out = f(ctx, a).await?;
-    serde_json::to_value(out).map_err(|e| HandoffError::internal(format!("encoding the reply: {e}")))
+    serde_json::to_value(out)
+        .map_err(|e| HandoffError::internal(format!("encoding the reply: {e}")))
 }

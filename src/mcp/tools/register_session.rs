@@ -10,7 +10,8 @@ use crate::mcp::context::Ctx;
 use crate::mcp::types::SessionOut;
 
 pub const NAME: &str = "register_session";
-pub const DESCRIPTION: &str = "Register a new session under a key so agents can append context to it and hand it off. \
+pub const DESCRIPTION: &str =
+    "Register a new session under a key so agents can append context to it and hand it off. \
 An existing active key is refused (SESSION_EXISTS); a dormant one is reactivated.";
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -101,9 +101,9 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
             "{} joins as a participant and can append with update_context",
             h.target_agent
         )),
-        HandoffType::ContextTransfer => next_steps.push(
-            "The session stays active: keep appending with update_context".into(),
-        ),
+        HandoffType::ContextTransfer => {
+            next_steps.push("The session stays active: keep appending with update_context".into())
+        }
     }
     if let Some(i) = &instructions {
         next_steps.push(format!("Follow the instructions: {i}"));

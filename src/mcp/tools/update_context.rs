@@ -153,7 +153,10 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     let n = acks.len();
     Ok(Out {
         success: true,
-        message: format!("{n} context entr{} stored", if n == 1 { "y" } else { "ies" }),
+        message: format!(
+            "{n} context entr{} stored",
+            if n == 1 { "y" } else { "ies" }
+        ),
         context_entry: if batch { None } else { acks.pop() },
         context_entries: if batch { Some(acks) } else { None },
         session: SessionBrief {

@@ -1,0 +1,198 @@
+//! Test harness: runs the real `handoff` binary as a child process and talks
+//! to it through rmcp's MCP client over the child's stdin/stdout.
+//!
+//! Every server gets its own database in its own temporary directory, so
+//! tests run in parallel without colliding.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, ReadResourceRequestParams, ResourceContents};
+use rmcp::service::RunningService;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Map, Value};
+use tokio::process::{Child, Command};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_handoff");
+
+/// A database directory that outlives one server process (for restarts).
+pub struct DbDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl DbDir {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("handoff.db").display())
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn stderr_log(&self) -> PathBuf {
+        self.dir.path().join("stderr.log")
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub client: RunningService<RoleClient, ()>,
+}
+
+/// What a tool call returned: the structured content and the error flag.
+#[derive(Debug, Clone)]
+pub struct ToolOut {
+    pub is_error: bool,
+    pub body: Value,
+}
+
+impl ToolOut {
+    pub fn ok(&self) -> &Value {
+        assert!(!self.is_error, "expected success, got {}", self.body);
+        assert_eq!(self.body["success"], true, "{}", self.body);
+        &self.body
+    }
+    /// Asserts an error with this code and the contract's error shape.
+    pub fn err(&self, code: &str) -> &Value {
+        assert!(self.is_error, "expected {code}, got success {}", self.body);
+        assert_eq!(self.body["success"], false);
+        assert_eq!(self.body["error_code"], code, "{}", self.body);
+        assert!(self.body["error"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(self.body["request_id"]
+            .as_str()
+            .is_some_and(|s| s.len() == 36));
+        assert!(self.body["timestamp"].is_string());
+        assert!(self.body["retryable"].is_boolean());
+        assert!(self.body["details"].is_object());
+        &self.body
+    }
+}
+
+impl Server {
+    /// Start a server on `db` with extra environment variables.
+    pub async fn start(db: &DbDir, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .env("HANDOFF_DATABASE_URL", db.url())
+            .env("HANDOFF_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(db.stderr_log())
+                    .expect("stderr log"),
+            )
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn handoff");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take().expect("stdin");
+        let client = tokio::time::timeout(Duration::from_secs(20), ().serve((stdout, stdin)))
+            .await
+            .expect("initialize timed out")
+            .expect("initialize");
+        Server { child, client }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("pid")
+    }
+
+    /// Call a tool; returns structured content (asserting it equals the
+    /// JSON in the text content, as the contract requires).
+    pub async fn call(&self, name: &str, args: Value) -> ToolOut {
+        self.try_call(name, args)
+            .await
+            .expect("tools/call failed at protocol level")
+    }
+
+    pub async fn try_call(&self, name: &str, args: Value) -> Result<ToolOut, rmcp::ServiceError> {
+        let args: Map<String, Value> = match args {
+            Value::Object(m) => m,
+            other => panic!("arguments must be an object, got {other}"),
+        };
+        let r = self
+            .client
+            .call_tool(CallToolRequestParams::new(name.to_string()).with_arguments(args))
+            .await?;
+        let body = r.structured_content.clone().expect("structuredContent");
+        let text = r
+            .content
+            .first()
+            .and_then(|c| c.as_text())
+            .map(|t| t.text.clone())
+            .expect("one text content item");
+        let parsed: Value = serde_json::from_str(&text).expect("text content is JSON");
+        assert_eq!(parsed, body, "text content and structuredContent differ");
+        Ok(ToolOut {
+            is_error: r.is_error.unwrap_or(false),
+            body,
+        })
+    }
+
+    /// Read a JSON resource.
+    pub async fn read(&self, uri: &str) -> Result<Value, rmcp::ServiceError> {
+        let text = self.read_text(uri).await?;
+        Ok(serde_json::from_str(&text).expect("resource is JSON"))
+    }
+
+    pub async fn read_text(&self, uri: &str) -> Result<String, rmcp::ServiceError> {
+        let r = self
+            .client
+            .read_resource(ReadResourceRequestParams::new(uri.to_string()))
+            .await?;
+        match r.contents.first() {
+            Some(ResourceContents::TextResourceContents { text, .. }) => Ok(text.clone()),
+            other => panic!("expected text contents, got {other:?}"),
+        }
+    }
+
+    /// Close stdin (EOF) and wait for the process to exit.
+    pub async fn close(self) -> std::process::ExitStatus {
+        let Server { mut child, client } = self;
+        let _ = client.cancel().await;
+        tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("server did not exit after EOF")
+            .expect("wait")
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("kill");
+        let _ = self.child.wait().await;
+    }
+}
+
+/// All entries of a session, following pages.
+pub async fn all_entries(s: &Server, key: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let r = s
+            .call(
+                "get_context",
+                serde_json::json!({"session_key": key, "after_sequence": after, "limit": 1000}),
+            )
+            .await;
+        let body = r.ok().clone();
+        let entries = body["entries"].as_array().expect("entries").clone();
+        after = body["next_after_sequence"]
+            .as_i64()
+            .expect("next_after_sequence");
+        out.extend(entries);
+        if body["has_more"] != true {
+            return out;
+        }
+    }
+}
