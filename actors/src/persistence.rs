@@ -97,6 +97,8 @@ pub struct PersistenceState {
     config: PersistenceConfig,
     buffer: Vec<(CommitUnit, CommitReply)>,
     flush_scheduled: bool,
+    /// Totals for the shutdown summary line: batches, units, commit time.
+    totals: (u64, u64, Duration),
 }
 
 impl Actor for PersistenceActor {
@@ -115,6 +117,7 @@ impl Actor for PersistenceActor {
             buffer: Vec::with_capacity(args.config.max_batch),
             config: args.config,
             flush_scheduled: false,
+            totals: (0, 0, Duration::ZERO),
         })
     }
 
@@ -158,6 +161,14 @@ impl Actor for PersistenceActor {
         st: &mut PersistenceState,
     ) -> Result<(), ActorProcessingErr> {
         st.flush().await;
+        let (batches, units, time) = st.totals;
+        tracing::info!(
+            batches,
+            units,
+            mean_units_per_batch = units as f64 / batches.max(1) as f64,
+            mean_commit_ms = time.as_secs_f64() * 1000.0 / batches.max(1) as f64,
+            "persistence stopped"
+        );
         Ok(())
     }
 }
@@ -175,6 +186,9 @@ impl PersistenceState {
         let started = Instant::now();
         let units: Vec<&CommitUnit> = batch.iter().map(|(u, _)| u).collect();
         let result = self.commit(&units).await;
+        self.totals.0 += 1;
+        self.totals.1 += batch.len() as u64;
+        self.totals.2 += started.elapsed();
         m.commit_seconds
             .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
             .observe(started.elapsed().as_secs_f64());

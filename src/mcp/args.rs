@@ -7,7 +7,6 @@
 //! `tools/list` publishes, so the schema and the check cannot drift apart.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use handoff_actors::HandoffError;
 use schemars::JsonSchema;
@@ -107,14 +106,14 @@ pub trait ToolArgs: DeserializeOwned + JsonSchema + 'static {
     }
 }
 
-/// Parse `arguments` into `T` under the contract's spelling rules.
+/// Parse `arguments` into `T` under the contract's spelling rules; `known`
+/// is the field set of the tool's published input schema.
 pub fn parse<T: ToolArgs>(
     raw: Option<Map<String, Value>>,
-    schema: &Arc<Map<String, Value>>,
+    known: &HashSet<String>,
     policy: UnknownFields,
 ) -> Result<T, HandoffError> {
-    let known = schema_fields(schema);
-    let mut map = normalize(raw.unwrap_or_default(), &known, T::ALIASES, policy, "")?;
+    let mut map = normalize(raw.unwrap_or_default(), known, T::ALIASES, policy, "")?;
     T::prepare(&mut map, policy)?;
     typed(map)
 }

@@ -54,15 +54,15 @@ impl HandoffServer {
     }
 }
 
-/// What a log line may say about a call's arguments: the session key's
-/// hash and the content's length, never the content.
+/// What a log line may say about a call's arguments: the session key (to be
+/// hashed) and the content's length, never the content.
 fn log_fields(args: Option<&rmcp::model::JsonObject>) -> (Option<String>, usize) {
     let Some(a) = args else { return (None, 0) };
     let key = a
         .get("session_key")
         .or_else(|| a.get("sessionKey"))
         .and_then(|v| v.as_str())
-        .map(key_hash);
+        .map(str::to_string);
     let mut len = a
         .get("content")
         .and_then(|v| v.as_str())
@@ -109,7 +109,9 @@ impl ServerHandler for HandoffServer {
         let request_id = Uuid::now_v7();
         let started = Instant::now();
         let tool = request.name.to_string();
-        let (key_hash, content_length) = log_fields(request.arguments.as_ref());
+        let (raw_key, content_length) = log_fields(request.arguments.as_ref());
+        // The keyed hash costs a blake3 pass: only pay it when a line is written.
+        let key_hash = || raw_key.as_deref().map(key_hash);
         let outcome = self
             .catalog
             .call(self.ctx(), &tool, request.arguments)
@@ -132,14 +134,16 @@ impl ServerHandler for HandoffServer {
         let result = match outcome {
             Ok(v) => {
                 m.tool_calls.with_label_values(&[&tool, "ok"]).inc();
-                tracing::debug!(%request_id, tenant = %self.tenant, tool, session_key_hash = key_hash, content_length, duration_ms, "tool call");
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    tracing::debug!(%request_id, tenant = %self.tenant, tool, session_key_hash = key_hash(), content_length, duration_ms, "tool call");
+                }
                 reply::success(v)
             }
             Err(e) => {
                 m.tool_calls
                     .with_label_values(&[&tool, e.code.as_str()])
                     .inc();
-                tracing::info!(%request_id, tenant = %self.tenant, tool, session_key_hash = key_hash, content_length, duration_ms, error_code = e.code.as_str(), "tool call failed");
+                tracing::info!(%request_id, tenant = %self.tenant, tool, session_key_hash = key_hash(), content_length, duration_ms, error_code = e.code.as_str(), "tool call failed");
                 reply::failure(&e, request_id)
             }
         };

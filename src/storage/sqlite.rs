@@ -42,8 +42,7 @@ impl SqliteDb {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16000");
+            .pragma("temp_store", "memory");
         let path = opts.get_filename().display().to_string();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)

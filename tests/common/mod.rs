@@ -196,3 +196,84 @@ pub async fn all_entries(s: &Server, key: &str) -> Vec<Value> {
         }
     }
 }
+
+// ---- Helpers for the concurrency, lifecycle, durability and client tests
+// ---- (appended; generic enough for any test file).
+
+/// The component `name` (e.g. `actor.sessions`) of `handoff://health`.
+pub async fn health_component(s: &Server, name: &str) -> Value {
+    let h = s.read("handoff://health").await.expect("read health");
+    h["components"]
+        .as_array()
+        .expect("health components")
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no health component {name} in {h}"))
+}
+
+/// The value of one sample in a Prometheus text exposition, e.g.
+/// `prometheus_value(text, "handoff_actor_restarts_total", &[("kind", "session")])`.
+/// Labels not given are not checked; the first matching sample wins.
+pub fn prometheus_value(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(metric) else {
+            continue;
+        };
+        let (label_part, value) = if let Some(r) = rest.strip_prefix('{') {
+            let Some((l, v)) = r.split_once('}') else {
+                continue;
+            };
+            (l, v.trim())
+        } else if rest.starts_with(' ') {
+            ("", rest.trim())
+        } else {
+            continue; // another metric sharing the prefix
+        };
+        let all = labels
+            .iter()
+            .all(|(k, v)| label_part.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+        if all {
+            return value.split_whitespace().next()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// Asserts the entries' sequence numbers are exactly 1..=len, in order.
+pub fn assert_gap_free(key: &str, entries: &[Value]) {
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(
+            e["sequence_number"].as_i64(),
+            Some(i as i64 + 1),
+            "session {key}: entry at position {i} has sequence_number {} (expected {}); {} entries read back",
+            e["sequence_number"],
+            i + 1,
+            entries.len()
+        );
+    }
+}
+
+impl Server {
+    /// SIGKILL the process without consuming the handle (so clones of an
+    /// `Arc<Server>` may still be mid-call). Reap it with `reap`.
+    pub fn sigkill_now(&self) {
+        let pid = self.pid() as libc::pid_t;
+        // SAFETY: plain kill(2) on our own child.
+        let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert_eq!(rc, 0, "kill({pid}, SIGKILL) failed");
+    }
+
+    /// Wait for the process to exit (after `sigkill_now`).
+    pub async fn reap(self) -> std::process::ExitStatus {
+        let Server { mut child, client } = self;
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("server did not exit")
+            .expect("wait")
+    }
+}

@@ -9,7 +9,7 @@ pub mod register_session;
 pub mod request_handoff;
 pub mod update_context;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -23,7 +23,8 @@ use super::context::Ctx;
 
 pub struct Catalog {
     pub tools: Vec<Tool>,
-    schemas: HashMap<String, Arc<JsonObject>>,
+    /// Each tool's argument field names, from its published input schema.
+    fields: HashMap<String, HashSet<String>>,
 }
 
 macro_rules! catalog {
@@ -39,7 +40,7 @@ macro_rules! catalog {
         async fn route(ctx: Ctx, name: &str, raw: Option<JsonObject>, cat: &Catalog)
             -> Option<Result<Value, HandoffError>> {
             Some(match name {
-                $($m::NAME => run(ctx, raw, cat.schema($m::NAME), $m::call).await,)*
+                $($m::NAME => run(ctx, raw, cat.fields($m::NAME), $m::call).await,)*
                 _ => return None,
             })
         }
@@ -60,16 +61,21 @@ impl Catalog {
         let tools: Vec<Tool> = definitions()
             .into_iter()
             .filter(|t| test_hooks || t.name != debug_crash_session::NAME)
+            .map(|mut t| {
+                t.input_schema = Arc::new(portable(&t.input_schema));
+                t.output_schema = t.output_schema.map(|s| Arc::new(portable(&s)));
+                t
+            })
             .collect();
-        let schemas = tools
+        let fields = tools
             .iter()
-            .map(|t| (t.name.to_string(), t.input_schema.clone()))
+            .map(|t| (t.name.to_string(), args::schema_fields(&t.input_schema)))
             .collect();
-        Catalog { tools, schemas }
+        Catalog { tools, fields }
     }
 
-    fn schema(&self, name: &str) -> &Arc<JsonObject> {
-        &self.schemas[name]
+    fn fields(&self, name: &str) -> &HashSet<String> {
+        &self.fields[name]
     }
 
     /// Run a tool by name; `None` when no such tool is offered. The
@@ -81,17 +87,45 @@ impl Catalog {
         raw: Option<JsonObject>,
     ) -> Option<Result<Value, HandoffError>> {
         let name = args::snake_case(name);
-        if !self.schemas.contains_key(&name) {
+        if !self.fields.contains_key(&name) {
             return None;
         }
         route(ctx, &name, raw, self).await
     }
 }
 
+/// schemars marks Rust integer widths with formats such as `uint` that
+/// JSON Schema validators in clients (ajv in the TypeScript SDK) do not know
+/// and warn about on every call; the bounds stay as `minimum`.
+fn portable(schema: &JsonObject) -> JsonObject {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                let numeric = m
+                    .get("format")
+                    .and_then(Value::as_str)
+                    .is_some_and(|f| f.starts_with("uint") || f.starts_with("int") || f == "double" || f == "float");
+                if numeric {
+                    m.remove("format");
+                }
+                m.values_mut().for_each(walk);
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v = Value::Object(schema.clone());
+    walk(&mut v);
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("an object stays an object"),
+    }
+}
+
 async fn run<A, O, F, Fut>(
     ctx: Ctx,
     raw: Option<JsonObject>,
-    schema: &Arc<JsonObject>,
+    fields: &HashSet<String>,
     f: F,
 ) -> Result<Value, HandoffError>
 where
@@ -100,7 +134,7 @@ where
     F: FnOnce(Ctx, A) -> Fut,
     Fut: Future<Output = Result<O, HandoffError>>,
 {
-    let a: A = args::parse(raw, schema, ctx.cfg.unknown_fields)?;
+    let a: A = args::parse(raw, fields, ctx.cfg.unknown_fields)?;
     let out = f(ctx, a).await?;
     serde_json::to_value(out)
         .map_err(|e| HandoffError::internal(format!("encoding the reply: {e}")))

@@ -1,0 +1,366 @@
+//! Session actor lifecycle: passivation after idle and reactivation from
+//! the database, and supervision containing a session actor's panic.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{all_entries, assert_gap_free, health_component, prometheus_value, DbDir, Server};
+use serde_json::{json, Value};
+
+async fn register(s: &Server, key: &str, agent: &str) {
+    s.call(
+        "register_session",
+        json!({"session_key": key, "agent_from": agent}),
+    )
+    .await
+    .ok();
+}
+
+async fn append_typed(s: &Server, key: &str, ty: &str, content: &str) -> i64 {
+    s.call(
+        "update_context",
+        json!({"session_key": key, "context_type": ty, "content": content}),
+    )
+    .await
+    .ok()["context_entry"]["sequence_number"]
+        .as_i64()
+        .expect("sequence_number")
+}
+
+async fn live_session_actors(s: &Server) -> i64 {
+    let c = health_component(s, "actor.sessions").await;
+    c["details"]["live_session_actors"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("actor.sessions without a numeric live_session_actors: {c}"))
+}
+
+/// Poll health until no session actor is live (max 5 s); returns how long it took.
+async fn wait_passivated(s: &Server) -> Duration {
+    let started = Instant::now();
+    loop {
+        let live = live_session_actors(s).await;
+        if live == 0 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "session actors still live after 5 s with HANDOFF_SESSION_IDLE=300ms: {live}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn summary(s: &Server, key: &str) -> Value {
+    s.read(&format!("handoff://summary/{key}"))
+        .await
+        .expect("summary")
+}
+
+async fn restarts_total(s: &Server) -> f64 {
+    let text = s.read_text("handoff://metrics").await.expect("metrics");
+    prometheus_value(
+        &text,
+        "handoff_actor_restarts_total",
+        &[("kind", "session")],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passivation_and_reactivation() {
+    let db = DbDir::new();
+    let s = Server::start(&db, &[("HANDOFF_SESSION_IDLE", "300ms")]).await;
+    let key = "sleepy";
+    register(&s, key, "agent-a").await;
+    assert_eq!(append_typed(&s, key, "message", "m1").await, 2);
+    assert_eq!(append_typed(&s, key, "file", "f1").await, 3);
+    assert_eq!(append_typed(&s, key, "tool_call", "t1").await, 4);
+    assert!(
+        live_session_actors(&s).await > 0,
+        "no live session actor after writes"
+    );
+
+    let took = wait_passivated(&s).await;
+    eprintln!("passivated after {took:?}");
+
+    // Reactivation by a write: the sequence continues, nothing is reset.
+    assert_eq!(append_typed(&s, key, "message", "m2").await, 5);
+    assert!(live_session_actors(&s).await > 0);
+    let sm = summary(&s, key).await;
+    assert_eq!(sm["total_entries"], 5, "{sm}");
+    assert_eq!(sm["last_sequence"], 5, "{sm}");
+    assert_eq!(
+        sm["entry_counts"],
+        json!({"system": 1, "message": 2, "file": 1, "tool_call": 1}),
+        "{sm}"
+    );
+    assert_eq!(sm["participants"], json!(["agent-a"]));
+
+    // Second cycle, woken by a read this time (the summary resource), then
+    // by a batch.
+    wait_passivated(&s).await;
+    let sm = summary(&s, key).await;
+    assert_eq!(sm["total_entries"], 5, "after a second passivation: {sm}");
+    assert_eq!(sm["entry_counts"]["message"], 2, "{sm}");
+    wait_passivated(&s).await;
+    let r = s
+        .call(
+            "update_context",
+            json!({"session_key": key, "entries": [
+                {"context_type": "message", "content": "b1"},
+                {"context_type": "system", "content": "b2"}]}),
+        )
+        .await;
+    let seqs: Vec<i64> = r.ok()["context_entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["sequence_number"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![6, 7]);
+    let sm = summary(&s, key).await;
+    assert_eq!(sm["total_entries"], 7, "{sm}");
+    assert_eq!(
+        sm["entry_counts"],
+        json!({"system": 2, "message": 3, "file": 1, "tool_call": 1}),
+        "{sm}"
+    );
+
+    // The session itself never went dormant (that takes days), and the
+    // stored context is complete and in order.
+    let entries = all_entries(&s, key).await;
+    assert_gap_free(key, &entries);
+    let contents: Vec<&str> = entries
+        .iter()
+        .map(|e| e["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &contents[1..],
+        &["m1", "f1", "t1", "m2", "b1", "b2"],
+        "{entries:?}"
+    );
+    assert_eq!(sm["status"], "active");
+
+    // Many sessions passivate too, and each comes back whole.
+    for n in 0..20 {
+        let k = format!("many-{n}");
+        register(&s, &k, "agent-b").await;
+        append_typed(&s, &k, "message", "x").await;
+    }
+    wait_passivated(&s).await;
+    for n in 0..20 {
+        let k = format!("many-{n}");
+        assert_eq!(append_typed(&s, &k, "message", "y").await, 3, "{k}");
+        assert_eq!(summary(&s, &k).await["total_entries"], 3, "{k}");
+    }
+    assert!(s.close().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_actor_panic_is_contained() {
+    let db = DbDir::new();
+    let s = Server::start(&db, &[("HANDOFF_TEST_HOOKS", "true")]).await;
+    register(&s, "A", "agent-a").await;
+    register(&s, "B", "agent-b").await;
+    for i in 0..3 {
+        append_typed(&s, "A", "message", &format!("a{i}")).await;
+        append_typed(&s, "B", "message", &format!("b{i}")).await;
+    }
+    let before = restarts_total(&s).await;
+
+    let r = s
+        .call("debug_crash_session", json!({"session_key": "A"}))
+        .await;
+    r.err("INTERNAL_ERROR");
+
+    // Both sessions go on where they were.
+    assert_eq!(append_typed(&s, "A", "message", "a3").await, 5);
+    assert_eq!(append_typed(&s, "B", "message", "b3").await, 5);
+    for key in ["A", "B"] {
+        let entries = all_entries(&s, key).await;
+        assert_eq!(entries.len(), 5, "{key}");
+        assert_gap_free(key, &entries);
+        let p = key.to_lowercase();
+        for i in 0..4 {
+            assert_eq!(entries[i + 1]["content"], format!("{p}{i}"), "{key}");
+        }
+        let sm = summary(&s, key).await;
+        assert_eq!(sm["total_entries"], 5, "{key}: {sm}");
+    }
+
+    let h = s.read("handoff://health").await.unwrap();
+    assert_eq!(h["status"], "ok", "{h}");
+    let sessions = health_component(&s, "actor.sessions").await;
+    assert_eq!(sessions["status"], "ok", "{sessions}");
+    let after = restarts_total(&s).await;
+    assert!(
+        after >= before + 1.0 && after >= 1.0,
+        "handoff_actor_restarts_total{{kind=\"session\"}} went {before} -> {after}"
+    );
+    assert!(s.close().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_while_another_session_is_busy() {
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 40;
+    let db = DbDir::new();
+    let s = Arc::new(Server::start(&db, &[("HANDOFF_TEST_HOOKS", "true")]).await);
+    register(&s, "A", "agent-a").await;
+    register(&s, "B", "agent-b").await;
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let s = s.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for i in 0..PER_WRITER {
+                let m = format!("B-w{w}-{i:02}");
+                let r = s
+                    .call(
+                        "update_context",
+                        json!({"session_key": "B", "context_type": "message", "content": m}),
+                    )
+                    .await;
+                assert!(
+                    !r.is_error,
+                    "write to B failed while A was being crashed: {}",
+                    r.body
+                );
+                acks.push((
+                    m,
+                    r.body["context_entry"]["sequence_number"].as_i64().unwrap(),
+                ));
+            }
+            acks
+        }));
+    }
+    // Crash A repeatedly, with a write to A between crashes.
+    let mut a_expected = vec!["Session registered by agent agent-a".to_string()];
+    for round in 0..6 {
+        s.call("debug_crash_session", json!({"session_key": "A"}))
+            .await
+            .err("INTERNAL_ERROR");
+        let m = format!("A-{round}");
+        let seq = append_typed(&s, "A", "message", &m).await;
+        a_expected.push(m);
+        assert_eq!(seq, a_expected.len() as i64, "A after crash {round}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut acks = Vec::new();
+    for w in writers {
+        acks.push(w.await.expect("writer on B"));
+    }
+
+    let b = all_entries(&s, "B").await;
+    assert_eq!(b.len(), 1 + WRITERS * PER_WRITER);
+    assert_gap_free("B", &b);
+    for writer in &acks {
+        for (m, seq) in writer {
+            assert_eq!(b[(*seq - 1) as usize]["content"], m.as_str());
+        }
+        assert!(writer.windows(2).all(|w| w[0].1 < w[1].1));
+    }
+    let a = all_entries(&s, "A").await;
+    assert_gap_free("A", &a);
+    let a_contents: Vec<&str> = a.iter().map(|e| e["content"].as_str().unwrap()).collect();
+    assert_eq!(a_contents, a_expected);
+    assert!(restarts_total(&s).await >= 6.0);
+    let h = s.read("handoff://health").await.unwrap();
+    assert_eq!(h["status"], "ok", "{h}");
+
+    let s = Arc::try_unwrap(s).ok().expect("writers done");
+    assert!(s.close().await.success());
+}
+
+/// The crash hits the session that is being written to: calls whose reply
+/// was lost may fail, but every acknowledged entry is stored at its
+/// acknowledged sequence number, a failed call stored nothing ("a failed
+/// call changes nothing"), and the sequence stays gap-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_while_the_same_session_is_busy() {
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 40;
+    let db = DbDir::new();
+    let s = Arc::new(Server::start(&db, &[("HANDOFF_TEST_HOOKS", "true")]).await);
+    register(&s, "C", "agent-c").await;
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let s = s.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut failed = Vec::new();
+            for i in 0..PER_WRITER {
+                let m = format!("C-w{w}-{i:02}");
+                let r = s
+                    .call(
+                        "update_context",
+                        json!({"session_key": "C", "context_type": "message", "content": m}),
+                    )
+                    .await;
+                if r.is_error {
+                    r.err("INTERNAL_ERROR");
+                    failed.push(m);
+                } else {
+                    acked.push((
+                        m,
+                        r.body["context_entry"]["sequence_number"].as_i64().unwrap(),
+                    ));
+                }
+            }
+            (acked, failed)
+        }));
+    }
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        s.call("debug_crash_session", json!({"session_key": "C"}))
+            .await
+            .err("INTERNAL_ERROR");
+    }
+    let mut acked = Vec::new();
+    let mut failed = Vec::new();
+    for w in writers {
+        let (a, f) = w.await.expect("writer");
+        assert!(
+            a.windows(2).all(|w| w[0].1 < w[1].1),
+            "per-writer ack order"
+        );
+        acked.extend(a);
+        failed.extend(f);
+    }
+    eprintln!(
+        "{} acked, {} failed by the crashes",
+        acked.len(),
+        failed.len()
+    );
+
+    let c = all_entries(&s, "C").await;
+    assert_gap_free("C", &c);
+    for (m, seq) in &acked {
+        let at = c.get((*seq - 1) as usize).map(|e| e["content"].clone());
+        assert_eq!(at, Some(json!(m)), "{m} acknowledged at seq {seq}");
+    }
+    for m in &failed {
+        assert!(
+            !c.iter().any(|e| e["content"] == m.as_str()),
+            "{m} was reported failed (INTERNAL_ERROR) but is stored"
+        );
+    }
+    assert_eq!(
+        c.len(),
+        1 + acked.len(),
+        "stored entries beyond the acknowledged ones"
+    );
+    // The session takes writes again afterwards, continuing the sequence.
+    assert_eq!(
+        append_typed(&s, "C", "message", "after").await,
+        c.len() as i64 + 1
+    );
+    assert_eq!(summary(&s, "C").await["total_entries"], c.len() + 1);
+
+    let s = Arc::try_unwrap(s).ok().expect("writers done");
+    assert!(s.close().await.success());
+}
