@@ -53,6 +53,9 @@ pub struct Config {
     /// Key for the keyed hashes of session keys in logs and audit rows. When
     /// unset, one is generated and kept in the database.
     pub log_hash_key: Option<String>,
+    /// Tokio worker threads; 0 runs everything on one thread (the actors
+    /// then never wake each other across threads; SQLite keeps its own).
+    pub runtime_threads: usize,
     /// Enables test-only tools (`debug_crash_session`). Never in production.
     pub test_hooks: bool,
 }
@@ -79,6 +82,7 @@ impl Default for Config {
             batch_max: 256,
             log: "info".into(),
             log_hash_key: None,
+            runtime_threads: 0,
             test_hooks: false,
         }
     }

@@ -180,6 +180,9 @@ fn parse_protocol_line(buf: &[u8]) -> Value {
 }
 
 fn ok_body(result: &Value) -> &Value {
+    let content = result["content"].as_array().expect("content");
+    assert_eq!(content.len(), 1, "exactly one content item: {result}");
+    assert_eq!(content[0]["type"], "text", "{result}");
     assert_ne!(result["isError"], true, "tool failed: {result}");
     let body = &result["structuredContent"];
     assert_eq!(body["success"], true, "{result}");
@@ -189,6 +192,9 @@ fn ok_body(result: &Value) -> &Value {
 }
 
 fn err_body<'a>(result: &'a Value, code: &str) -> &'a Value {
+    let content = result["content"].as_array().expect("content");
+    assert_eq!(content.len(), 1, "exactly one content item: {result}");
+    assert_eq!(content[0]["type"], "text", "{result}");
     assert_eq!(result["isError"], true, "expected {code}: {result}");
     let body = &result["structuredContent"];
     assert_eq!(body["success"], false, "{result}");

@@ -198,6 +198,213 @@ async fn debug_crash_session_validates_session_key() {
     assert!(s.close().await.success());
 }
 
+// ---- published schemas against real traffic ----------------------------------
+
+/// The problems of `v` against `schema` (a JSON Schema subset: `$ref` into
+/// `$defs`, `type`, `enum`, `anyOf`, `properties`, `required`,
+/// `additionalProperties: false`, `items`, `minimum`): what an SDK that
+/// validates tool results (the TypeScript SDK 1.x client does, with Ajv)
+/// would reject.
+fn schema_problems(root: &Value, schema: &Value, v: &Value, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r.strip_prefix("#/$defs/").expect("local $ref");
+        out.extend(schema_problems(root, &root["$defs"][name], v, path));
+    }
+    if let Some(t) = schema.get("type") {
+        let types: Vec<&str> = match t {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let ok = types.iter().any(|t| match *t {
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            "string" => v.is_string(),
+            "boolean" => v.is_boolean(),
+            "integer" => v.is_i64() || v.is_u64(),
+            "number" => v.is_number(),
+            "null" => v.is_null(),
+            _ => true,
+        });
+        if !ok {
+            out.push(format!("{path}: {v:.80} is not {types:?}"));
+            return out;
+        }
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        if !e.contains(v) {
+            out.push(format!("{path}: {v} not in {e:?}"));
+        }
+    }
+    if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
+        if !any
+            .iter()
+            .any(|s| schema_problems(root, s, v, path).is_empty())
+        {
+            out.push(format!("{path}: matches no anyOf branch"));
+        }
+    }
+    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), v.as_f64()) {
+        if n < min {
+            out.push(format!("{path}: {n} < {min}"));
+        }
+    }
+    if let Some(obj) = v.as_object() {
+        let props = schema.get("properties").and_then(Value::as_object);
+        if let Some(req) = schema.get("required").and_then(Value::as_array) {
+            for r in req.iter().filter_map(Value::as_str) {
+                if !obj.contains_key(r) {
+                    out.push(format!("{path}: required '{r}' missing"));
+                }
+            }
+        }
+        for (k, val) in obj {
+            match props.and_then(|p| p.get(k)) {
+                Some(ps) => out.extend(schema_problems(root, ps, val, &format!("{path}.{k}"))),
+                None if schema.get("additionalProperties") == Some(&json!(false)) => {
+                    out.push(format!("{path}: additional property '{k}'"))
+                }
+                None => {}
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
+        for (i, x) in arr.iter().enumerate() {
+            out.extend(schema_problems(root, items, x, &format!("{path}[{i}]")));
+        }
+    }
+    out
+}
+
+async fn schemas(s: &Server) -> std::collections::HashMap<String, (Value, Value)> {
+    s.client
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .into_iter()
+        .map(|t| {
+            let input = Value::Object((*t.input_schema).clone());
+            let output = Value::Object((*t.output_schema.expect("outputSchema")).clone());
+            (t.name.to_string(), (input, output))
+        })
+        .collect()
+}
+
+/// One call of every tool, each of which succeeds.
+fn successful_calls() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "register_session",
+            json!({"session_key": "k", "agent_from": "a", "metadata": {"x": 1}}),
+        ),
+        (
+            "update_context",
+            json!({"session_key": "k", "context_type": "message", "content": "c"}),
+        ),
+        (
+            "update_context",
+            json!({"session_key": "k", "entries": [{"context_type": "file", "content": "f", "metadata": {"p": 1}}]}),
+        ),
+        ("get_context", json!({"session_key": "k", "limit": 2})),
+        (
+            "get_context",
+            json!({"session_key": "k", "after_sequence": 1, "context_types": ["file"]}),
+        ),
+        (
+            "request_handoff",
+            json!({"session_key": "k", "target_agent": "b", "request_type": "collaboration", "request_data": {"instructions": "i", "priority": "high", "extra": [1]}}),
+        ),
+        (
+            "request_handoff",
+            json!({"session_key": "k", "target_agent": "c", "request_type": "full_handoff"}),
+        ),
+        (
+            "delete_session",
+            json!({"session_key": "k", "requested_by": "a"}),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn successes_match_the_published_schemas() {
+    let (_db, s) = start(&[]).await;
+    let schemas = schemas(&s).await;
+    for (tool, args) in successful_calls() {
+        let (input, output) = &schemas[tool];
+        let p = schema_problems(input, input, &args, "arguments");
+        assert!(p.is_empty(), "{tool} arguments vs inputSchema: {p:?}");
+        let body = s.call(tool, args).await.ok().clone();
+        let p = schema_problems(output, output, &body, "structuredContent");
+        assert!(p.is_empty(), "{tool} reply vs outputSchema: {p:?}\n{body}");
+    }
+    assert!(s.close().await.success());
+}
+
+#[tokio::test]
+#[ignore = "server bug: error replies (isError, structuredContent {success:false, error, error_code, …}) do not match the tool's outputSchema (e.g. register_session requires message/session/reactivated); the TypeScript SDK 1.x client validates structuredContent even when isError and turns every such reply into McpError -32602 'Structured content does not match the tool's output schema', losing error_code"]
+async fn errors_match_the_published_schemas() {
+    let (_db, s) = start(&[]).await;
+    let schemas = schemas(&s).await;
+    let failing = [
+        ("register_session", json!({"session_key": "k"})),
+        (
+            "update_context",
+            json!({"session_key": "k", "context_type": "message", "content": "c"}),
+        ),
+        (
+            "request_handoff",
+            json!({"session_key": "k", "target_agent": "b"}),
+        ),
+        ("get_context", json!({"session_key": "k"})),
+        ("delete_session", json!({"session_key": "k"})),
+    ];
+    for (tool, args) in failing {
+        let out = s.call(tool, args).await;
+        assert!(out.is_error);
+        let (_, output) = &schemas[tool];
+        let p = schema_problems(output, output, &out.body, "structuredContent");
+        assert!(
+            p.is_empty(),
+            "{tool} error reply vs outputSchema: {p:?}\n{}",
+            out.body
+        );
+    }
+    assert!(s.close().await.success());
+}
+
+#[tokio::test]
+#[ignore = "contract deviation: camelCase arguments are accepted (CONTRACT §1) but every inputSchema lists only snake_case properties with additionalProperties:false, so a client that validates arguments against the published schema refuses sessionKey/agentFrom/…"]
+async fn camel_case_arguments_match_the_published_schemas() {
+    let (_db, s) = start(&[]).await;
+    let schemas = schemas(&s).await;
+    let camel = [
+        (
+            "register_session",
+            json!({"sessionKey": "k", "agentFrom": "a"}),
+        ),
+        (
+            "update_context",
+            json!({"sessionKey": "k", "contextType": "message", "content": "c"}),
+        ),
+        (
+            "get_context",
+            json!({"sessionKey": "k", "afterSequence": 0, "contextTypes": ["file"]}),
+        ),
+        (
+            "request_handoff",
+            json!({"sessionKey": "k", "targetAgent": "b", "requestType": "collaboration", "requestData": {}}),
+        ),
+    ];
+    for (tool, args) in camel {
+        let (input, _) = &schemas[tool];
+        let p = schema_problems(input, input, &args, "arguments");
+        assert!(p.is_empty(), "{tool}: {p:?}");
+        // The server itself takes them (checked in camel_case_arguments_accepted).
+    }
+    assert!(s.close().await.success());
+}
+
 // ---- register_session -----------------------------------------------------------
 
 #[tokio::test]
@@ -1549,6 +1756,7 @@ async fn health_resource() {
     let find = |n: &str| comps.iter().find(|c| c["name"] == n).cloned();
     let db = find("database").expect("database component");
     assert_eq!(db["status"], "ok");
+    assert!(find("cache").is_some(), "no cache component: {v}");
     let br = find("breaker.database").expect("breaker.database component");
     assert_eq!(br["status"], "ok");
     assert!(br["details"].is_object());

@@ -135,6 +135,16 @@ impl BreakerHandle {
         }
     }
 
+    /// A read's outcome. Only failures count: a database that still serves
+    /// reads while every commit fails (disk full) must still open the
+    /// breaker, so read successes neither reset the count nor close it.
+    pub fn report_read(&self, dep: Dependency, ok: bool) {
+        if !ok {
+            self.report(dep, false);
+        }
+    }
+
+    /// A write's outcome (or any call that proves the dependency works).
     pub fn report(&self, dep: Dependency, ok: bool) {
         let i = dep.index();
         if ok {

@@ -328,7 +328,7 @@ impl SessionState {
             )
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("load timed out".into())));
-            self.deps.breaker.report(
+            self.deps.breaker.report_read(
                 Dependency::Database,
                 !matches!(r, Err(StoreError::Unavailable(_))),
             );

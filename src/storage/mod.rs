@@ -103,7 +103,7 @@ impl Reads {
         let r = tokio::time::timeout(self.timeout, fut)
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("read timed out".into())));
-        self.breaker.report(
+        self.breaker.report_read(
             Dependency::Database,
             !matches!(r, Err(StoreError::Unavailable(_))),
         );

@@ -21,7 +21,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::{ContextPage, Database, PageQuery, SessionListing, StoredEntry};
 
@@ -150,111 +150,21 @@ impl Store for SqliteDb {
         Ok(Some((session, tail)))
     }
 
+    /// The transaction is driven by hand (BEGIN IMMEDIATE … COMMIT) rather
+    /// than through `sqlx::Transaction`: when SQLite fails a statement with
+    /// SQLITE_FULL or an I/O error it may roll the transaction back by
+    /// itself, and sqlx's depth bookkeeping then drifts — later batches were
+    /// reported committed without being stored. Here a failed batch always
+    /// ends in ROLLBACK and its connection is replaced, so the next batch
+    /// starts from a known state.
     async fn commit(&self, units: &[&CommitUnit]) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await.map_err(classify)?;
-
-        let deletes: Vec<String> = units
-            .iter()
-            .filter_map(|u| u.delete)
-            .map(|id| id.to_string())
-            .collect();
-        for chunk in deletes.chunks(500) {
-            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM sessions WHERE id IN (");
-            let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(id);
-            }
-            q.push(")");
-            q.build().execute(&mut *tx).await.map_err(classify)?;
+        let mut conn = self.writer.acquire().await.map_err(classify)?;
+        let r = write_batch(&mut conn, units).await;
+        if r.is_err() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            conn.close_on_drop();
         }
-
-        let sessions: Vec<&SessionRow> = units.iter().filter_map(|u| u.session.as_ref()).collect();
-        for chunk in sessions.chunks(MAX_PARAMS / 10) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO sessions (id, tenant, session_key, agent_from, status, metadata, \
-                 created_at, last_activity_at, last_seq, summary) ",
-            );
-            q.push_values(chunk, |mut b, s| {
-                b.push_bind(s.id.to_string())
-                    .push_bind(s.tenant.to_string())
-                    .push_bind(s.session_key.to_string())
-                    .push_bind(s.agent_from.clone())
-                    .push_bind(s.status.as_str())
-                    .push_bind(json_text(&s.metadata))
-                    .push_bind(rfc3339(&s.created_at))
-                    .push_bind(rfc3339(&s.last_activity_at))
-                    .push_bind(s.last_seq)
-                    .push_bind(serde_json::to_string(&s.summary).unwrap_or_else(|_| "{}".into()));
-            });
-            q.push(
-                " ON CONFLICT(id) DO UPDATE SET agent_from = excluded.agent_from, \
-                 status = excluded.status, metadata = excluded.metadata, \
-                 last_activity_at = excluded.last_activity_at, last_seq = excluded.last_seq, \
-                 summary = excluded.summary",
-            );
-            q.build().execute(&mut *tx).await.map_err(classify)?;
-        }
-
-        let entries: Vec<_> = units.iter().flat_map(|u| u.entries.iter()).collect();
-        for chunk in entries.chunks(MAX_PARAMS / 7) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO context_entries (session_id, seq, id, context_type, content, metadata, created_at) ",
-            );
-            q.push_values(chunk, |mut b, e| {
-                b.push_bind(e.session_id.to_string())
-                    .push_bind(e.seq)
-                    .push_bind(e.id.to_string())
-                    .push_bind(e.context_type.as_str())
-                    .push_bind(e.content.as_str())
-                    .push_bind(json_text(&e.metadata))
-                    .push_bind(rfc3339(&e.created_at));
-            });
-            q.build().execute(&mut *tx).await.map_err(classify)?;
-        }
-
-        let handoffs: Vec<_> = units.iter().flat_map(|u| u.handoffs.iter()).collect();
-        for chunk in handoffs.chunks(MAX_PARAMS / 12) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO handoffs (id, tenant, session_id, session_key, source_agent, target_agent, \
-                 request_type, status, request_data, context_summary, context_entries, created_at) ",
-            );
-            q.push_values(chunk, |mut b, h| {
-                b.push_bind(h.id.to_string())
-                    .push_bind(h.tenant.to_string())
-                    .push_bind(h.session_id.to_string())
-                    .push_bind(h.session_key.to_string())
-                    .push_bind(h.source_agent.clone())
-                    .push_bind(h.target_agent.clone())
-                    .push_bind(h.request_type.as_str())
-                    .push_bind(h.status.clone())
-                    .push_bind(json_text(&h.request_data))
-                    .push_bind(h.context_summary.to_string())
-                    .push_bind(h.context_entries)
-                    .push_bind(rfc3339(&h.created_at));
-            });
-            q.build().execute(&mut *tx).await.map_err(classify)?;
-        }
-
-        let audit: Vec<_> = units.iter().flat_map(|u| u.audit.iter()).collect();
-        for chunk in audit.chunks(MAX_PARAMS / 9) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO audit_log (seq, ts, tenant, action, actor, subject_hash, details, prev_hash, hash) ",
-            );
-            q.push_values(chunk, |mut b, a| {
-                b.push_bind(a.seq)
-                    .push_bind(a.ts.clone())
-                    .push_bind(a.tenant.clone())
-                    .push_bind(a.action.clone())
-                    .push_bind(a.actor.clone())
-                    .push_bind(a.subject_hash.clone())
-                    .push_bind(a.details.clone())
-                    .push_bind(a.prev_hash.clone())
-                    .push_bind(a.hash.clone());
-            });
-            q.build().execute(&mut *tx).await.map_err(classify)?;
-        }
-
-        tx.commit().await.map_err(classify)
+        r
     }
 
     async fn audit_head(&self) -> Result<Option<AuditRow>, StoreError> {
@@ -272,6 +182,121 @@ impl Store for SqliteDb {
             .map(|_| ())
             .map_err(classify)
     }
+}
+
+/// One batch in one transaction: a few multi-row statements.
+async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Result<(), StoreError> {
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+
+    let deletes: Vec<String> = units
+        .iter()
+        .filter_map(|u| u.delete)
+        .map(|id| id.to_string())
+        .collect();
+    for chunk in deletes.chunks(500) {
+        let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM sessions WHERE id IN (");
+        let mut sep = q.separated(", ");
+        for id in chunk {
+            sep.push_bind(id);
+        }
+        q.push(")");
+        q.build().execute(&mut *conn).await.map_err(classify)?;
+    }
+
+    let sessions: Vec<&SessionRow> = units.iter().filter_map(|u| u.session.as_ref()).collect();
+    for chunk in sessions.chunks(MAX_PARAMS / 10) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO sessions (id, tenant, session_key, agent_from, status, metadata, \
+             created_at, last_activity_at, last_seq, summary) ",
+        );
+        q.push_values(chunk, |mut b, s| {
+            b.push_bind(s.id.to_string())
+                .push_bind(s.tenant.to_string())
+                .push_bind(s.session_key.to_string())
+                .push_bind(s.agent_from.clone())
+                .push_bind(s.status.as_str())
+                .push_bind(json_text(&s.metadata))
+                .push_bind(rfc3339(&s.created_at))
+                .push_bind(rfc3339(&s.last_activity_at))
+                .push_bind(s.last_seq)
+                .push_bind(serde_json::to_string(&s.summary).unwrap_or_else(|_| "{}".into()));
+        });
+        q.push(
+            " ON CONFLICT(id) DO UPDATE SET agent_from = excluded.agent_from, \
+             status = excluded.status, metadata = excluded.metadata, \
+             last_activity_at = excluded.last_activity_at, last_seq = excluded.last_seq, \
+             summary = excluded.summary",
+        );
+        q.build().execute(&mut *conn).await.map_err(classify)?;
+    }
+
+    let entries: Vec<_> = units.iter().flat_map(|u| u.entries.iter()).collect();
+    for chunk in entries.chunks(MAX_PARAMS / 7) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO context_entries (session_id, seq, id, context_type, content, metadata, created_at) ",
+        );
+        q.push_values(chunk, |mut b, e| {
+            b.push_bind(e.session_id.to_string())
+                .push_bind(e.seq)
+                .push_bind(e.id.to_string())
+                .push_bind(e.context_type.as_str())
+                .push_bind(e.content.as_str())
+                .push_bind(json_text(&e.metadata))
+                .push_bind(rfc3339(&e.created_at));
+        });
+        q.build().execute(&mut *conn).await.map_err(classify)?;
+    }
+
+    let handoffs: Vec<_> = units.iter().flat_map(|u| u.handoffs.iter()).collect();
+    for chunk in handoffs.chunks(MAX_PARAMS / 12) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO handoffs (id, tenant, session_id, session_key, source_agent, target_agent, \
+             request_type, status, request_data, context_summary, context_entries, created_at) ",
+        );
+        q.push_values(chunk, |mut b, h| {
+            b.push_bind(h.id.to_string())
+                .push_bind(h.tenant.to_string())
+                .push_bind(h.session_id.to_string())
+                .push_bind(h.session_key.to_string())
+                .push_bind(h.source_agent.clone())
+                .push_bind(h.target_agent.clone())
+                .push_bind(h.request_type.as_str())
+                .push_bind(h.status.clone())
+                .push_bind(json_text(&h.request_data))
+                .push_bind(h.context_summary.to_string())
+                .push_bind(h.context_entries)
+                .push_bind(rfc3339(&h.created_at));
+        });
+        q.build().execute(&mut *conn).await.map_err(classify)?;
+    }
+
+    let audit: Vec<_> = units.iter().flat_map(|u| u.audit.iter()).collect();
+    for chunk in audit.chunks(MAX_PARAMS / 9) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO audit_log (seq, ts, tenant, action, actor, subject_hash, details, prev_hash, hash) ",
+        );
+        q.push_values(chunk, |mut b, a| {
+            b.push_bind(a.seq)
+                .push_bind(a.ts.clone())
+                .push_bind(a.tenant.clone())
+                .push_bind(a.action.clone())
+                .push_bind(a.actor.clone())
+                .push_bind(a.subject_hash.clone())
+                .push_bind(a.details.clone())
+                .push_bind(a.prev_hash.clone())
+                .push_bind(a.hash.clone());
+        });
+        q.build().execute(&mut *conn).await.map_err(classify)?;
+    }
+
+    sqlx::query("COMMIT")
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    Ok(())
 }
 
 fn entry_from_row(r: &SqliteRow, session_id: uuid::Uuid) -> Result<EntryRow, StoreError> {

@@ -101,10 +101,9 @@ fn portable(schema: &JsonObject) -> JsonObject {
     fn walk(v: &mut Value) {
         match v {
             Value::Object(m) => {
-                let numeric = m
-                    .get("format")
-                    .and_then(Value::as_str)
-                    .is_some_and(|f| f.starts_with("uint") || f.starts_with("int") || f == "double" || f == "float");
+                let numeric = m.get("format").and_then(Value::as_str).is_some_and(|f| {
+                    f.starts_with("uint") || f.starts_with("int") || f == "double" || f == "float"
+                });
                 if numeric {
                     m.remove("format");
                 }
