@@ -8,7 +8,12 @@ use tracing_subscriber::EnvFilter;
 static HASH_KEY: OnceLock<[u8; 32]> = OnceLock::new();
 
 pub fn init(filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // rmcp logs whole requests at debug and whole error replies at warn, and
+    // ractor logs actor names (which hold session keys): neither may reach
+    // the log, whatever level the operator asks for.
+    let filter = format!("{filter},rmcp=error,ractor=error");
+    let filter = EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| EnvFilter::new("info,rmcp=error,ractor=error"));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_current_span(false)
@@ -17,6 +22,20 @@ pub fn init(filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+    // A panic (a bug, or the test hook) becomes one JSON log line with its
+    // location, instead of free text on stderr; the message is redacted.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
+        tracing::error!(panic = %redact(&msg), location, "panic");
+    }));
 }
 
 /// Fix the key used for session-key hashes (once, at start-up).

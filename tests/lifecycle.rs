@@ -303,6 +303,7 @@ async fn crash_while_the_same_session_is_busy() {
                     .await;
                 if r.is_error {
                     r.err("INTERNAL_ERROR");
+                    eprintln!("C write failed: {} {}", r.body["error"], r.body["details"]);
                     failed.push(m);
                 } else {
                     acked.push((
@@ -362,5 +363,113 @@ async fn crash_while_the_same_session_is_busy() {
     assert_eq!(summary(&s, "C").await["total_entries"], c.len() + 1);
 
     let s = Arc::try_unwrap(s).ok().expect("writers done");
+    assert!(s.close().await.success());
+}
+
+/// Writes that arrive while a session actor is passivating (the idle window
+/// is tiny, the writers pause for about as long): no write fails, none is
+/// lost or renumbered, and structural changes (participants, completion)
+/// survive the actor handover and a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_racing_passivation() {
+    const SESSIONS: usize = 6;
+    const WRITES: usize = 60;
+    let db = DbDir::new();
+    let s = Arc::new(Server::start(&db, &[("HANDOFF_SESSION_IDLE", "15ms")]).await);
+    let mut tasks = Vec::new();
+    for n in 0..SESSIONS {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("racy-{n}");
+            register(&s, &key, "owner").await;
+            // (content, seq) of every acknowledged entry, in ack order.
+            let mut acked = vec![("Session registered by agent owner".to_string(), 1i64)];
+            let mut rng = 0x9E37_79B9u32.wrapping_mul(n as u32 + 1);
+            for i in 0..WRITES {
+                rng ^= rng << 13;
+                rng ^= rng >> 17;
+                rng ^= rng << 5;
+                tokio::time::sleep(Duration::from_millis(u64::from(rng % 30))).await;
+                if i % 20 == 19 {
+                    let helper = format!("helper-{i}");
+                    let r = s
+                        .call(
+                            "request_handoff",
+                            json!({"session_key": key, "target_agent": helper,
+                                   "request_type": "collaboration"}),
+                        )
+                        .await;
+                    assert!(!r.is_error, "{key}: handoff {i} failed: {}", r.body);
+                    let total = r.body["handoff"]["context_summary"]["total_entries"]
+                        .as_i64()
+                        .unwrap();
+                    acked.push((String::new(), total)); // the handoff's system entry
+                    continue;
+                }
+                let m = format!("{key}-{i:02}");
+                let r = s
+                    .call(
+                        "update_context",
+                        json!({"session_key": key, "context_type": "message", "content": m}),
+                    )
+                    .await;
+                assert!(!r.is_error, "{key}: write {i} failed: {}", r.body);
+                acked.push((
+                    m,
+                    r.body["context_entry"]["sequence_number"].as_i64().unwrap(),
+                ));
+            }
+            (key, acked)
+        }));
+    }
+    let mut sessions = Vec::new();
+    for t in tasks {
+        sessions.push(t.await.expect("writer"));
+    }
+    for (key, acked) in &sessions {
+        let entries = all_entries(&s, key).await;
+        assert_gap_free(key, &entries);
+        assert_eq!(entries.len(), acked.len(), "{key}");
+        for (i, (m, seq)) in acked.iter().enumerate() {
+            assert_eq!(*seq, i as i64 + 1, "{key}: ack order");
+            if !m.is_empty() {
+                assert_eq!(entries[i]["content"], m.as_str(), "{key}");
+            } else {
+                assert_eq!(entries[i]["context_type"], "system", "{key}");
+            }
+        }
+        let sm = summary(&s, key).await;
+        assert_eq!(sm["total_entries"], entries.len(), "{key}: {sm}");
+        assert_eq!(
+            sm["participants"],
+            json!(["owner", "helper-19", "helper-39", "helper-59"]),
+            "{key}: {sm}"
+        );
+        // Complete the session right as its actor may be passivating.
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let r = s
+            .call(
+                "request_handoff",
+                json!({"session_key": key, "target_agent": "finisher", "request_type": "full_handoff"}),
+            )
+            .await;
+        r.ok();
+    }
+    wait_passivated(&s).await;
+    let s = Arc::try_unwrap(s).ok().expect("writers done");
+    assert!(s.close().await.success());
+
+    let s = Server::start(&db, &[("HANDOFF_SESSION_IDLE", "15ms")]).await;
+    for (key, acked) in &sessions {
+        let sm = summary(&s, key).await;
+        assert_eq!(sm["status"], "completed", "{key}: {sm}");
+        assert_eq!(sm["total_entries"], acked.len() + 1, "{key}: {sm}");
+        s.call(
+            "update_context",
+            json!({"session_key": key, "context_type": "message", "content": "late"}),
+        )
+        .await
+        .err("SESSION_NOT_ACTIVE");
+    }
     assert!(s.close().await.success());
 }

@@ -87,9 +87,17 @@ pub fn typed<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, HandoffE
         } else {
             format!("{path}: {inner}")
         };
+        // serde names a missing field only in its message.
+        let field = if path != "." && !path.is_empty() {
+            Some(path)
+        } else {
+            msg.strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+                .map(str::to_string)
+        };
         let mut err = HandoffError::validation(msg);
-        if path != "." && !path.is_empty() {
-            err = err.detail("field", path);
+        if let Some(f) = field {
+            err = err.detail("field", f);
         }
         err
     })

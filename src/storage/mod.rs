@@ -40,12 +40,43 @@ pub struct SessionListing {
     pub last_activity_at: String,
 }
 
+/// Bytes an entry's content costs in a reply line: once escaped in
+/// `structuredContent` and twice in the text item that carries the same JSON
+/// as a string. A page budget in raw bytes let a page of quote-heavy entries
+/// grow past what clients accept in one line.
+pub fn encoded_cost(content: &str) -> usize {
+    let mut once = 0usize;
+    let mut twice = 0usize;
+    for b in content.bytes() {
+        match b {
+            b'"' | b'\\' => {
+                once += 2; // \"
+                twice += 4; // \\\"
+            }
+            b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => {
+                once += 2; // \n
+                twice += 3; // \\n
+            }
+            0..=0x1f => {
+                once += 6; // \u0001
+                twice += 7; // \\u0001
+            }
+            _ => {
+                once += 1;
+                twice += 1;
+            }
+        }
+    }
+    once + twice
+}
+
 /// What a page of context may hold.
 #[derive(Debug, Clone)]
 pub struct PageQuery<'a> {
     pub after: i64,
     pub limit: u32,
     pub types: Option<&'a [ContextType]>,
+    /// Budget for the page's encoded size (see `encoded_cost`).
     pub max_bytes: usize,
 }
 

@@ -366,13 +366,14 @@ impl Database for SqliteDb {
         let mut has_more = false;
         for r in rows {
             let content: String = r.get("content");
+            let cost = super::encoded_cost(&content);
             if entries.len() == q.limit as usize
-                || (!entries.is_empty() && bytes + content.len() > q.max_bytes)
+                || (!entries.is_empty() && bytes + cost > q.max_bytes)
             {
                 has_more = true;
                 break;
             }
-            bytes += content.len();
+            bytes += cost;
             let metadata: Option<String> = r.get("metadata");
             entries.push(StoredEntry {
                 id: r.get("id"),

@@ -26,6 +26,7 @@ pub struct Out {
 }
 
 pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
+    crate::mcp::args::session_key(&ctx.cfg, &a.session_key)?;
     ctx.core.crash_session(&ctx.key(&a.session_key)).await?;
     Ok(Out { success: true })
 }

@@ -62,8 +62,10 @@ impl Catalog {
             .into_iter()
             .filter(|t| test_hooks || t.name != debug_crash_session::NAME)
             .map(|mut t| {
-                t.input_schema = Arc::new(portable(&t.input_schema));
-                t.output_schema = t.output_schema.map(|s| Arc::new(portable(&s)));
+                t.input_schema = Arc::new(lenient_input(portable(&t.input_schema)));
+                t.output_schema = t
+                    .output_schema
+                    .map(|s| Arc::new(with_error_shape(portable(&s))));
                 t
             })
             .collect();
@@ -119,6 +121,66 @@ fn portable(schema: &JsonObject) -> JsonObject {
         Value::Object(m) => m,
         _ => unreachable!("an object stays an object"),
     }
+}
+
+/// The server accepts camelCase spellings and (by policy) unknown fields
+/// and reports them itself, with the contract's error; a client that checks
+/// arguments against the schema must not refuse them first.
+fn lenient_input(mut schema: JsonObject) -> JsonObject {
+    schema.remove("additionalProperties");
+    schema
+}
+
+/// A failed call carries the error object as `structuredContent`, and
+/// clients (the TypeScript SDK) check it against `outputSchema` even when
+/// `isError` is set: the published schema is "success shape or error shape".
+fn with_error_shape(success: JsonObject) -> JsonObject {
+    let mut success = success;
+    let schema_uri = success.remove("$schema");
+    let mut defs = match success.remove("$defs") {
+        Some(Value::Object(d)) => d,
+        _ => JsonObject::new(),
+    };
+    defs.insert(
+        "ToolError".into(),
+        serde_json::json!({
+            "type": "object",
+            "description": "A failed call (isError: true).",
+            "properties": {
+                "success": {"const": false},
+                "error": {"type": "string"},
+                "error_code": {"type": "string", "enum": [
+                    "VALIDATION_ERROR", "PAYLOAD_TOO_LARGE", "SESSION_NOT_FOUND", "SESSION_EXISTS",
+                    "SESSION_NOT_ACTIVE", "HANDOFF_NOT_FOUND", "NOT_FOUND", "UNAUTHORIZED",
+                    "FORBIDDEN", "RATE_LIMITED", "STORAGE_UNAVAILABLE", "INTERNAL_ERROR"]},
+                "details": {"type": "object"},
+                "retryable": {"type": "boolean"},
+                "request_id": {"type": "string"},
+                "timestamp": {"type": "string"}
+            },
+            "required": ["success", "error", "error_code", "details", "retryable", "request_id", "timestamp"]
+        }),
+    );
+    let mut out = JsonObject::new();
+    if let Some(uri) = schema_uri {
+        out.insert("$schema".into(), uri);
+    }
+    out.insert("type".into(), "object".into());
+    // What both shapes share, visible without resolving the anyOf.
+    out.insert(
+        "properties".into(),
+        serde_json::json!({"success": {"type": "boolean", "description": "true on success; false with isError on failure"}}),
+    );
+    out.insert("required".into(), serde_json::json!(["success"]));
+    out.insert(
+        "anyOf".into(),
+        Value::Array(vec![
+            Value::Object(success),
+            serde_json::json!({"$ref": "#/$defs/ToolError"}),
+        ]),
+    );
+    out.insert("$defs".into(), Value::Object(defs));
+    out
 }
 
 async fn run<A, O, F, Fut>(
