@@ -283,7 +283,7 @@ async fn many_sessions_at_once() {
                     assert_eq!(*seq, i as i64 + 2, "{m} acked at {seq}");
                     assert_eq!(entries[i + 1]["content"], m.as_str(), "session {key}");
                 }
-                // The sessions listing and the summary know the session.
+                // The running summary agrees with the stored context.
                 let summary = s.read(&format!("handoff://summary/{key}")).await.unwrap();
                 assert_eq!(summary["total_entries"], 1 + APPENDS, "{key}: {summary}");
             }

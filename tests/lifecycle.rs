@@ -275,65 +275,102 @@ async fn crash_while_another_session_is_busy() {
     assert!(s.close().await.success());
 }
 
-/// The crash hits the session that is being written to: calls whose reply
-/// was lost may fail, but every acknowledged entry is stored at its
-/// acknowledged sequence number, a failed call stored nothing ("a failed
-/// call changes nothing"), and the sequence stays gap-free.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn crash_while_the_same_session_is_busy() {
+/// A write to session C and what became of it.
+struct Write {
+    marker: String,
+    sent: Instant,
+    answered: Instant,
+    /// `Ok(seq)` or the error body.
+    outcome: Result<i64, Value>,
+}
+
+/// 8 writers hammer session C while C's actor is crashed `crashes` times.
+/// Returns every write (per writer, in order), the (sent, answered) times of
+/// each crash call, and the server (still running).
+async fn crash_scenario(
+    db: &DbDir,
+    crashes: usize,
+) -> (Arc<Server>, Vec<Vec<Write>>, Vec<(Instant, Instant)>) {
     const WRITERS: usize = 8;
     const PER_WRITER: usize = 40;
-    let db = DbDir::new();
-    let s = Arc::new(Server::start(&db, &[("HANDOFF_TEST_HOOKS", "true")]).await);
+    let s = Arc::new(Server::start(db, &[("HANDOFF_TEST_HOOKS", "true")]).await);
     register(&s, "C", "agent-c").await;
-
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let s = s.clone();
         writers.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut failed = Vec::new();
+            let mut out = Vec::new();
             for i in 0..PER_WRITER {
-                let m = format!("C-w{w}-{i:02}");
+                let marker = format!("C-w{w}-{i:02}");
+                let sent = Instant::now();
                 let r = s
                     .call(
                         "update_context",
-                        json!({"session_key": "C", "context_type": "message", "content": m}),
+                        json!({"session_key": "C", "context_type": "message", "content": marker}),
                     )
                     .await;
-                if r.is_error {
+                let answered = Instant::now();
+                let outcome = if r.is_error {
                     r.err("INTERNAL_ERROR");
-                    eprintln!("C write failed: {} {}", r.body["error"], r.body["details"]);
-                    failed.push(m);
+                    Err(r.body.clone())
                 } else {
-                    acked.push((
-                        m,
-                        r.body["context_entry"]["sequence_number"].as_i64().unwrap(),
-                    ));
-                }
+                    Ok(r.body["context_entry"]["sequence_number"].as_i64().unwrap())
+                };
+                out.push(Write {
+                    marker,
+                    sent,
+                    answered,
+                    outcome,
+                });
             }
-            (acked, failed)
+            out
         }));
     }
-    for _ in 0..5 {
+    let mut crash_times = Vec::new();
+    for _ in 0..crashes {
         tokio::time::sleep(Duration::from_millis(15)).await;
+        let sent = Instant::now();
         s.call("debug_crash_session", json!({"session_key": "C"}))
             .await
             .err("INTERNAL_ERROR");
+        crash_times.push((sent, Instant::now()));
     }
+    let mut writes = Vec::new();
+    for w in writers {
+        writes.push(w.await.expect("writer"));
+    }
+    (s, writes, crash_times)
+}
+
+/// The crash hits the session that is being written to: calls whose reply
+/// was lost may fail (INTERNAL_ERROR), but every acknowledged entry is
+/// stored at its acknowledged sequence number, a failed call stored nothing
+/// ("a failed call changes nothing"), the sequence stays gap-free, and the
+/// session takes writes afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_while_the_same_session_is_busy_loses_nothing() {
+    let db = DbDir::new();
+    let (s, writes, _) = crash_scenario(&db, 5).await;
     let mut acked = Vec::new();
     let mut failed = Vec::new();
-    for w in writers {
-        let (a, f) = w.await.expect("writer");
+    for writer in &writes {
+        let seqs: Vec<i64> = writer
+            .iter()
+            .filter_map(|w| w.outcome.clone().ok())
+            .collect();
         assert!(
-            a.windows(2).all(|w| w[0].1 < w[1].1),
-            "per-writer ack order"
+            seqs.windows(2).all(|p| p[0] < p[1]),
+            "per-writer ack order: {seqs:?}"
         );
-        acked.extend(a);
-        failed.extend(f);
+        for w in writer {
+            match &w.outcome {
+                Ok(seq) => acked.push((w.marker.clone(), *seq)),
+                Err(_) => failed.push(w.marker.clone()),
+            }
+        }
     }
     eprintln!(
-        "{} acked, {} failed by the crashes",
+        "{} acked, {} failed around the crashes",
         acked.len(),
         failed.len()
     );
@@ -362,6 +399,53 @@ async fn crash_while_the_same_session_is_busy() {
     );
     assert_eq!(summary(&s, "C").await["total_entries"], c.len() + 1);
 
+    let s = Arc::try_unwrap(s).ok().expect("writers done");
+    assert!(s.close().await.success());
+}
+
+/// Only calls that were at the actor when it crashed may fail: a write sent
+/// after the crash call had returned, and answered before the next crash
+/// call was sent, must succeed ("both sessions still work").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "server bug: after a session actor panics with a unit in flight, the replacement \
+            actor loads the session before that unit commits and reuses its sequence numbers; \
+            later writes fail with INTERNAL_ERROR 'the database refused the write' \
+            (UNIQUE constraint failed: context_entries.session_id, context_entries.seq)"]
+async fn writes_after_a_crash_succeed_while_the_session_is_busy() {
+    let db = DbDir::new();
+    let (s, writes, crashes) = crash_scenario(&db, 10).await;
+    let mut spurious = Vec::new();
+    let mut in_window = 0;
+    for w in writes.iter().flatten() {
+        // Between crash i's answer and crash i+1's request (or the end).
+        let clear = crashes.iter().enumerate().any(|(i, (_, done))| {
+            w.sent > *done
+                && crashes
+                    .get(i + 1)
+                    .is_none_or(|(next, _)| w.answered < *next)
+        });
+        if !clear {
+            continue;
+        }
+        in_window += 1;
+        if let Err(body) = &w.outcome {
+            spurious.push(format!(
+                "{}: {} {}",
+                w.marker, body["error"], body["details"]
+            ));
+        }
+    }
+    eprintln!("{in_window} writes fell entirely between crashes");
+    assert!(
+        in_window > 0,
+        "no write fell between two crashes; the test proves nothing"
+    );
+    assert!(
+        spurious.is_empty(),
+        "{} of {in_window} writes sent after a crash had completed (and answered before the next) failed:\n{}",
+        spurious.len(),
+        spurious.join("\n")
+    );
     let s = Arc::try_unwrap(s).ok().expect("writers done");
     assert!(s.close().await.success());
 }

@@ -184,12 +184,13 @@ impl Store for SqliteDb {
     }
 }
 
-/// One batch in one transaction: a few multi-row statements.
+/// One batch in one transaction, sent as ONE multi-statement query:
+/// `BEGIN IMMEDIATE; DELETE …; INSERT … VALUES (…), (…); …; COMMIT`.
+/// sqlx-sqlite runs the statements in order and binds the parameters across
+/// them, so the whole batch is a single round trip to the connection's
+/// worker thread instead of one per statement.
 async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Result<(), StoreError> {
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *conn)
-        .await
-        .map_err(classify)?;
+    let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
 
     let deletes: Vec<String> = units
         .iter()
@@ -197,19 +198,18 @@ async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Resu
         .map(|id| id.to_string())
         .collect();
     for chunk in deletes.chunks(500) {
-        let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM sessions WHERE id IN (");
+        q.push(" DELETE FROM sessions WHERE id IN (");
         let mut sep = q.separated(", ");
         for id in chunk {
-            sep.push_bind(id);
+            sep.push_bind(id.clone());
         }
-        q.push(")");
-        q.build().execute(&mut *conn).await.map_err(classify)?;
+        q.push(");");
     }
 
     let sessions: Vec<&SessionRow> = units.iter().filter_map(|u| u.session.as_ref()).collect();
     for chunk in sessions.chunks(MAX_PARAMS / 10) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO sessions (id, tenant, session_key, agent_from, status, metadata, \
+        q.push(
+            " INSERT INTO sessions (id, tenant, session_key, agent_from, status, metadata, \
              created_at, last_activity_at, last_seq, summary) ",
         );
         q.push_values(chunk, |mut b, s| {
@@ -228,32 +228,31 @@ async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Resu
             " ON CONFLICT(id) DO UPDATE SET agent_from = excluded.agent_from, \
              status = excluded.status, metadata = excluded.metadata, \
              last_activity_at = excluded.last_activity_at, last_seq = excluded.last_seq, \
-             summary = excluded.summary",
+             summary = excluded.summary;",
         );
-        q.build().execute(&mut *conn).await.map_err(classify)?;
     }
 
     let entries: Vec<_> = units.iter().flat_map(|u| u.entries.iter()).collect();
     for chunk in entries.chunks(MAX_PARAMS / 7) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO context_entries (session_id, seq, id, context_type, content, metadata, created_at) ",
+        q.push(
+            " INSERT INTO context_entries (session_id, seq, id, context_type, content, metadata, created_at) ",
         );
         q.push_values(chunk, |mut b, e| {
             b.push_bind(e.session_id.to_string())
                 .push_bind(e.seq)
                 .push_bind(e.id.to_string())
                 .push_bind(e.context_type.as_str())
-                .push_bind(e.content.as_str())
+                .push_bind(e.content.clone())
                 .push_bind(json_text(&e.metadata))
                 .push_bind(rfc3339(&e.created_at));
         });
-        q.build().execute(&mut *conn).await.map_err(classify)?;
+        q.push(";");
     }
 
     let handoffs: Vec<_> = units.iter().flat_map(|u| u.handoffs.iter()).collect();
     for chunk in handoffs.chunks(MAX_PARAMS / 12) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO handoffs (id, tenant, session_id, session_key, source_agent, target_agent, \
+        q.push(
+            " INSERT INTO handoffs (id, tenant, session_id, session_key, source_agent, target_agent, \
              request_type, status, request_data, context_summary, context_entries, created_at) ",
         );
         q.push_values(chunk, |mut b, h| {
@@ -270,13 +269,13 @@ async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Resu
                 .push_bind(h.context_entries)
                 .push_bind(rfc3339(&h.created_at));
         });
-        q.build().execute(&mut *conn).await.map_err(classify)?;
+        q.push(";");
     }
 
     let audit: Vec<_> = units.iter().flat_map(|u| u.audit.iter()).collect();
     for chunk in audit.chunks(MAX_PARAMS / 9) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO audit_log (seq, ts, tenant, action, actor, subject_hash, details, prev_hash, hash) ",
+        q.push(
+            " INSERT INTO audit_log (seq, ts, tenant, action, actor, subject_hash, details, prev_hash, hash) ",
         );
         q.push_values(chunk, |mut b, a| {
             b.push_bind(a.seq)
@@ -289,13 +288,11 @@ async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Resu
                 .push_bind(a.prev_hash.clone())
                 .push_bind(a.hash.clone());
         });
-        q.build().execute(&mut *conn).await.map_err(classify)?;
+        q.push(";");
     }
 
-    sqlx::query("COMMIT")
-        .execute(&mut *conn)
-        .await
-        .map_err(classify)?;
+    q.push(" COMMIT;");
+    q.build().execute(&mut *conn).await.map_err(classify)?;
     Ok(())
 }
 
