@@ -67,6 +67,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             idle: cfg.session_idle,
             db_timeout: cfg.db_timeout,
             hash_key: key,
+            fences: Default::default(),
         },
         extra: Vec::new(),
     })

@@ -88,6 +88,14 @@ impl Default for Config {
     }
 }
 
+/// The setting names, from the struct itself.
+fn known_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl Config {
     /// Defaults ← TOML file (`HANDOFF_CONFIG` or `--config`) ← environment.
     pub fn load(file: Option<PathBuf>) -> anyhow::Result<Config> {
@@ -99,7 +107,28 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("HANDOFF_").ignore(&["config"]));
+        // Unknown keys in the file are mistakes worth stopping for; unknown
+        // HANDOFF_* variables may belong to other tools sharing the prefix
+        // (a test runner, a wrapper), so they are only reported.
+        let known = known_keys();
+        let unknown: Vec<String> = std::env::vars()
+            .filter_map(|(k, _)| k.strip_prefix("HANDOFF_").map(str::to_ascii_lowercase))
+            .filter(|k| k != "config" && !known.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            eprintln!(
+                "handoff: ignoring unknown environment variable(s): {}",
+                unknown
+                    .iter()
+                    .map(|k| format!("HANDOFF_{}", k.to_ascii_uppercase()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        fig = fig.merge(
+            Env::prefixed("HANDOFF_")
+                .filter(move |k| known.iter().any(|n| n.eq_ignore_ascii_case(k.as_str()))),
+        );
         let cfg: Config = fig
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

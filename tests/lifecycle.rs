@@ -284,15 +284,16 @@ struct Write {
     outcome: Result<i64, Value>,
 }
 
-/// 8 writers hammer session C while C's actor is crashed `crashes` times.
+/// 8 writers (`per_writer` writes each) hammer session C while C's actor is
+/// crashed `crashes` times.
 /// Returns every write (per writer, in order), the (sent, answered) times of
 /// each crash call, and the server (still running).
 async fn crash_scenario(
     db: &DbDir,
     crashes: usize,
+    per_writer: usize,
 ) -> (Arc<Server>, Vec<Vec<Write>>, Vec<(Instant, Instant)>) {
     const WRITERS: usize = 8;
-    const PER_WRITER: usize = 40;
     let s = Arc::new(Server::start(db, &[("HANDOFF_TEST_HOOKS", "true")]).await);
     register(&s, "C", "agent-c").await;
     let mut writers = Vec::new();
@@ -300,7 +301,7 @@ async fn crash_scenario(
         let s = s.clone();
         writers.push(tokio::spawn(async move {
             let mut out = Vec::new();
-            for i in 0..PER_WRITER {
+            for i in 0..per_writer {
                 let marker = format!("C-w{w}-{i:02}");
                 let sent = Instant::now();
                 let r = s
@@ -350,7 +351,7 @@ async fn crash_scenario(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_while_the_same_session_is_busy_loses_nothing() {
     let db = DbDir::new();
-    let (s, writes, _) = crash_scenario(&db, 5).await;
+    let (s, writes, _) = crash_scenario(&db, 5, 40).await;
     let mut acked = Vec::new();
     let mut failed = Vec::new();
     for writer in &writes {
@@ -407,13 +408,9 @@ async fn crash_while_the_same_session_is_busy_loses_nothing() {
 /// after the crash call had returned, and answered before the next crash
 /// call was sent, must succeed ("both sessions still work").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "server bug: after a session actor panics with a unit in flight, the replacement \
-            actor loads the session before that unit commits and reuses its sequence numbers; \
-            later writes fail with INTERNAL_ERROR 'the database refused the write' \
-            (UNIQUE constraint failed: context_entries.session_id, context_entries.seq)"]
 async fn writes_after_a_crash_succeed_while_the_session_is_busy() {
     let db = DbDir::new();
-    let (s, writes, crashes) = crash_scenario(&db, 10).await;
+    let (s, writes, crashes) = crash_scenario(&db, 10, 40).await;
     let mut spurious = Vec::new();
     let mut in_window = 0;
     for w in writes.iter().flatten() {

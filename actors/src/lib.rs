@@ -17,6 +17,7 @@ pub mod audit;
 pub mod breaker;
 pub mod core;
 pub mod error;
+pub mod fence;
 pub mod metrics;
 pub mod model;
 pub mod persistence;

@@ -130,6 +130,8 @@ pub struct SessionDeps {
     pub db_timeout: Duration,
     /// Keyed-hash key for the session key in audit rows.
     pub hash_key: [u8; 32],
+    /// Units in flight per session, shared by every session actor.
+    pub fences: crate::fence::Fences,
 }
 
 pub struct SessionArgs {
@@ -320,6 +322,8 @@ impl SessionState {
     async fn load(&mut self) -> Result<&Option<SessionRow>, HandoffError> {
         if self.committed.is_none() {
             self.deps.breaker.check(Dependency::Database)?;
+            // A predecessor that died may still have a unit in flight.
+            self.deps.fences.wait(&self.key).await;
             let r = tokio::time::timeout(
                 self.deps.db_timeout,
                 self.deps
@@ -442,7 +446,9 @@ impl SessionState {
         };
         let (done_tx, done_rx) = oneshot::channel();
         let me = myself.clone();
+        let fence = self.deps.fences.raise(&self.key);
         tokio::spawn(async move {
+            let _fence = fence;
             let r = rx
                 .await
                 .unwrap_or_else(|_| Err(HandoffError::internal("the persistence actor failed")));

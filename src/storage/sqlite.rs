@@ -228,7 +228,8 @@ async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Resu
             " ON CONFLICT(id) DO UPDATE SET agent_from = excluded.agent_from, \
              status = excluded.status, metadata = excluded.metadata, \
              last_activity_at = excluded.last_activity_at, last_seq = excluded.last_seq, \
-             summary = excluded.summary;",
+             summary = excluded.summary \
+             WHERE excluded.last_seq >= sessions.last_seq;",
         );
     }
 
