@@ -72,9 +72,9 @@ pub fn redact(s: &str) -> String {
     for i in 0..words.len() {
         let w = words[i].clone();
         let lower = w.to_ascii_lowercase();
-        if i > 0 && words[i - 1].eq_ignore_ascii_case("bearer") {
-            words[i] = "***".into();
-        } else if (w.starts_with("AKIA") || w.starts_with("ASIA")) && w.len() == 20 {
+        let after_bearer = i > 0 && words[i - 1].eq_ignore_ascii_case("bearer");
+        let aws_key = (w.starts_with("AKIA") || w.starts_with("ASIA")) && w.len() == 20;
+        if after_bearer || aws_key {
             words[i] = "***".into();
         } else if ["password=", "token=", "api_key=", "apikey=", "secret="]
             .iter()

@@ -16,9 +16,6 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "handoff",

@@ -50,6 +50,9 @@ fn index_by_content(key: &str, entries: &[Value]) -> HashMap<String, i64> {
     at
 }
 
+/// One batch's session key and its (marker, sequence number) acks.
+type BatchAcks = (String, Vec<(String, i64)>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_writers_one_session() {
     const WRITERS: usize = 64;
@@ -239,7 +242,7 @@ async fn many_sessions_at_once() {
 
     // Each task owns the sessions t, t+32, …, registers them, then appends
     // round-robin across them, so ~200 session actors are live together.
-    let results: Vec<Vec<(String, Vec<(String, i64)>)>> = stream::iter(0..TASKS)
+    let results: Vec<Vec<BatchAcks>> = stream::iter(0..TASKS)
         .map(|t| {
             let s = s.clone();
             tokio::spawn(async move {

@@ -186,9 +186,10 @@ async fn sigkill_loses_no_acknowledged_entry() {
         // What the previous crash left: complete, gap-free, and the summary
         // (rebuilt from the checkpoint plus the tail) agrees with it.
         {
-            let l = log.lock().unwrap();
-            let (acked, unacked) = (l.acked.clone(), l.unacked.clone());
-            drop(l);
+            let (acked, unacked) = {
+                let l = log.lock().unwrap();
+                (l.acked.clone(), l.unacked.clone())
+            };
             let now = verify(&s, &acked, &unacked).await;
             for (k, n) in &now {
                 let before = counts.get(k).copied().unwrap_or(0);

@@ -51,7 +51,7 @@ impl AuditMsg {
     /// Fire-and-forget from anywhere: the audit actor is found by name, so a
     /// restarted one is found too.
     pub fn record(event: AuditEvent) {
-        if let Some(cell) = ractor::registry::where_is(AUDIT_NAME.to_string()) {
+        if let Some(cell) = ractor::registry::where_is(AUDIT_NAME) {
             let _ = cell.send_message(AuditMsg::Record(event));
         } else {
             tracing::warn!(

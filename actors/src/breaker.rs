@@ -156,7 +156,7 @@ impl BreakerHandle {
         } else {
             self.shared.failing[i].store(true, Ordering::Release);
         }
-        if let Some(cell) = ractor::registry::where_is(BREAKER_NAME.to_string()) {
+        if let Some(cell) = ractor::registry::where_is(BREAKER_NAME) {
             let _ = cell.send_message(BreakerMsg::Outcome { dep, ok });
         }
     }

@@ -167,10 +167,9 @@ impl Core {
             if let Some(a) = ActorRef::<SessionMsg>::where_is(name.clone()) {
                 return Ok(a);
             }
-            let sup =
-                ActorRef::<SessionsMsg>::where_is(SESSIONS_NAME.to_string()).ok_or_else(|| {
-                    HandoffError::storage_unavailable("the session supervisor is restarting; retry")
-                })?;
+            let sup = ActorRef::<SessionsMsg>::where_is(SESSIONS_NAME).ok_or_else(|| {
+                HandoffError::storage_unavailable("the session supervisor is restarting; retry")
+            })?;
             let key = key.clone();
             match sup
                 .call(|reply| SessionsMsg::Spawn { key, reply }, None)

@@ -11,9 +11,12 @@ use tokio::sync::watch;
 
 use crate::model::SessionKey;
 
+/// The fence of one session: which unit holds it, and its "settled" flag.
+type Fence = (u64, watch::Receiver<bool>);
+
 #[derive(Clone, Default)]
 pub struct Fences {
-    inner: Arc<Mutex<HashMap<SessionKey, (u64, watch::Receiver<bool>)>>>,
+    inner: Arc<Mutex<HashMap<SessionKey, Fence>>>,
     next_id: Arc<std::sync::atomic::AtomicU64>,
 }
 

@@ -27,7 +27,7 @@ pub const PERSISTENCE_NAME: &str = "persistence";
 pub type CommitReply = RpcReplyPort<Result<(), HandoffError>>;
 
 pub enum PersistMsg {
-    Commit(CommitUnit, CommitReply),
+    Commit(Box<CommitUnit>, CommitReply),
     /// Commit what is buffered; self-sent (see the module comment).
     Flush,
 }
@@ -61,10 +61,10 @@ impl PersistenceHandle {
         unit: CommitUnit,
     ) -> Result<OneshotReceiver<Result<(), HandoffError>>, HandoffError> {
         let (tx, rx) = oneshot();
-        let cell = ractor::registry::where_is(PERSISTENCE_NAME.to_string()).ok_or_else(|| {
+        let cell = ractor::registry::where_is(PERSISTENCE_NAME).ok_or_else(|| {
             HandoffError::storage_unavailable("the persistence actor is restarting; retry")
         })?;
-        match cell.send_message(PersistMsg::Commit(unit, tx.into())) {
+        match cell.send_message(PersistMsg::Commit(Box::new(unit), tx.into())) {
             Ok(()) => Ok(rx),
             Err(MessagingErr::SendErr(_)) | Err(_) => Err(HandoffError::storage_unavailable(
                 "the persistence actor is stopping; retry",
@@ -137,7 +137,7 @@ impl Actor for PersistenceActor {
                     let _ = reply.send(Err(e));
                     return Ok(());
                 }
-                st.buffer.push((unit, reply));
+                st.buffer.push((*unit, reply));
                 if st.buffer.len() >= st.config.max_batch {
                     st.flush().await;
                 } else if !st.flush_scheduled {

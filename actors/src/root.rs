@@ -306,7 +306,7 @@ async fn restart(
     metrics().actor_restarts.with_label_values(&[name]).inc();
     // The old actor's name stays registered until it is fully gone.
     for _ in 0..100 {
-        if ractor::registry::where_is(name.to_string()).is_none() {
+        if ractor::registry::where_is(name).is_none() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

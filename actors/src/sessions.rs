@@ -3,6 +3,8 @@
 //! its state is in the database, so the next call for that session starts a
 //! fresh actor that loads it; other sessions never notice.
 
+use std::time::{Duration, Instant};
+
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
 
 use crate::audit::{AuditEvent, AuditMsg};
@@ -22,6 +24,8 @@ pub enum SessionsMsg {
     },
     /// Refuse new sessions: the process is shutting down.
     Close,
+    /// Many session actors stopped: give their memory back (self-sent).
+    ReleaseMemory,
 }
 
 pub struct SessionSupervisor;
@@ -29,6 +33,10 @@ pub struct SessionSupervisor;
 pub struct SessionsState {
     deps: SessionDeps,
     live: i64,
+    /// Most live actors since the last memory release.
+    peak: i64,
+    last_trim: Instant,
+    trim_scheduled: bool,
     closed: bool,
 }
 
@@ -45,6 +53,9 @@ impl Actor for SessionSupervisor {
         Ok(SessionsState {
             deps,
             live: 0,
+            peak: 0,
+            last_trim: Instant::now(),
+            trim_scheduled: false,
             closed: false,
         })
     }
@@ -81,6 +92,7 @@ impl Actor for SessionSupervisor {
                 {
                     Ok((actor, _)) => {
                         st.live += 1;
+                        st.peak = st.peak.max(st.live);
                         metrics()
                             .actors_live
                             .with_label_values(&["session"])
@@ -95,19 +107,32 @@ impl Actor for SessionSupervisor {
                 let _ = reply.send(r);
             }
             SessionsMsg::Close => st.closed = true,
+            SessionsMsg::ReleaseMemory => {
+                st.trim_scheduled = false;
+                st.last_trim = Instant::now();
+                st.peak = st.live;
+                tokio::task::spawn_blocking(release_memory);
+            }
         }
         Ok(())
     }
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<SessionsMsg>,
+        myself: ActorRef<SessionsMsg>,
         evt: SupervisionEvent,
         st: &mut SessionsState,
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorTerminated(..) => {
                 st.live -= 1;
+                // Memory follows active sessions: once half of the peak
+                // has passivated, give the freed heap back (at most 1/s).
+                if st.live <= st.peak / 2 && !st.trim_scheduled {
+                    let wait = Duration::from_secs(1).saturating_sub(st.last_trim.elapsed());
+                    st.trim_scheduled = true;
+                    myself.send_after(wait, || SessionsMsg::ReleaseMemory);
+                }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 st.live -= 1;
@@ -129,5 +154,16 @@ impl Actor for SessionSupervisor {
             .with_label_values(&["session"])
             .set(st.live);
         Ok(())
+    }
+}
+
+/// Hand freed heap back to the OS. Session actors are many small
+/// allocations; without this glibc keeps the peak's pages, and memory would
+/// follow the busiest moment instead of the active sessions.
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

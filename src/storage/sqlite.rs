@@ -293,7 +293,14 @@ async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Resu
     }
 
     q.push(" COMMIT;");
-    q.build().execute(&mut *conn).await.map_err(classify)?;
+    // Not cached: batch shapes vary with their row counts, and a cache of
+    // large prepared multi-row statements costs far more memory than the
+    // microseconds a prepare takes.
+    q.build()
+        .persistent(false)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
     Ok(())
 }
 
