@@ -98,7 +98,9 @@ fn known_keys() -> Vec<String> {
 
 impl Config {
     /// Defaults ← TOML file (`HANDOFF_CONFIG` or `--config`) ← environment.
-    pub fn load(file: Option<PathBuf>) -> anyhow::Result<Config> {
+    /// Also returns the unknown `HANDOFF_*` variables it ignored, to be
+    /// logged once logging is up.
+    pub fn load(file: Option<PathBuf>) -> anyhow::Result<(Config, Vec<String>)> {
         let file = file.or_else(|| std::env::var_os("HANDOFF_CONFIG").map(PathBuf::from));
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = &file {
@@ -115,16 +117,10 @@ impl Config {
             .filter_map(|(k, _)| k.strip_prefix("HANDOFF_").map(str::to_ascii_lowercase))
             .filter(|k| k != "config" && !known.contains(k))
             .collect();
-        if !unknown.is_empty() {
-            eprintln!(
-                "handoff: ignoring unknown environment variable(s): {}",
-                unknown
-                    .iter()
-                    .map(|k| format!("HANDOFF_{}", k.to_ascii_uppercase()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
+        let ignored_env: Vec<String> = unknown
+            .iter()
+            .map(|k| format!("HANDOFF_{}", k.to_ascii_uppercase()))
+            .collect();
         fig = fig.merge(
             Env::prefixed("HANDOFF_")
                 .filter(move |k| known.iter().any(|n| n.eq_ignore_ascii_case(k.as_str()))),
@@ -133,7 +129,7 @@ impl Config {
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         cfg.validate()?;
-        Ok(cfg)
+        Ok((cfg, ignored_env))
     }
 
     fn validate(&self) -> anyhow::Result<()> {

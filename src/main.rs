@@ -51,7 +51,7 @@ enum AuditCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match Config::load(cli.config) {
+    let (cfg, ignored_env) = match Config::load(cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("handoff: {e:#}");
@@ -59,6 +59,9 @@ fn main() -> ExitCode {
         }
     };
     logging::init(&cfg.log);
+    if !ignored_env.is_empty() {
+        tracing::warn!(variables = ?ignored_env, "ignoring unknown HANDOFF_* environment variables");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
