@@ -15,6 +15,12 @@ use crate::persistence::PersistenceHandle;
 use crate::store::Store;
 
 pub const AUDIT_NAME: &str = "audit";
+/// Audit rows wait this long to be written together. A row written on its
+/// own costs a commit (an fsync) that client writes would queue behind; the
+/// rows are not on any client's path, so they can wait. Shutdown flushes.
+const LINGER: Duration = Duration::from_millis(50);
+/// …unless this many are waiting.
+const LINGER_MAX: usize = 256;
 /// The hash the first row links to.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -162,9 +168,12 @@ impl Actor for AuditActor {
         match msg {
             AuditMsg::Record(e) => {
                 st.buffer.push(e);
-                if !st.flush_scheduled {
+                if st.buffer.len() >= LINGER_MAX {
                     st.flush_scheduled = true;
                     myself.cast(AuditMsg::Flush)?;
+                } else if !st.flush_scheduled {
+                    st.flush_scheduled = true;
+                    myself.send_after(LINGER, || AuditMsg::Flush);
                 }
             }
             AuditMsg::Flush => {
