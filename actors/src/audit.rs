@@ -246,3 +246,53 @@ impl AuditState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: i64) -> Vec<AuditRow> {
+        let mut prev = GENESIS.to_string();
+        (1..=n)
+            .map(|seq| {
+                let mut row = AuditRow {
+                    seq,
+                    ts: "2026-11-25T00:00:00.000000Z".into(),
+                    tenant: "local".into(),
+                    action: "session.registered".into(),
+                    actor: Some("agent".into()),
+                    subject_hash: Some("abc".into()),
+                    details: format!("{{\"n\":{seq}}}"),
+                    prev_hash: prev.clone(),
+                    hash: String::new(),
+                };
+                row.hash = row_hash(&row);
+                prev = row.hash.clone();
+                row
+            })
+            .collect()
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        assert_eq!(verify_chain(&chain(5)), Ok(5));
+        assert_eq!(verify_chain(&[]), Ok(0));
+    }
+
+    #[test]
+    fn edits_deletions_and_reordering_are_detected() {
+        let mut edited = chain(5);
+        edited[2].details = "{}".into();
+        assert_eq!(verify_chain(&edited).unwrap_err().0, 3);
+
+        let mut deleted = chain(5);
+        deleted.remove(1);
+        assert_eq!(verify_chain(&deleted).unwrap_err().0, 3);
+
+        let mut rehashed = chain(5);
+        // Rewriting a row and its own hash still breaks the next link.
+        rehashed[1].details = "{}".into();
+        rehashed[1].hash = row_hash(&rehashed[1]);
+        assert_eq!(verify_chain(&rehashed).unwrap_err().0, 3);
+    }
+}

@@ -270,3 +270,66 @@ impl Actor for BreakerActor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+
+    #[tokio::test]
+    async fn opens_after_threshold_half_opens_and_closes_on_success() {
+        let shared = BreakerHandle::new();
+        let (actor, handle) = Actor::spawn(
+            Some(BREAKER_NAME.into()),
+            BreakerActor,
+            BreakerArgs {
+                config: BreakerConfig {
+                    failure_threshold: 3,
+                    open_for: Duration::from_millis(100),
+                },
+                shared: shared.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        let db = Dependency::Database;
+
+        // Read successes do not reset the count; failures add up.
+        shared.report(db, false);
+        shared.report_read(db, true);
+        shared.report(db, false);
+        settle().await;
+        assert_eq!(shared.state(db), BreakerState::Closed);
+        assert!(shared.check(db).is_ok());
+        shared.report(db, false);
+        settle().await;
+        assert_eq!(shared.state(db), BreakerState::Open);
+        let e = shared.check(db).unwrap_err();
+        assert_eq!(e.code, crate::ErrorCode::StorageUnavailable);
+        assert!(e.code.retryable());
+        // The cache breaker is independent.
+        assert_eq!(shared.state(Dependency::Cache), BreakerState::Closed);
+
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(shared.state(db), BreakerState::HalfOpen);
+        assert!(shared.check(db).is_ok(), "half-open lets probes through");
+        shared.report(db, false);
+        settle().await;
+        assert_eq!(
+            shared.state(db),
+            BreakerState::Open,
+            "a failed probe reopens"
+        );
+
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        shared.report(db, true);
+        settle().await;
+        assert_eq!(shared.state(db), BreakerState::Closed);
+
+        actor.stop(None);
+        handle.await.unwrap();
+    }
+}

@@ -151,3 +151,62 @@ impl SummaryView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::now;
+
+    fn entry(seq: i64, t: ContextType, content: &str) -> EntryRow {
+        EntryRow {
+            session_id: uuid::Uuid::nil(),
+            seq,
+            id: uuid::Uuid::now_v7(),
+            context_type: t,
+            content: content.into(),
+            metadata: None,
+            created_at: now(),
+        }
+    }
+
+    #[test]
+    fn folds_counts_bytes_and_keeps_the_last_five() {
+        let mut s = Summary::with_participant("a");
+        for i in 1..=7 {
+            let t = if i % 2 == 0 {
+                ContextType::File
+            } else {
+                ContextType::Message
+            };
+            s.apply(&entry(i, t, &"x".repeat(i as usize)));
+        }
+        assert_eq!(s.total_entries, 7);
+        assert_eq!(s.counts()["message"], 4);
+        assert_eq!(s.counts()["file"], 3);
+        assert_eq!(s.counts()["system"], 0);
+        assert_eq!(s.total_content_bytes, 28);
+        let seqs: Vec<i64> = s.recent_entries.iter().map(|e| e.sequence_number).collect();
+        assert_eq!(seqs, [3, 4, 5, 6, 7]);
+        s.add_participant("b");
+        s.add_participant("a");
+        assert_eq!(s.participants, ["a", "b"]);
+        assert!(s.text("k", "a", "active").contains("7 entries"));
+    }
+
+    #[test]
+    fn excerpts_cut_on_char_boundaries() {
+        let mut s = Summary::default();
+        s.apply(&entry(1, ContextType::Message, &"é".repeat(500)));
+        let ex = &s.recent_entries[0].excerpt;
+        assert_eq!(ex.chars().count(), EXCERPT_CHARS + 1); // 200 + '…'
+        assert_eq!(s.recent_entries[0].content_length, 1000);
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut s = Summary::with_participant("a");
+        s.apply(&entry(1, ContextType::ToolCall, "run"));
+        let back: Summary = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}
