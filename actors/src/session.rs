@@ -405,7 +405,10 @@ impl SessionState {
             let before = spec
                 .as_ref()
                 .map(|r| (r.status, r.summary.participants.len()));
-            let is_entry_only = matches!(op, Op::Append { .. });
+            // Appends and plain handoffs only add rows (entries, a handoff):
+            // the load folds those back in. Anything that changes the row's
+            // own fields (status, participants, a new row) is structural.
+            let is_entry_only = matches!(op, Op::Append { .. } | Op::Handoff { .. });
             if let Some(ack) = self.apply(op, &mut spec, &mut unit, &mut audits) {
                 let after = spec
                     .as_ref()

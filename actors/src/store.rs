@@ -11,6 +11,8 @@ pub trait Store: Send + Sync + 'static {
     /// The session row for (tenant, key), if any, with the entries committed
     /// after its checkpoint (`last_seq`) in sequence order. The session row
     /// is a checkpoint: the actor folds the tail in to get the live state.
+    /// `summary.handoffs` must be the current number of the session's
+    /// handoffs (a handoff does not always rewrite the row).
     async fn load_session(
         &self,
         tenant: &str,

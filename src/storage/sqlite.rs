@@ -134,7 +134,13 @@ impl Store for SqliteDb {
         .await
         .map_err(classify)?;
         let Some(row) = row else { return Ok(None) };
-        let session = session_from_row(&row, tenant, key)?;
+        let mut session = session_from_row(&row, tenant, key)?;
+        session.summary.handoffs =
+            sqlx::query_scalar("SELECT count(*) FROM handoffs WHERE session_id = ?")
+                .bind(session.id.to_string())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(classify)?;
         let tail = sqlx::query(
             "SELECT seq, id, context_type, content, metadata, created_at FROM context_entries
              WHERE session_id = ? AND seq > ? ORDER BY seq",
