@@ -15,7 +15,7 @@ use crate::error::HandoffError;
 use crate::model::{HandoffType, NewEntry, SessionKey};
 use crate::root::{ChildSpec, ChildStatus, RootActor, RootArgs, RootMsg};
 use crate::session::{
-    Appended, Deleted, HandoffCreated, HandoffRequest, Registered, Reply, SessionMsg,
+    Accepted, Appended, Deleted, HandoffCreated, HandoffRequest, Registered, Reply, SessionMsg,
 };
 use crate::sessions::{SessionsMsg, SESSIONS_NAME};
 use crate::store::Store;
@@ -116,6 +116,20 @@ impl Core {
     ) -> Result<Deleted, HandoffError> {
         self.ask(key, |reply| SessionMsg::Delete {
             requested_by,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn accept(
+        &self,
+        key: &SessionKey,
+        handoff_id: uuid::Uuid,
+        agent: String,
+    ) -> Result<Accepted, HandoffError> {
+        self.ask(key, |reply| SessionMsg::Accept {
+            handoff_id,
+            agent,
             reply,
         })
         .await

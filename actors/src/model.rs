@@ -173,6 +173,14 @@ pub struct HandoffRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// A handoff taken by its target agent.
+#[derive(Debug, Clone)]
+pub struct HandoffAccept {
+    pub id: Uuid,
+    pub agent: String,
+    pub at: DateTime<Utc>,
+}
+
 /// One row of the hash-chained audit log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRow {
@@ -197,6 +205,7 @@ pub struct CommitUnit {
     pub session: Option<SessionRow>,
     pub entries: Vec<EntryRow>,
     pub handoffs: Vec<HandoffRow>,
+    pub accepts: Vec<HandoffAccept>,
     pub audit: Vec<AuditRow>,
 }
 
@@ -206,6 +215,7 @@ impl CommitUnit {
             && self.session.is_none()
             && self.entries.is_empty()
             && self.handoffs.is_empty()
+            && self.accepts.is_empty()
             && self.audit.is_empty()
     }
 }

@@ -37,8 +37,8 @@ use crate::breaker::{BreakerHandle, Dependency};
 use crate::error::{ErrorCode, HandoffError, StoreError};
 use crate::metrics::metrics;
 use crate::model::{
-    now, CommitUnit, ContextType, EntryRow, HandoffRow, HandoffType, NewEntry, SessionKey,
-    SessionRow, SessionStatus,
+    now, CommitUnit, ContextType, EntryRow, HandoffAccept, HandoffRow, HandoffType, NewEntry,
+    SessionKey, SessionRow, SessionStatus,
 };
 use crate::persistence::PersistenceHandle;
 use crate::store::Store;
@@ -73,6 +73,12 @@ pub enum SessionMsg {
     Delete {
         requested_by: Option<String>,
         reply: Reply<Deleted>,
+    },
+    /// The target agent takes a handoff of this session.
+    Accept {
+        handoff_id: Uuid,
+        agent: String,
+        reply: Reply<Accepted>,
     },
     Summary {
         reply: Reply<SummaryView>,
@@ -111,6 +117,13 @@ pub struct Appended {
 #[derive(Debug, Clone)]
 pub struct HandoffCreated {
     pub handoff: HandoffRow,
+    pub session_status: SessionStatus,
+}
+
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub handoff_id: Uuid,
+    pub accepted_at: chrono::DateTime<chrono::Utc>,
     pub session_status: SessionStatus,
 }
 
@@ -158,6 +171,11 @@ enum Op {
         requested_by: Option<String>,
         reply: Reply<Deleted>,
     },
+    Accept {
+        handoff_id: Uuid,
+        agent: String,
+        reply: Reply<Accepted>,
+    },
 }
 
 /// A reply prepared against the speculative state, sent once the unit commits.
@@ -166,6 +184,7 @@ enum Ack {
     Append(Reply<Appended>, Appended),
     Handoff(Reply<HandoffCreated>, HandoffCreated),
     Delete(Reply<Deleted>, Deleted),
+    Accept(Reply<Accepted>, Accepted),
 }
 
 impl Ack {
@@ -178,12 +197,15 @@ impl Ack {
             Ack::Append(p, v) => go(p, v, result),
             Ack::Handoff(p, v) => go(p, v, result),
             Ack::Delete(p, v) => go(p, v, result),
+            Ack::Accept(p, v) => go(p, v, result),
         }
     }
 }
 
 struct Inflight {
     spec: Option<SessionRow>,
+    /// Handoffs this unit accepts.
+    accepts: Vec<Uuid>,
     /// The checkpoint this unit writes, if it carries the session row.
     checkpoint: Option<i64>,
     done: oneshot::Receiver<bool>,
@@ -200,6 +222,9 @@ pub struct SessionState {
     pending: VecDeque<Op>,
     /// Reads that arrived while a unit was in flight; answered after it.
     waiting_reads: Vec<Reply<SummaryView>>,
+    /// Handoffs accepted through this actor: a second accept that raced the
+    /// first past the caller's status check is refused here.
+    accepted: std::collections::HashSet<Uuid>,
     last_activity: Instant,
 }
 
@@ -224,6 +249,7 @@ impl Actor for SessionActor {
             inflight: None,
             pending: VecDeque::new(),
             waiting_reads: Vec::new(),
+            accepted: Default::default(),
             last_activity: Instant::now(),
         })
     }
@@ -255,6 +281,15 @@ impl Actor for SessionActor {
                 reply,
             } => Op::Delete {
                 requested_by,
+                reply,
+            },
+            SessionMsg::Accept {
+                handoff_id,
+                agent,
+                reply,
+            } => Op::Accept {
+                handoff_id,
+                agent,
                 reply,
             },
             SessionMsg::Summary { reply } => {
@@ -363,6 +398,7 @@ impl SessionState {
             let ok = inf.done.await.unwrap_or(false);
             if ok {
                 self.committed = Some(inf.spec);
+                self.accepted.extend(inf.accepts);
                 if let Some(seq) = inf.checkpoint {
                     self.checkpoint_seq = seq;
                 }
@@ -408,7 +444,10 @@ impl SessionState {
             // Appends and plain handoffs only add rows (entries, a handoff):
             // the load folds those back in. Anything that changes the row's
             // own fields (status, participants, a new row) is structural.
-            let is_entry_only = matches!(op, Op::Append { .. } | Op::Handoff { .. });
+            let is_entry_only = matches!(
+                op,
+                Op::Append { .. } | Op::Handoff { .. } | Op::Accept { .. }
+            );
             if let Some(ack) = self.apply(op, &mut spec, &mut unit, &mut audits) {
                 let after = spec
                     .as_ref()
@@ -430,6 +469,7 @@ impl SessionState {
                 checkpoint = Some(row.last_seq);
             }
         }
+        let accept_ids: Vec<Uuid> = unit.accepts.iter().map(|a| a.id).collect();
         let counts = (
             unit.entries.len() as u64,
             unit.handoffs.len() as u64,
@@ -475,6 +515,7 @@ impl SessionState {
         });
         self.inflight = Some(Inflight {
             spec,
+            accepts: accept_ids,
             checkpoint,
             done: done_rx,
         });
@@ -671,6 +712,50 @@ impl SessionState {
                     },
                 ))
             }
+            Op::Accept {
+                handoff_id,
+                agent,
+                reply,
+            } => {
+                let Some(row) = spec.as_mut() else {
+                    let _ = reply.send(Err(HandoffError::session_not_found(&self.key.key)));
+                    return None;
+                };
+                if self.accepted.contains(&handoff_id)
+                    || unit.accepts.iter().any(|a| a.id == handoff_id)
+                {
+                    let _ = reply.send(Err(HandoffError::validation(
+                        "this handoff has already been accepted",
+                    )
+                    .detail("handoff_id", handoff_id.to_string())));
+                    return None;
+                }
+                // A completed session (full handoff) takes no more entries;
+                // the acceptance is still recorded on the handoff.
+                if matches!(row.status, SessionStatus::Active | SessionStatus::Dormant) {
+                    row.status = SessionStatus::Active;
+                    let text = format!("Handoff {handoff_id} accepted by {agent}");
+                    push_entry(row, unit, ContextType::System, text, None, at);
+                }
+                unit.accepts.push(HandoffAccept {
+                    id: handoff_id,
+                    agent: agent.clone(),
+                    at,
+                });
+                audits.push(self.audit(
+                    "handoff.accepted",
+                    Some(&agent),
+                    json!({"handoff_id": handoff_id}),
+                ));
+                Some(Ack::Accept(
+                    reply,
+                    Accepted {
+                        handoff_id,
+                        accepted_at: at,
+                        session_status: row.status,
+                    },
+                ))
+            }
             Op::Delete {
                 requested_by,
                 reply,
@@ -704,6 +789,7 @@ impl Op {
             Op::Append { reply, .. } => drop(reply.send(Err(e))),
             Op::Handoff { reply, .. } => drop(reply.send(Err(e))),
             Op::Delete { reply, .. } => drop(reply.send(Err(e))),
+            Op::Accept { reply, .. } => drop(reply.send(Err(e))),
         }
     }
 }

@@ -11,7 +11,8 @@ use rmcp::model::{Resource, ResourceTemplate};
 use serde_json::{json, Value};
 
 use super::context::Ctx;
-use super::tools::get_context;
+use super::tools::{get_context, list_handoffs};
+use super::types::HandoffStatusArg;
 
 pub fn list() -> Vec<Resource> {
     [
@@ -54,6 +55,16 @@ pub fn templates() -> Vec<ResourceTemplate> {
             "handoff://summary/{session_key}",
             "summary",
             "A session's running summary: counts, participants, recent entries",
+        ),
+        (
+            "handoff://agents/{agent_id}/sessions",
+            "agent-sessions",
+            "Sessions the agent registered or joined as a collaborator; page with ?limit=&cursor=",
+        ),
+        (
+            "handoff://agents/{agent_id}/handoffs",
+            "agent-handoffs",
+            "Handoffs addressed to the agent, newest first; ?status=pending|accepted&limit=&cursor=",
         ),
     ]
     .into_iter()
@@ -165,6 +176,75 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), Handof
                 "total": total,
                 "next_cursor": next,
             })
+        }
+        ("agents", Some(rest)) => {
+            let Some((agent, what)) = rest.rsplit_once('/') else {
+                return Err(not_found(uri));
+            };
+            let limit = q_num::<u32>(&p, "limit")?;
+            let cursor = p
+                .query
+                .iter()
+                .find(|(k, _)| k == "cursor")
+                .map(|(_, v)| v.as_str());
+            match what {
+                "handoffs" => {
+                    let status = match p
+                        .query
+                        .iter()
+                        .find(|(k, _)| k == "status")
+                        .map(|(_, v)| v.as_str())
+                    {
+                        None => None,
+                        Some("pending") => Some(HandoffStatusArg::Pending),
+                        Some("accepted") => Some(HandoffStatusArg::Accepted),
+                        Some(other) => {
+                            return Err(HandoffError::validation(format!(
+                                "status must be pending or accepted, not {other}"
+                            )))
+                        }
+                    };
+                    let (handoffs, has_more, next) =
+                        list_handoffs::page(ctx, agent, status, limit, cursor).await?;
+                    json!({"agent_id": agent, "handoffs": handoffs, "has_more": has_more, "next_cursor": next})
+                }
+                "sessions" => {
+                    crate::mcp::args::agent_id(&ctx.cfg, "agent_id", agent)?;
+                    let limit = limit.unwrap_or(ctx.cfg.page_size_default);
+                    if limit == 0 || limit > ctx.cfg.page_size_max {
+                        return Err(HandoffError::validation(format!(
+                            "limit must be 1–{}",
+                            ctx.cfg.page_size_max
+                        )));
+                    }
+                    let mut list = ctx
+                        .reads
+                        .run(
+                            ctx.reads
+                                .db
+                                .agent_sessions(&ctx.tenant, agent, cursor, limit + 1),
+                        )
+                        .await?;
+                    let has_more = list.len() > limit as usize;
+                    list.truncate(limit as usize);
+                    let next = if has_more {
+                        list.last().map(|s| s.session_key.clone())
+                    } else {
+                        None
+                    };
+                    json!({
+                        "agent_id": agent,
+                        "sessions": list.iter().map(|s| json!({
+                            "session_key": s.session_key, "status": s.status, "agent_from": s.agent_from,
+                            "role": if s.agent_from == agent { "owner" } else { "collaborator" },
+                            "created_at": s.created_at, "last_activity_at": s.last_activity_at,
+                        })).collect::<Vec<_>>(),
+                        "has_more": has_more,
+                        "next_cursor": next,
+                    })
+                }
+                _ => return Err(not_found(uri)),
+            }
         }
         ("health", None) => health(ctx).await,
         ("metrics", None) => return Ok(("text/plain", handoff_actors::metrics::render())),

@@ -40,6 +40,23 @@ pub struct SessionListing {
     pub last_activity_at: String,
 }
 
+/// A handoff as read back.
+#[derive(Debug, Clone)]
+pub struct HandoffListing {
+    pub id: String,
+    pub session_key: String,
+    pub source_agent: String,
+    pub target_agent: String,
+    pub request_type: String,
+    pub status: String,
+    pub request_data: Option<Value>,
+    pub context_summary: Value,
+    pub context_entries: i64,
+    pub created_at: String,
+    pub accepted_at: Option<String>,
+    pub accepted_by: Option<String>,
+}
+
 /// Bytes an entry's content costs in a reply line: once escaped in
 /// `structuredContent` and twice in the text item that carries the same JSON
 /// as a string. A page budget in raw bytes let a page of quote-heavy entries
@@ -99,6 +116,47 @@ pub trait Database: Store {
     ) -> Result<(Vec<SessionListing>, i64), StoreError>;
 
     async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError>;
+
+    /// Handoffs addressed to `target`, newest first, older than `before_id`
+    /// (uuid v7 ids sort by creation).
+    async fn list_handoffs(
+        &self,
+        _tenant: &str,
+        _target: &str,
+        _status: Option<&str>,
+        _before_id: Option<&str>,
+        _limit: u32,
+    ) -> Result<Vec<HandoffListing>, StoreError> {
+        Err(StoreError::Unavailable(format!(
+            "handoff listings are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    async fn get_handoff(
+        &self,
+        _tenant: &str,
+        _id: &str,
+    ) -> Result<Option<HandoffListing>, StoreError> {
+        Err(StoreError::Unavailable(format!(
+            "handoff lookups are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    /// Sessions the agent registered or joined (as a collaborator), by key.
+    async fn agent_sessions(
+        &self,
+        _tenant: &str,
+        _agent: &str,
+        _after_key: Option<&str>,
+        _limit: u32,
+    ) -> Result<Vec<SessionListing>, StoreError> {
+        Err(StoreError::Unavailable(format!(
+            "agent listings are not supported by {}",
+            self.describe()
+        )))
+    }
 
     /// A per-deployment secret kept in the database (created on first use).
     async fn setting_or_init(&self, key: &str, init: &str) -> Result<String, StoreError>;

@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::{ContextPage, Database, PageQuery, SessionListing, StoredEntry};
+use super::{ContextPage, Database, HandoffListing, PageQuery, SessionListing, StoredEntry};
 
 /// SQLite's bound-parameter limit is 32766; stay well under it.
 const MAX_PARAMS: usize = 30_000;
@@ -279,6 +279,16 @@ async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Resu
         q.push(";");
     }
 
+    for a in units.iter().flat_map(|u| u.accepts.iter()) {
+        q.push(" UPDATE handoffs SET status = 'accepted', accepted_at = ")
+            .push_bind(rfc3339(&a.at))
+            .push(", accepted_by = ")
+            .push_bind(a.agent.clone())
+            .push(" WHERE id = ")
+            .push_bind(a.id.to_string())
+            .push(";");
+    }
+
     let audit: Vec<_> = units.iter().flat_map(|u| u.audit.iter()).collect();
     for chunk in audit.chunks(MAX_PARAMS / 9) {
         q.push(
@@ -325,6 +335,27 @@ fn entry_from_row(r: &SqliteRow, session_id: uuid::Uuid) -> Result<EntryRow, Sto
             .map(|t| t.with_timezone(&chrono::Utc))
             .map_err(|_| bad("created_at"))?,
     })
+}
+
+fn handoff_from_row(r: &SqliteRow) -> HandoffListing {
+    let json = |col: &str| -> Option<serde_json::Value> {
+        r.get::<Option<String>, _>(col)
+            .and_then(|s| serde_json::from_str(&s).ok())
+    };
+    HandoffListing {
+        id: r.get("id"),
+        session_key: r.get("session_key"),
+        source_agent: r.get("source_agent"),
+        target_agent: r.get("target_agent"),
+        request_type: r.get("request_type"),
+        status: r.get("status"),
+        request_data: json("request_data"),
+        context_summary: json("context_summary").unwrap_or(serde_json::Value::Null),
+        context_entries: r.get("context_entries"),
+        created_at: r.get("created_at"),
+        accepted_at: r.get("accepted_at"),
+        accepted_by: r.get("accepted_by"),
+    }
 }
 
 fn audit_from_row(r: &SqliteRow) -> AuditRow {
@@ -456,5 +487,75 @@ impl Database for SqliteDb {
 
     fn describe(&self) -> String {
         format!("sqlite {}", self.path)
+    }
+
+    async fn list_handoffs(
+        &self,
+        tenant: &str,
+        target: &str,
+        status: Option<&str>,
+        before_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<HandoffListing>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM handoffs WHERE tenant = ");
+        q.push_bind(tenant)
+            .push(" AND target_agent = ")
+            .push_bind(target);
+        if let Some(st) = status {
+            q.push(" AND status = ").push_bind(st);
+        }
+        if let Some(b) = before_id {
+            q.push(" AND id < ").push_bind(b);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
+        let rows = q.build().fetch_all(&self.reader).await.map_err(classify)?;
+        Ok(rows.iter().map(handoff_from_row).collect())
+    }
+
+    async fn get_handoff(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<HandoffListing>, StoreError> {
+        let row = sqlx::query("SELECT * FROM handoffs WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(classify)?;
+        Ok(row.as_ref().map(handoff_from_row))
+    }
+
+    async fn agent_sessions(
+        &self,
+        tenant: &str,
+        agent: &str,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SessionListing>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT session_key, status, agent_from, created_at, last_activity_at FROM sessions
+             WHERE tenant = ?1 AND session_key > ?3 AND (agent_from = ?2 OR id IN (
+                 SELECT session_id FROM handoffs
+                 WHERE tenant = ?1 AND target_agent = ?2 AND request_type = 'collaboration'))
+             ORDER BY session_key LIMIT ?4",
+        )
+        .bind(tenant)
+        .bind(agent)
+        .bind(after_key.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .map(|r| SessionListing {
+                session_key: r.get("session_key"),
+                status: r.get("status"),
+                agent_from: r.get("agent_from"),
+                created_at: r.get("created_at"),
+                last_activity_at: r.get("last_activity_at"),
+            })
+            .collect())
     }
 }

@@ -2,9 +2,11 @@
 //! validation and handler. Schemas in `tools/list` are generated from the
 //! same types that parse the calls.
 
+pub mod accept_handoff;
 pub mod debug_crash_session;
 pub mod delete_session;
 pub mod get_context;
+pub mod list_handoffs;
 pub mod register_session;
 pub mod request_handoff;
 pub mod update_context;
@@ -51,6 +53,8 @@ catalog!(
     register_session,
     update_context,
     request_handoff,
+    list_handoffs,
+    accept_handoff,
     get_context,
     delete_session,
     debug_crash_session,

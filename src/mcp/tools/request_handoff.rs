@@ -90,7 +90,11 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     let h = r.handoff;
     let k = &a.session_key;
     let mut next_steps = vec![
-        format!("{}: read the summary at handoff://summary/{k}", h.target_agent),
+        format!(
+            "{}: accept with accept_handoff {{\"handoff_id\": \"{}\", \"agent\": \"{}\"}} to get the summary and the first page of context",
+            h.target_agent, h.id, h.target_agent
+        ),
+        format!("or read the summary at handoff://summary/{k}"),
         format!("Page through the context with get_context {{\"session_key\": \"{k}\", \"after_sequence\": 0}} or the resource handoff://context/{k}"),
     ];
     match request_type {
