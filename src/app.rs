@@ -48,6 +48,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let key = hash_key(&cfg, &db).await?;
     crate::logging::set_hash_key(key);
     let breaker = BreakerHandle::new();
+    let changes = handoff_actors::changes::Changes::default();
     let store: Arc<dyn Store> = db.clone();
     let (core, root) = Core::start(RootArgs {
         store: store.clone(),
@@ -68,6 +69,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             db_timeout: cfg.db_timeout,
             hash_key: key,
             fences: Default::default(),
+            changes: changes.clone(),
         },
         extra: Vec::new(),
     })
@@ -77,7 +79,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         breaker,
         timeout: cfg.db_timeout,
     };
-    let server = HandoffServer::new(core.clone(), reads, cfg.clone(), "local");
+    let server = HandoffServer::new(core.clone(), reads, cfg.clone(), changes, "local");
     let max = cfg.max_message_bytes;
     core.start_children(vec![ChildSpec {
         name: stdio::NAME.into(),

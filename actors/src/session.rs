@@ -145,6 +145,8 @@ pub struct SessionDeps {
     pub hash_key: [u8; 32],
     /// Units in flight per session, shared by every session actor.
     pub fences: crate::fence::Fences,
+    /// Where committed changes are announced (resource subscriptions).
+    pub changes: crate::changes::Changes,
 }
 
 pub struct SessionArgs {
@@ -470,6 +472,17 @@ impl SessionState {
             }
         }
         let accept_ids: Vec<Uuid> = unit.accepts.iter().map(|a| a.id).collect();
+        let change = crate::changes::Change {
+            tenant: self.key.tenant.clone(),
+            session_key: self.key.key.clone(),
+            agents: unit
+                .handoffs
+                .iter()
+                .map(|h| h.target_agent.clone())
+                .chain(unit.accepts.iter().map(|a| a.agent.clone()))
+                .collect(),
+        };
+        let changes = self.deps.changes.clone();
         let counts = (
             unit.entries.len() as u64,
             unit.handoffs.len() as u64,
@@ -509,6 +522,7 @@ impl SessionState {
                 for e in audits {
                     AuditMsg::record(e);
                 }
+                changes.publish(change);
             }
             let _ = done_tx.send(ok);
             let _ = me.cast(SessionMsg::Committed);

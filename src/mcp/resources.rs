@@ -129,6 +129,28 @@ fn q_num<T: std::str::FromStr>(p: &Parsed, name: &str) -> Result<Option<T>, Hand
     }
 }
 
+/// What a subscribable URI watches: a session's context or summary (both
+/// change with every commit to it) or an agent's handoff list. `None` for
+/// URIs that cannot be subscribed to.
+pub fn watch_key(uri: &str) -> Option<String> {
+    let p = parse(uri)?;
+    match (p.kind.as_str(), p.key?) {
+        ("context" | "summary", key) if !key.is_empty() => Some(format!("session\u{0}{key}")),
+        ("agents", rest) => {
+            let (agent, what) = rest.rsplit_once('/')?;
+            (what == "handoffs" && !agent.is_empty()).then(|| format!("agent\u{0}{agent}"))
+        }
+        _ => None,
+    }
+}
+
+/// The watch keys a committed change touches.
+pub fn change_keys(change: &handoff_actors::changes::Change) -> Vec<String> {
+    std::iter::once(format!("session\u{0}{}", change.session_key))
+        .chain(change.agents.iter().map(|a| format!("agent\u{0}{a}")))
+        .collect()
+}
+
 /// Read a resource: (mime type, body).
 pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), HandoffError> {
     let p = parse(uri).ok_or_else(|| not_found(uri))?;

@@ -1,8 +1,18 @@
 //! The MCP server: turns protocol requests into tool and resource calls.
 //! One instance per connection; each carries the connection's tenant.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use handoff_actors::changes::{Change, Changes};
+use rmcp::model::{
+    ResourceUpdatedNotificationParam, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
+};
+use rmcp::service::SubscriptionContext;
+use tokio::sync::broadcast;
 
 use handoff_actors::metrics::metrics;
 use handoff_actors::{Core, ErrorCode, HandoffError};
@@ -30,10 +40,16 @@ pub struct HandoffServer {
     cfg: Arc<Config>,
     catalog: Arc<Catalog>,
     tenant: Arc<str>,
+    changes: Changes,
+    /// Legacy `resources/subscribe` subscriptions of this connection:
+    /// watch key → the URIs subscribed under it (as the client wrote them).
+    subscriptions: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+    /// Whether the task that forwards change notices is running.
+    forwarding: Arc<AtomicBool>,
 }
 
 impl HandoffServer {
-    pub fn new(core: Core, reads: Reads, cfg: Arc<Config>, tenant: &str) -> Self {
+    pub fn new(core: Core, reads: Reads, cfg: Arc<Config>, changes: Changes, tenant: &str) -> Self {
         let catalog = Arc::new(Catalog::new(cfg.test_hooks));
         Self {
             core,
@@ -41,7 +57,54 @@ impl HandoffServer {
             cfg,
             catalog,
             tenant: Arc::from(tenant),
+            changes,
+            subscriptions: Default::default(),
+            forwarding: Default::default(),
         }
+    }
+
+    /// The URIs (of `uris`, by watch key) that a committed change touches.
+    fn touched(&self, change: &Change, uris: &HashMap<String, HashSet<String>>) -> Vec<String> {
+        if *change.tenant != *self.tenant {
+            return Vec::new();
+        }
+        resources::change_keys(change)
+            .iter()
+            .filter_map(|k| uris.get(k))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Forward change notices to a legacy-subscribed client until it leaves.
+    fn start_forwarding(&self, peer: rmcp::Peer<RoleServer>) {
+        if self.forwarding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        let mut rx = self.changes.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let change = match rx.recv().await {
+                    Ok(c) => c,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "subscription notices lagged");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let uris = {
+                    let subs = me.subscriptions.lock().expect("subscriptions lock");
+                    me.touched(&change, &subs)
+                };
+                for uri in uris {
+                    let param = ResourceUpdatedNotificationParam::new(uri);
+                    if peer.notify_resource_updated(param).await.is_err() {
+                        return; // the connection is gone
+                    }
+                }
+            }
+        });
     }
 
     fn ctx(&self) -> Ctx {
@@ -83,6 +146,7 @@ impl ServerHandler for HandoffServer {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .build(),
         )
         .with_server_info(Implementation::new("handoff", env!("CARGO_PKG_VERSION")))
@@ -166,6 +230,95 @@ impl ServerHandler for HandoffServer {
         Ok(ListResourceTemplatesResult::with_all_items(
             resources::templates(),
         ))
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let Some(key) = resources::watch_key(&request.uri) else {
+            let e = HandoffError::new(
+                ErrorCode::NotFound,
+                "only handoff://context/{key}, handoff://summary/{key} and handoff://agents/{id}/handoffs can be subscribed to",
+            )
+            .detail("uri", request.uri.clone());
+            return Err(reply::protocol_error(&e, Uuid::now_v7()));
+        };
+        self.subscriptions
+            .lock()
+            .expect("subscriptions lock")
+            .entry(key)
+            .or_default()
+            .insert(request.uri);
+        self.start_forwarding(context.peer);
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if let Some(key) = resources::watch_key(&request.uri) {
+            let mut subs = self.subscriptions.lock().expect("subscriptions lock");
+            if let Some(set) = subs.get_mut(&key) {
+                set.remove(&request.uri);
+                if set.is_empty() {
+                    subs.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// 2026-07-28 `subscriptions/listen`: resource updates for the URIs we
+    /// can watch; list-change notices are not offered (the lists are fixed).
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut accepted = SubscriptionFilter::new();
+        accepted.resource_subscriptions = Some(
+            requested
+                .resource_subscriptions
+                .iter()
+                .flatten()
+                .filter(|u| resources::watch_key(u).is_some())
+                .cloned()
+                .collect(),
+        );
+        Some(accepted)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let mut watched: HashMap<String, HashSet<String>> = HashMap::new();
+        for uri in context.accepted().resource_subscriptions.iter().flatten() {
+            if let Some(k) = resources::watch_key(uri) {
+                watched.entry(k).or_default().insert(uri.clone());
+            }
+        }
+        let mut rx = self.changes.subscribe();
+        loop {
+            tokio::select! {
+                _ = context.cancelled() => return Ok(()),
+                r = rx.recv() => match r {
+                    Ok(change) => {
+                        for uri in self.touched(&change, &watched) {
+                            if context.sink().notify_resource_updated(uri).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "subscription notices lagged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            }
+        }
     }
 
     async fn read_resource(

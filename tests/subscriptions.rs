@@ -1,0 +1,180 @@
+//! Resource subscriptions on the handshake revisions: `resources/subscribe`
+//! on context, summary and an agent's handoffs; the server sends
+//! `notifications/resources/updated` when they change, and stops after
+//! `resources/unsubscribe`. Driven over raw stdio so the notifications can
+//! be read as they arrive.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+struct Raw {
+    _child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    next_id: u64,
+    /// Notifications seen while waiting for replies.
+    seen: Vec<Value>,
+}
+
+impl Raw {
+    async fn start(dir: &std::path::Path) -> Raw {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .arg("serve")
+            .env(
+                "HANDOFF_DATABASE_URL",
+                format!("sqlite://{}/h.db", dir.display()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut r = Raw {
+            _child: child,
+            stdin,
+            lines,
+            next_id: 0,
+            seen: Vec::new(),
+        };
+        let init = r
+            .request(
+                "initialize",
+                json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "subs", "version": "0"}}),
+            )
+            .await;
+        assert_eq!(
+            init["result"]["capabilities"]["resources"]["subscribe"], true,
+            "{init}"
+        );
+        r.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        r
+    }
+
+    async fn send(&mut self, v: Value) {
+        let mut line = v.to_string();
+        line.push('\n');
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+    }
+
+    async fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
+                .await
+                .expect("reply in time")
+                .unwrap()
+                .expect("server alive");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == id {
+                return v;
+            }
+            self.seen.push(v);
+        }
+    }
+
+    async fn call(&mut self, name: &str, args: Value) -> Value {
+        let r = self
+            .request("tools/call", json!({"name": name, "arguments": args}))
+            .await;
+        assert_eq!(r["result"]["isError"], false, "{r}");
+        r["result"]["structuredContent"].clone()
+    }
+
+    /// URIs of the resources/updated notifications seen so far (drained),
+    /// after giving late ones a moment to arrive.
+    async fn updated(&mut self) -> Vec<String> {
+        // A ping's reply comes after any notification sent before it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.request("ping", json!({})).await;
+        let out = self
+            .seen
+            .iter()
+            .filter(|v| v["method"] == "notifications/resources/updated")
+            .map(|v| v["params"]["uri"].as_str().unwrap().to_string())
+            .collect();
+        self.seen.clear();
+        out
+    }
+}
+
+#[tokio::test]
+async fn subscribe_notify_unsubscribe() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Raw::start(dir.path()).await;
+    r.call(
+        "register_session",
+        json!({"session_key": "watched", "agent_from": "a"}),
+    )
+    .await;
+    r.call(
+        "register_session",
+        json!({"session_key": "other", "agent_from": "a"}),
+    )
+    .await;
+    for uri in [
+        "handoff://context/watched",
+        "handoff://summary/watched",
+        "handoff://agents/bob/handoffs",
+    ] {
+        let ok = r.request("resources/subscribe", json!({"uri": uri})).await;
+        assert!(ok.get("result").is_some(), "{ok}");
+    }
+    // Something that cannot be watched is refused.
+    let bad = r
+        .request("resources/subscribe", json!({"uri": "handoff://sessions"}))
+        .await;
+    assert!(bad.get("error").is_some(), "{bad}");
+
+    r.call(
+        "update_context",
+        json!({"session_key": "watched", "context_type": "message", "content": "x"}),
+    )
+    .await;
+    let mut got = r.updated().await;
+    got.sort();
+    assert_eq!(
+        got,
+        ["handoff://context/watched", "handoff://summary/watched"]
+    );
+
+    r.call(
+        "update_context",
+        json!({"session_key": "other", "context_type": "message", "content": "x"}),
+    )
+    .await;
+    assert!(
+        r.updated().await.is_empty(),
+        "no notice for an unwatched session"
+    );
+
+    r.call(
+        "request_handoff",
+        json!({"session_key": "other", "target_agent": "bob"}),
+    )
+    .await;
+    assert_eq!(r.updated().await, ["handoff://agents/bob/handoffs"]);
+
+    r.request(
+        "resources/unsubscribe",
+        json!({"uri": "handoff://context/watched"}),
+    )
+    .await;
+    r.call(
+        "update_context",
+        json!({"session_key": "watched", "context_type": "message", "content": "y"}),
+    )
+    .await;
+    assert_eq!(r.updated().await, ["handoff://summary/watched"]);
+}
