@@ -178,3 +178,70 @@ async fn subscribe_notify_unsubscribe() {
     .await;
     assert_eq!(r.updated().await, ["handoff://summary/watched"]);
 }
+
+mod common;
+
+/// The 2026-07-28 revision: `subscriptions/listen` with rmcp's client on a
+/// session opened with `server/discover` (no initialize).
+#[tokio::test]
+async fn listen_on_the_newest_revision() {
+    use rmcp::model::{ProtocolVersion, ServerNotification, SubscriptionFilter};
+    use rmcp::{serve_client_with_lifecycle, ClientLifecycleMode};
+
+    let db = common::DbDir::new();
+    let mut child = Command::new(common::BIN)
+        .arg("serve")
+        .env("HANDOFF_DATABASE_URL", db.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
+    let client = serve_client_with_lifecycle(
+        (),
+        io,
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    )
+    .await
+    .expect("discover handshake");
+    let s = common::Server { child, client };
+    s.call(
+        "register_session",
+        json!({"session_key": "w", "agent_from": "a"}),
+    )
+    .await
+    .ok();
+    let uri = "handoff://summary/w";
+    let filter = SubscriptionFilter::builder()
+        .resource_subscription(uri)
+        .resource_subscription("handoff://sessions")
+        .build();
+    let mut sub = match s.client.peer().listen(filter).await {
+        Ok(sub) => sub,
+        Err(e) => panic!("subscriptions/listen refused: {e}"),
+    };
+    // Only the watchable URI is acknowledged.
+    assert_eq!(
+        sub.acknowledged().resource_subscriptions.as_deref(),
+        Some(&[uri.to_string()][..])
+    );
+    s.call(
+        "update_context",
+        json!({"session_key": "w", "context_type": "message", "content": "x"}),
+    )
+    .await
+    .ok();
+    let n = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("a notification in time")
+        .unwrap()
+        .expect("subscription open");
+    match n {
+        ServerNotification::ResourceUpdatedNotification(u) => assert_eq!(u.params.uri, uri),
+        other => panic!("unexpected {other:?}"),
+    }
+}
