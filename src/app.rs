@@ -46,6 +46,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let db = open_db(&cfg).await?;
     let key = hash_key(&cfg, &db).await?;
+    crate::mcp::configuration::init(&cfg, &db).await;
     crate::logging::set_hash_key(key);
     let breaker = BreakerHandle::new();
     let changes = handoff_actors::changes::Changes::default();

@@ -10,6 +10,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::settings::{
+    AnalyticsConfig, BackupsConfig, Live, MonitoringConfig, RetentionPolicy, Settings,
+};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownFields {
@@ -58,6 +62,21 @@ pub struct Config {
     pub runtime_threads: usize,
     /// Enables test-only tools (`debug_crash_session`). Never in production.
     pub test_hooks: bool,
+    /// The directory `analyze_codebase` may read in (and below). Unset (the
+    /// default): the tool refuses every call with FORBIDDEN.
+    pub workspace_root: Option<PathBuf>,
+    /// Session lifecycle thresholds (`[retention]`,
+    /// `HANDOFF_RETENTION__DORMANT_AFTER`, …). Runtime-managed: see
+    /// `crate::settings` and the `live` cell.
+    pub retention: RetentionPolicy,
+    pub monitoring: MonitoringConfig,
+    pub analytics: AnalyticsConfig,
+    pub backups: BackupsConfig,
+    /// The effective runtime-managed sections (start-up values overlaid with
+    /// the overrides stored in the database), shared by every clone of this
+    /// `Config`. Read these, not the start-up fields above, at run time.
+    #[serde(skip)]
+    pub live: Live,
 }
 
 impl Default for Config {
@@ -84,16 +103,36 @@ impl Default for Config {
             log_hash_key: None,
             runtime_threads: 0,
             test_hooks: false,
+            workspace_root: None,
+            retention: RetentionPolicy::default(),
+            monitoring: MonitoringConfig::default(),
+            analytics: AnalyticsConfig::default(),
+            backups: BackupsConfig::default(),
+            live: Live::default(),
         }
     }
 }
 
-/// The setting names, from the struct itself.
+/// The setting names, from the struct itself: each top-level key, and
+/// `section.key` for the nested sections (`HANDOFF_SECTION__KEY`, which
+/// figment's `split("__")` turns into `section.key`).
 fn known_keys() -> Vec<String> {
-    match serde_json::to_value(Config::default()) {
-        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
-        _ => Vec::new(),
+    let mut out = Vec::new();
+    if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(Config::default()) {
+        for (k, v) in m {
+            if let serde_json::Value::Object(inner) = &v {
+                out.extend(inner.keys().map(|ik| format!("{k}.{ik}")));
+            }
+            out.push(k);
+        }
     }
+    out
+}
+
+/// The environment variable that sets `key` (`retention.dormant_after` →
+/// `HANDOFF_RETENTION__DORMANT_AFTER`).
+pub fn env_name(key: &str) -> String {
+    format!("HANDOFF_{}", key.replace('.', "__").to_ascii_uppercase())
 }
 
 impl Config {
@@ -113,21 +152,30 @@ impl Config {
         // HANDOFF_* variables may belong to other tools sharing the prefix
         // (a test runner, a wrapper), so they are only reported.
         let known = known_keys();
-        let unknown: Vec<String> = std::env::vars()
-            .filter_map(|(k, _)| k.strip_prefix("HANDOFF_").map(str::to_ascii_lowercase))
-            .filter(|k| k != "config" && !known.contains(k))
-            .collect();
-        let ignored_env: Vec<String> = unknown
-            .iter()
-            .map(|k| format!("HANDOFF_{}", k.to_ascii_uppercase()))
+        // Nested keys: `HANDOFF_RETENTION__DORMANT_AFTER` → `retention.dormant_after`.
+        let ignored_env: Vec<String> = std::env::vars()
+            .filter_map(|(k, _)| {
+                let key = k.strip_prefix("HANDOFF_")?.to_ascii_lowercase();
+                let key = key.replace("__", ".");
+                (key != "config" && !known.contains(&key)).then_some(k)
+            })
             .collect();
         fig = fig.merge(
             Env::prefixed("HANDOFF_")
+                .split("__")
                 .filter(move |k| known.iter().any(|n| n.eq_ignore_ascii_case(k.as_str()))),
         );
-        let cfg: Config = fig
+        let mut cfg: Config = fig
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        // `HANDOFF_WORKSPACE_ROOT=` (empty) means unset.
+        if cfg
+            .workspace_root
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            cfg.workspace_root = None;
+        }
         cfg.validate()?;
         Ok((cfg, ignored_env))
     }
@@ -155,10 +203,31 @@ impl Config {
         if self.max_content_bytes == 0 || self.max_content_bytes >= self.max_message_bytes {
             problems.push("max_content_bytes must be above 0 and below max_message_bytes");
         }
+        if self.workspace_root.as_ref().is_some_and(|p| !p.is_dir()) {
+            problems.push("workspace_root (HANDOFF_WORKSPACE_ROOT) must be an existing directory");
+        }
+        let mut problems: Vec<String> = problems.into_iter().map(String::from).collect();
+        problems.extend(
+            self.settings()
+                .validate()
+                .into_iter()
+                .map(|p| format!("{} ({}) {}", p.field, env_name(&p.field), p.message)),
+        );
         if problems.is_empty() {
             Ok(())
         } else {
             anyhow::bail!("invalid configuration: {}", problems.join("; "))
+        }
+    }
+
+    /// The runtime-managed sections as given at start-up (defaults ← file ←
+    /// environment), before stored overrides; `live` has the effective ones.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            retention: self.retention.clone(),
+            monitoring: self.monitoring.clone(),
+            analytics: self.analytics.clone(),
+            backups: self.backups.clone(),
         }
     }
 

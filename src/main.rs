@@ -1,11 +1,13 @@
 //! `handoff`: an MCP server that lets AI agents hand work to each other
 //! without losing context. See README.md.
 
+mod analysis;
 mod app;
 mod cli;
 mod config;
 mod logging;
 mod mcp;
+mod settings;
 mod storage;
 mod transport;
 

@@ -58,6 +58,12 @@ impl Drop for SmallDisk {
 
 #[tokio::test]
 async fn breaker_opens_fails_fast_and_recovers() {
+    if common::postgres_backend() {
+        eprintln!(
+            "skipping: the failure is a full SQLite file system (HANDOFF_TEST_BACKEND=postgres)"
+        );
+        return;
+    }
     let db = DbDir::new();
     let Some(disk) = SmallDisk::mount(db.path().join("small")) else {
         eprintln!("skipping: cannot mount a tmpfs here (needs root)");

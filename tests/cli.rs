@@ -53,37 +53,48 @@ async fn audit_chain_verifies_and_detects_tampering() {
     );
     assert!(stdout.contains("audit chain intact"), "{stdout}");
 
-    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let rows: Vec<(i64, String, Option<String>, Option<String>, String)> = sqlx::query_as(
-        "SELECT seq, action, actor, subject_hash, details FROM audit_log ORDER BY seq",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
-    let actions: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-    for a in ["session.registered", "handoff.requested", "session.deleted"] {
-        assert!(actions.contains(&a), "{a} missing from {actions:?}");
-    }
-    let deleted = rows.iter().find(|r| r.1 == "session.deleted").unwrap();
-    assert_eq!(deleted.2.as_deref(), Some("alice"), "who asked is kept");
-    for r in &rows {
-        // Only the key's hash, never the key.
-        assert!(!r.4.contains("secret-key-1") && r.3.as_deref() != Some("secret-key-1"));
-    }
-    // The erased session left nothing behind.
-    let left: i64 = sqlx::query_scalar(
-        "SELECT (SELECT count(*) FROM sessions) + (SELECT count(*) FROM context_entries) + (SELECT count(*) FROM handoffs)",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(left, 0);
+    // Read and then tamper with the audit log behind the server's back, on
+    // whichever database the suite runs on.
+    macro_rules! inspect_then_tamper {
+        ($conn:expr) => {{
+            let mut conn = $conn;
+            let rows: Vec<(i64, String, Option<String>, Option<String>, String)> = sqlx::query_as(
+                "SELECT seq, action, actor, subject_hash, details FROM audit_log ORDER BY seq",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            let actions: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+            for a in ["session.registered", "handoff.requested", "session.deleted"] {
+                assert!(actions.contains(&a), "{a} missing from {actions:?}");
+            }
+            let deleted = rows.iter().find(|r| r.1 == "session.deleted").unwrap();
+            assert_eq!(deleted.2.as_deref(), Some("alice"), "who asked is kept");
+            for r in &rows {
+                // Only the key's hash, never the key.
+                assert!(!r.4.contains("secret-key-1") && r.3.as_deref() != Some("secret-key-1"));
+            }
+            // The erased session left nothing behind.
+            let left: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM sessions) + (SELECT count(*) FROM context_entries) + (SELECT count(*) FROM handoffs)",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            assert_eq!(left, 0);
 
-    sqlx::query("UPDATE audit_log SET details = '{}' WHERE seq = 2")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
+            sqlx::query("UPDATE audit_log SET details = '{}' WHERE seq = 2")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        }};
+    }
+    if common::postgres_backend() {
+        inspect_then_tamper!(sqlx::PgConnection::connect(&url).await.unwrap());
+    } else {
+        inspect_then_tamper!(sqlx::SqliteConnection::connect(&url).await.unwrap());
+    }
     let out = handoff(&["audit", "verify"], &[("HANDOFF_DATABASE_URL", &url)]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
@@ -121,6 +132,10 @@ fn invalid_configuration_stops_start_up_naming_the_setting() {
 
 #[tokio::test]
 async fn embedded_default_needs_no_setup() {
+    if common::postgres_backend() {
+        eprintln!("skipping: the embedded default is SQLite (HANDOFF_TEST_BACKEND=postgres)");
+        return;
+    }
     let home = tempfile::tempdir().unwrap();
     let data = home.path().join("data");
     // No HANDOFF_DATABASE_URL: the file goes to the platform data directory.

@@ -1,6 +1,7 @@
 //! The MCP surface: tools, resources, argument rules and reply shapes.
 
 pub mod args;
+pub mod configuration;
 pub mod context;
 pub mod reply;
 pub mod resources;

@@ -1,7 +1,8 @@
 //! The resources (contract §4): `handoff://sessions`,
 //! `handoff://context/{session_key}` (paged with `?after=N&limit=M`),
 //! `handoff://summary/{session_key}`, `handoff://health`,
-//! `handoff://metrics`. Keys in URIs are percent-decoded.
+//! `handoff://metrics`, `handoff://configuration`,
+//! `handoff://configuration/backups`. Keys in URIs are percent-decoded.
 
 use handoff_actors::breaker::Dependency;
 use handoff_actors::model::{now, rfc3339};
@@ -33,6 +34,18 @@ pub fn list() -> Vec<Resource> {
             "metrics",
             "Prometheus metrics (text exposition)",
             "text/plain",
+        ),
+        (
+            "handoff://configuration",
+            "configuration",
+            "The effective runtime configuration with per-key metadata",
+            "application/json",
+        ),
+        (
+            "handoff://configuration/backups",
+            "configuration-backups",
+            "Configuration backups, newest first: id, name, created_at, checksum, size_bytes",
+            "application/json",
         ),
     ]
     .into_iter()
@@ -270,6 +283,8 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), Handof
         }
         ("health", None) => health(ctx).await,
         ("metrics", None) => return Ok(("text/plain", handoff_actors::metrics::render())),
+        ("configuration", None) => super::configuration::resource(ctx),
+        ("configuration", Some("backups")) => super::configuration::backups_resource(ctx).await?,
         _ => return Err(not_found(uri)),
     };
     Ok(("application/json", body.to_string()))

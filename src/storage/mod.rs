@@ -2,6 +2,7 @@
 //! `Store` port); reads that need no session state (context pages, listings)
 //! come straight here, behind the same breaker and timeout.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -55,6 +56,52 @@ pub struct HandoffListing {
     pub created_at: String,
     pub accepted_at: Option<String>,
     pub accepted_by: Option<String>,
+}
+
+/// One full-text match (`Database::search`).
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    pub session_key: String,
+    pub sequence_number: i64,
+    pub context_type: String,
+    /// An excerpt of the content around the matches, each match between
+    /// `«` and `»`, elisions marked `…`.
+    pub snippet: String,
+    /// Relevance, higher is better (comparable within one result only).
+    pub score: f64,
+    pub created_at: String,
+}
+
+/// A stored override of one runtime-managed setting.
+#[derive(Debug, Clone)]
+pub struct ConfigOverride {
+    /// `retention`, `monitoring`, …
+    pub section: String,
+    pub key: String,
+    /// The JSON value (canonical form).
+    pub value: Value,
+    pub updated_at: String,
+    pub updated_by: Option<String>,
+}
+
+/// A configuration backup without its body.
+#[derive(Debug, Clone)]
+pub struct ConfigBackupInfo {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: String,
+    /// blake3 (hex) of `body`.
+    pub checksum: String,
+    pub size_bytes: i64,
+}
+
+/// A configuration backup: the canonical JSON of every runtime-managed
+/// section at the time it was taken.
+#[derive(Debug, Clone)]
+pub struct ConfigBackup {
+    pub info: ConfigBackupInfo,
+    pub body: String,
 }
 
 /// Bytes an entry's content costs in a reply line: once escaped in
@@ -127,7 +174,7 @@ pub trait Database: Store {
         _before_id: Option<&str>,
         _limit: u32,
     ) -> Result<Vec<HandoffListing>, StoreError> {
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::Rejected(format!(
             "handoff listings are not supported by {}",
             self.describe()
         )))
@@ -138,7 +185,7 @@ pub trait Database: Store {
         _tenant: &str,
         _id: &str,
     ) -> Result<Option<HandoffListing>, StoreError> {
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::Rejected(format!(
             "handoff lookups are not supported by {}",
             self.describe()
         )))
@@ -152,8 +199,84 @@ pub trait Database: Store {
         _after_key: Option<&str>,
         _limit: u32,
     ) -> Result<Vec<SessionListing>, StoreError> {
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::Rejected(format!(
             "agent listings are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    /// Full-text search over the tenant's context entries, best match first.
+    /// `query` is the user's text as given: each whitespace-separated term
+    /// must occur (terms are words, not a query language). `agent` keeps
+    /// sessions the agent registered or was handed. `Err(Rejected)` means
+    /// the query itself was refused (reported as a validation error).
+    async fn search(
+        &self,
+        _tenant: &str,
+        _query: &str,
+        _session_key: Option<&str>,
+        _agent: Option<&str>,
+        _limit: u32,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "full-text search is not supported by {}",
+            self.describe()
+        )))
+    }
+
+    // ---- configuration (runtime overrides and backups) --------------------
+    // Configuration changes are rare and small: each write below runs in its
+    // own transaction on the writer connection, outside the persistence
+    // actor's group commit (which exists for the hot context-entry path).
+
+    /// The stored configuration overrides.
+    async fn config_overrides(&self) -> Result<Vec<ConfigOverride>, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "configuration overrides are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    /// Replace every stored override with `rows`, atomically.
+    async fn replace_config_overrides(&self, _rows: &[ConfigOverride]) -> Result<(), StoreError> {
+        Err(StoreError::Rejected(format!(
+            "configuration overrides are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    /// Store a backup, then delete the oldest ones beyond `keep`; returns
+    /// the ids deleted.
+    async fn insert_config_backup(
+        &self,
+        _backup: &ConfigBackup,
+        _keep: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "configuration backups are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    /// Every backup, newest first, without bodies.
+    async fn config_backups(&self) -> Result<Vec<ConfigBackupInfo>, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "configuration backups are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    async fn config_backup(&self, _id: &str) -> Result<Option<ConfigBackup>, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "configuration backups are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    /// `false` when there was no such backup.
+    async fn delete_config_backup(&self, _id: &str) -> Result<bool, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "configuration backups are not supported by {}",
             self.describe()
         )))
     }
@@ -168,7 +291,7 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Database>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteDb::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        anyhow::bail!("PostgreSQL is not supported by this build yet (HANDOFF_DATABASE_URL)")
+        Ok(Arc::new(postgres::PgDb::open(url).await?))
     } else {
         anyhow::bail!("HANDOFF_DATABASE_URL must start with sqlite: or postgres:")
     }

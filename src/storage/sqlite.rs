@@ -23,7 +23,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::{ContextPage, Database, HandoffListing, PageQuery, SessionListing, StoredEntry};
+use super::{
+    ConfigBackup, ConfigBackupInfo, ConfigOverride, ContextPage, Database, HandoffListing,
+    PageQuery, SearchHit, SessionListing, StoredEntry,
+};
 
 /// SQLite's bound-parameter limit is 32766; stay well under it.
 const MAX_PARAMS: usize = 30_000;
@@ -358,6 +361,17 @@ fn handoff_from_row(r: &SqliteRow) -> HandoffListing {
     }
 }
 
+fn backup_info_from_row(r: &SqliteRow) -> ConfigBackupInfo {
+    ConfigBackupInfo {
+        id: r.get("id"),
+        name: r.get("name"),
+        description: r.get("description"),
+        created_at: r.get("created_at"),
+        checksum: r.get("checksum"),
+        size_bytes: r.get("size_bytes"),
+    }
+}
+
 fn audit_from_row(r: &SqliteRow) -> AuditRow {
     AuditRow {
         seq: r.get("seq"),
@@ -489,6 +503,124 @@ impl Database for SqliteDb {
         format!("sqlite {}", self.path)
     }
 
+    async fn config_overrides(&self) -> Result<Vec<ConfigOverride>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT section, key, value, updated_at, updated_by FROM configuration_overrides
+             ORDER BY section, key",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let value: String = r.get("value");
+                Ok(ConfigOverride {
+                    section: r.get("section"),
+                    key: r.get("key"),
+                    value: serde_json::from_str(&value).map_err(|_| {
+                        StoreError::Rejected("corrupt configuration override".into())
+                    })?,
+                    updated_at: r.get("updated_at"),
+                    updated_by: r.get("updated_by"),
+                })
+            })
+            .collect()
+    }
+
+    async fn replace_config_overrides(&self, rows: &[ConfigOverride]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        sqlx::query("DELETE FROM configuration_overrides")
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO configuration_overrides (section, key, value, updated_at, updated_by)
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&r.section)
+            .bind(&r.key)
+            .bind(r.value.to_string())
+            .bind(&r.updated_at)
+            .bind(&r.updated_by)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn insert_config_backup(
+        &self,
+        b: &ConfigBackup,
+        keep: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO configuration_backups
+             (id, name, description, created_at, checksum, size_bytes, body)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&b.info.id)
+        .bind(&b.info.name)
+        .bind(&b.info.description)
+        .bind(&b.info.created_at)
+        .bind(&b.info.checksum)
+        .bind(b.info.size_bytes)
+        .bind(&b.body)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let pruned: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM configuration_backups ORDER BY id DESC LIMIT -1 OFFSET ?",
+        )
+        .bind(keep as i64)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
+        for id in &pruned {
+            sqlx::query("DELETE FROM configuration_backups WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(pruned)
+    }
+
+    async fn config_backups(&self) -> Result<Vec<ConfigBackupInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, description, created_at, checksum, size_bytes
+             FROM configuration_backups ORDER BY id DESC",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows.iter().map(backup_info_from_row).collect())
+    }
+
+    async fn config_backup(&self, id: &str) -> Result<Option<ConfigBackup>, StoreError> {
+        let row = sqlx::query("SELECT * FROM configuration_backups WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(classify)?;
+        Ok(row.map(|r| ConfigBackup {
+            info: backup_info_from_row(&r),
+            body: r.get("body"),
+        }))
+    }
+
+    async fn delete_config_backup(&self, id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM configuration_backups WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn list_handoffs(
         &self,
         tenant: &str,
@@ -557,5 +689,94 @@ impl Database for SqliteDb {
                 last_activity_at: r.get("last_activity_at"),
             })
             .collect())
+    }
+
+    /// FTS5 over `context_fts` (migrations/sqlite/0002_search.sql), ranked
+    /// by bm25 (reported negated, so higher is better), ties by session key
+    /// and sequence. The join to `sessions` scopes the tenant.
+    async fn search(
+        &self,
+        tenant: &str,
+        query: &str,
+        session_key: Option<&str>,
+        agent: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        let Some(expr) = fts5_query(query) else {
+            return Ok(Vec::new());
+        };
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT s.session_key, e.seq, e.context_type, e.created_at, \
+             snippet(context_fts, 0, '«', '»', '…', 16) AS snippet, \
+             bm25(context_fts) AS rank \
+             FROM context_fts \
+             JOIN context_entries e ON e.rowid = context_fts.rowid \
+             JOIN sessions s ON s.id = e.session_id \
+             WHERE context_fts MATCH ",
+        );
+        q.push_bind(expr).push(" AND s.tenant = ").push_bind(tenant);
+        if let Some(k) = session_key {
+            q.push(" AND s.session_key = ").push_bind(k);
+        }
+        if let Some(a) = agent {
+            q.push(" AND (s.agent_from = ")
+                .push_bind(a)
+                .push(" OR EXISTS (SELECT 1 FROM handoffs h WHERE h.session_id = s.id AND h.target_agent = ")
+                .push_bind(a)
+                .push("))");
+        }
+        q.push(" ORDER BY rank, s.session_key, e.seq LIMIT ")
+            .push_bind(limit as i64);
+        let rows = q
+            .build()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| match &e {
+                // Cannot happen with the quoting of fts5_query, but a query the
+                // index refuses is the caller's problem, not the database's.
+                sqlx::Error::Database(db) if db.message().starts_with("fts5:") => {
+                    StoreError::Rejected(db.message().to_string())
+                }
+                _ => classify(e),
+            })?;
+        Ok(rows
+            .iter()
+            .map(|r| SearchHit {
+                session_key: r.get("session_key"),
+                sequence_number: r.get("seq"),
+                context_type: r.get("context_type"),
+                snippet: r.get("snippet"),
+                score: -r.get::<f64, _>("rank"),
+                created_at: r.get("created_at"),
+            })
+            .collect())
+    }
+}
+
+/// The user's text as an FTS5 query that cannot be a syntax error: each
+/// whitespace-separated term becomes a quoted phrase (inner `"` doubled), and
+/// the phrases are ANDed (juxtaposition). Operators (`AND`, `OR`, `NOT`,
+/// `NEAR`), prefixes (`*`), column filters and parentheses lose their meaning
+/// and are searched as words; punctuation separates words as in the index,
+/// so `foo-bar` matches the phrase "foo bar". `None` when there is no term.
+pub fn fts5_query(text: &str) -> Option<String> {
+    let terms: Vec<String> = text
+        .split_whitespace()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts5_query;
+
+    #[test]
+    fn terms_are_quoted_phrases() {
+        assert_eq!(fts5_query("  "), None);
+        assert_eq!(
+            fts5_query("foo  NEAR(bar*) \"x\"").as_deref(),
+            Some("\"foo\" \"NEAR(bar*)\" \"\"\"x\"\"\"")
+        );
     }
 }

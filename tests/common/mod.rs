@@ -18,25 +18,97 @@ use tokio::process::{Child, Command};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_handoff");
 
-/// A database directory that outlives one server process (for restarts).
+/// True when the suite runs against PostgreSQL
+/// (`HANDOFF_TEST_BACKEND=postgres`); SQLite otherwise.
+pub fn postgres_backend() -> bool {
+    match std::env::var("HANDOFF_TEST_BACKEND").as_deref() {
+        Ok("postgres") | Ok("postgresql") => true,
+        Ok("") | Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("HANDOFF_TEST_BACKEND must be sqlite or postgres, not {other:?}"),
+    }
+}
+
+/// A database that outlives one server process (for restarts), with a
+/// directory for its logs: a SQLite file in the directory by default, or a
+/// fresh PostgreSQL database with `HANDOFF_TEST_BACKEND=postgres`.
 pub struct DbDir {
     pub dir: tempfile::TempDir,
+    pg: Option<PgTestDb>,
 }
 
 impl DbDir {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("tempdir"),
+            pg: postgres_backend().then(PgTestDb::create),
         }
     }
     pub fn url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("handoff.db").display())
+        match &self.pg {
+            Some(pg) => pg.url(),
+            None => format!("sqlite://{}", self.dir.path().join("handoff.db").display()),
+        }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
     pub fn stderr_log(&self) -> PathBuf {
         self.dir.path().join("stderr.log")
+    }
+}
+
+/// A uniquely named database on the test PostgreSQL server
+/// (`HANDOFF_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432`),
+/// created with psql and dropped (with any sessions still on it) on drop.
+struct PgTestDb {
+    server: String,
+    name: String,
+}
+
+impl PgTestDb {
+    fn create() -> Self {
+        let server = std::env::var("HANDOFF_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+            .trim_end_matches('/')
+            .to_string();
+        let name = format!("handoff_test_{}", uuid::Uuid::new_v4().simple());
+        let db = PgTestDb { server, name };
+        db.psql(&format!("CREATE DATABASE {}", db.name))
+            .unwrap_or_else(|e| panic!("HANDOFF_TEST_BACKEND=postgres: {e}"));
+        db
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+
+    fn psql(&self, sql: &str) -> Result<(), String> {
+        let out = std::process::Command::new("psql")
+            .arg(format!("{}/postgres", self.server))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run psql: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "psql {} -c {sql:?} failed: {}",
+                self.server,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        if let Err(e) = self.psql(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )) {
+            eprintln!("warning: {e}");
+        }
     }
 }
 

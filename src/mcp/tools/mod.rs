@@ -3,12 +3,17 @@
 //! same types that parse the calls.
 
 pub mod accept_handoff;
+pub mod analyze_codebase;
 pub mod debug_crash_session;
 pub mod delete_session;
+pub mod get_configuration;
 pub mod get_context;
 pub mod list_handoffs;
+pub mod manage_configuration_backup;
 pub mod register_session;
 pub mod request_handoff;
+pub mod search_context;
+pub mod update_configuration;
 pub mod update_context;
 
 use std::collections::{HashMap, HashSet};
@@ -42,7 +47,7 @@ macro_rules! catalog {
         async fn route(ctx: Ctx, name: &str, raw: Option<JsonObject>, cat: &Catalog)
             -> Option<Result<Value, HandoffError>> {
             Some(match name {
-                $($m::NAME => run(ctx, raw, cat.fields($m::NAME), $m::call).await,)*
+                $($m::NAME => run(ctx, raw, cat.fields($m::NAME), $m::NAME, $m::call).await,)*
                 _ => return None,
             })
         }
@@ -56,7 +61,12 @@ catalog!(
     list_handoffs,
     accept_handoff,
     get_context,
+    search_context,
     delete_session,
+    analyze_codebase,
+    get_configuration,
+    update_configuration,
+    manage_configuration_backup,
     debug_crash_session,
 );
 
@@ -191,6 +201,7 @@ async fn run<A, O, F, Fut>(
     ctx: Ctx,
     raw: Option<JsonObject>,
     fields: &HashSet<String>,
+    tool: &str,
     f: F,
 ) -> Result<Value, HandoffError>
 where
@@ -200,7 +211,20 @@ where
     Fut: Future<Output = Result<O, HandoffError>>,
 {
     let a: A = args::parse(raw, fields, ctx.cfg.unknown_fields)?;
-    let out = f(ctx, a).await?;
+    // monitoring.slow_call_threshold applies live: read on every call.
+    let slow = ctx.cfg.live.settings().monitoring.slow_call_threshold;
+    let started = std::time::Instant::now();
+    let out = f(ctx, a).await;
+    let took = started.elapsed();
+    if took > slow {
+        tracing::warn!(
+            tool,
+            duration_ms = took.as_millis() as u64,
+            threshold_ms = slow.as_millis() as u64,
+            "slow tool call"
+        );
+    }
+    let out = out?;
     serde_json::to_value(out)
         .map_err(|e| HandoffError::internal(format!("encoding the reply: {e}")))
 }

@@ -1,0 +1,1319 @@
+//! PostgreSQL, selected by `HANDOFF_DATABASE_URL=postgres://…`: the same
+//! contract and durability as the SQLite adapter, for a SINGLE replica (see
+//! "Sequence numbers" below for what more replicas would need).
+//!
+//! Durability: a batch is acknowledged after PostgreSQL reports its commit,
+//! which with `synchronous_commit` on (enforced on every connection here,
+//! whatever the server default) means its WAL is flushed — the counterpart
+//! of SQLite's `synchronous=FULL`.
+//!
+//! Connections: ONE dedicated writer connection for commits (the
+//! persistence actor is its only user) and a small pool for everything
+//! else. The writer is not a sqlx pool on purpose: a pool pings a connection
+//! when it hands it out and again when it takes it back, two extra round
+//! trips around every batch. It is instead taken out of its slot for the
+//! batch and put back only after a clean commit, so a batch that fails, or
+//! that the persistence actor's timeout abandons mid-flight (half a message
+//! sent, a transaction open), never leaves a connection in an unknown state
+//! for the next one: the connection is closed and the next batch opens a
+//! fresh one.
+//!
+//! One batch is one round trip: a single statement (data-modifying CTEs fed
+//! by `unnest` of array parameters) that PostgreSQL runs in an implicit
+//! transaction — all or nothing, committed before the reply. Its text never
+//! changes, so it is prepared once per connection and cached (a statement
+//! with parameters that is not cached costs a second round trip to prepare).
+//! Only a batch whose entries exceed `CHUNK_BYTES` is split over several
+//! executions of the same statement, inside an explicit BEGIN … COMMIT.
+//!
+//! Measured on the 2-core dev machine (local PostgreSQL 15, 1 KiB entries,
+//! serial commits; mean per batch with synchronous_commit on, and off to
+//! show what is left without the WAL flush):
+//!
+//! ```text
+//!                                                 1 unit           32 units
+//! this statement, dedicated connection        1.29 / 0.19 ms   2.76 / 0.53 ms
+//! BEGIN; this statement; COMMIT               1.35 / 0.35 ms   2.95 / 0.64 ms
+//! this statement via a sqlx pool (2 pings)    1.42 / 0.34 ms   2.89 / 0.58 ms
+//! BEGIN; INSERT … VALUES per table; COMMIT    1.37 / 0.49 ms   3.03 / 0.87 ms
+//!   (multi-row, QueryBuilder::push_values, not cached)
+//! ```
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use handoff_actors::model::{
+    rfc3339, AuditRow, CommitUnit, ContextType, EntryRow, SessionRow, SessionStatus,
+};
+use handoff_actors::store::Store;
+use handoff_actors::summary::Summary;
+use handoff_actors::StoreError;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Connection, Executor, PgConnection, Postgres, QueryBuilder, Row};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use super::{ContextPage, Database, HandoffListing, PageQuery, SessionListing, StoredEntry};
+use crate::logging::redact;
+
+/// Entry content and metadata bytes sent in one execution of the batch
+/// statement. A single array parameter may not exceed 1 GiB and a batch can
+/// in principle carry `batch_max` units of a few MiB each.
+const CHUNK_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long start-up waits for the first connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Run on every new connection, in one round trip. Notices ("relation
+/// already exists, skipping" from the migrator) stay out of the logs; and an
+/// acknowledged write must be durable, so a server-wide
+/// `synchronous_commit = off` is overridden for our sessions (`local`,
+/// `remote_write`, `remote_apply` are durable on this server and kept).
+const SESSION_SETUP: &str = "SET client_min_messages = warning; \
+     SELECT set_config('synchronous_commit', 'on', false) \
+     WHERE current_setting('synchronous_commit') = 'off'";
+
+pub struct PgDb {
+    /// The commit connection; `None` after a failed batch (see the module
+    /// comment) until the next batch connects again.
+    writer: Mutex<Option<PgConnection>>,
+    /// Reads, probes, the audit head and the one-off settings row.
+    reader: PgPool,
+    opts: PgConnectOptions,
+    name: String,
+    /// `CHUNK_BYTES`; smaller in tests, to exercise split batches.
+    chunk_bytes: usize,
+}
+
+impl PgDb {
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| anyhow::anyhow!("invalid PostgreSQL URL: {}", redact(&e.to_string())))?
+            .application_name("handoff");
+        let name = describe_opts(&opts);
+        let mut writer = tokio::time::timeout(CONNECT_TIMEOUT, connect(&opts))
+            .await
+            .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot connect to PostgreSQL {name}: {}",
+                    redact(&e.to_string())
+                )
+            })?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&mut writer)
+            .await
+            .map_err(|e| anyhow::anyhow!("migrating {name}: {}", redact(&e.to_string())))?;
+        let fsync: String = sqlx::query_scalar("SELECT current_setting('fsync')")
+            .fetch_one(&mut writer)
+            .await?;
+        if fsync != "on" {
+            tracing::warn!(
+                database = %name,
+                "PostgreSQL runs with fsync = off: acknowledged writes may be lost in a crash"
+            );
+        }
+        let reader = PgPoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .after_connect(|conn, _| Box::pin(async move { setup(conn).await }))
+            .connect_lazy_with(opts.clone());
+        Ok(Self {
+            writer: Mutex::new(Some(writer)),
+            reader,
+            opts,
+            name,
+            chunk_bytes: CHUNK_BYTES,
+        })
+    }
+}
+
+async fn connect(opts: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    let mut conn = PgConnection::connect_with(opts).await?;
+    setup(&mut conn).await?;
+    Ok(conn)
+}
+
+async fn setup(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    conn.execute(sqlx::raw_sql(SESSION_SETUP)).await.map(|_| ())
+}
+
+/// `postgres://user@host:port/db`, rebuilt from the parsed options, so no
+/// spelling of a password (in the user info, `?password=`) can reach it.
+fn describe_opts(opts: &PgConnectOptions) -> String {
+    let host = match opts.get_socket() {
+        Some(dir) => dir.display().to_string(),
+        None => opts.get_host().to_string(),
+    };
+    redact(&format!(
+        "postgres://{}@{}:{}/{}",
+        opts.get_username(),
+        host,
+        opts.get_port(),
+        opts.get_database().unwrap_or("")
+    ))
+}
+
+/// The data's fault or the database's? Integrity violations (SQLSTATE class
+/// 23: unique, foreign key, not null, check) and data exceptions (class 22:
+/// a value PostgreSQL cannot take, e.g. out of range) are deterministic —
+/// retrying cannot help, and they must not count against the breaker: the
+/// persistence actor then retries the batch unit by unit so only the bad
+/// unit fails. Everything else — connection refused or lost, timeouts, I/O,
+/// disk full, a server shutting down, serialization failures — is the
+/// database being unavailable.
+fn classify(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if let Some(code) = db.code() {
+            if code.starts_with("23") || code.starts_with("22") {
+                return StoreError::Rejected(redact(db.message()));
+            }
+        }
+    }
+    StoreError::Unavailable(redact(&e.to_string()))
+}
+
+fn json_text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(|v| v.to_string())
+}
+
+fn session_from_row(r: &PgRow, tenant: &str, key: &str) -> Result<SessionRow, StoreError> {
+    let bad = |what: &str| StoreError::Rejected(format!("corrupt session row: {what}"));
+    let metadata: Option<Json<Value>> = r.try_get("metadata").unwrap_or(None);
+    let summary: Json<Summary> = r.try_get("summary").map_err(|_| bad("summary"))?;
+    Ok(SessionRow {
+        id: r.try_get("id").map_err(|_| bad("id"))?,
+        tenant: tenant.into(),
+        session_key: key.into(),
+        agent_from: r.try_get("agent_from").map_err(|_| bad("agent_from"))?,
+        status: SessionStatus::parse(r.try_get("status").map_err(|_| bad("status"))?)
+            .ok_or_else(|| bad("status"))?,
+        metadata: metadata.map(|m| m.0),
+        created_at: r.try_get("created_at").map_err(|_| bad("created_at"))?,
+        last_activity_at: r
+            .try_get("last_activity_at")
+            .map_err(|_| bad("last_activity_at"))?,
+        last_seq: r.try_get("last_seq").map_err(|_| bad("last_seq"))?,
+        summary: summary.0,
+    })
+}
+
+/// Content is stored as bytea (PostgreSQL text cannot hold U+0000); it was
+/// written from a `String`, so it reads back as UTF-8.
+fn content_of(r: &PgRow) -> Result<String, StoreError> {
+    let bad = || StoreError::Rejected("corrupt entry row: content".into());
+    let bytes: Vec<u8> = r.try_get("content").map_err(|_| bad())?;
+    String::from_utf8(bytes).map_err(|_| bad())
+}
+
+fn entry_from_row(r: &PgRow, session_id: Uuid) -> Result<EntryRow, StoreError> {
+    let bad = |what: &str| StoreError::Rejected(format!("corrupt entry row: {what}"));
+    let metadata: Option<Json<Value>> = r.try_get("metadata").unwrap_or(None);
+    Ok(EntryRow {
+        session_id,
+        seq: r.try_get("seq").map_err(|_| bad("seq"))?,
+        id: r.try_get("id").map_err(|_| bad("id"))?,
+        context_type: ContextType::parse(r.try_get("context_type").map_err(|_| bad("type"))?)
+            .ok_or_else(|| bad("context_type"))?,
+        content: content_of(r)?,
+        metadata: metadata.map(|m| m.0),
+        created_at: r.try_get("created_at").map_err(|_| bad("created_at"))?,
+    })
+}
+
+fn handoff_from_row(r: &PgRow) -> HandoffListing {
+    let json = |col: &str| -> Option<Value> {
+        r.try_get::<Option<Json<Value>>, _>(col)
+            .ok()
+            .flatten()
+            .map(|j| j.0)
+    };
+    HandoffListing {
+        id: r.get::<Uuid, _>("id").to_string(),
+        session_key: r.get("session_key"),
+        source_agent: r.get("source_agent"),
+        target_agent: r.get("target_agent"),
+        request_type: r.get("request_type"),
+        status: r.get("status"),
+        request_data: json("request_data"),
+        context_summary: json("context_summary").unwrap_or(Value::Null),
+        context_entries: r.get("context_entries"),
+        created_at: time_of(r, "created_at"),
+        accepted_at: r
+            .get::<Option<DateTime<Utc>>, _>("accepted_at")
+            .map(|t| rfc3339(&t)),
+        accepted_by: r.get("accepted_by"),
+    }
+}
+
+fn audit_from_row(r: &PgRow) -> AuditRow {
+    AuditRow {
+        seq: r.get("seq"),
+        ts: r.get("ts"),
+        tenant: r.get("tenant"),
+        action: r.get("action"),
+        actor: r.get("actor"),
+        subject_hash: r.get("subject_hash"),
+        details: r.get("details"),
+        prev_hash: r.get("prev_hash"),
+        hash: r.get("hash"),
+    }
+}
+
+fn time_of(r: &PgRow, col: &str) -> String {
+    rfc3339(&r.get::<DateTime<Utc>, _>(col))
+}
+
+#[async_trait]
+impl Store for PgDb {
+    async fn load_session(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<(SessionRow, Vec<EntryRow>)>, StoreError> {
+        let mut conn = self.reader.acquire().await.map_err(classify)?;
+        // A plain handoff does not rewrite the row: its count comes from the
+        // handoffs themselves.
+        let row = sqlx::query(
+            "SELECT id, agent_from, status, metadata, created_at, last_activity_at, last_seq,
+                    summary, (SELECT count(*) FROM handoffs h WHERE h.session_id = s.id) AS handoffs
+             FROM sessions s WHERE tenant = $1 AND session_key = $2",
+        )
+        .bind(tenant)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(classify)?;
+        let Some(row) = row else { return Ok(None) };
+        let mut session = session_from_row(&row, tenant, key)?;
+        session.summary.handoffs = row
+            .try_get("handoffs")
+            .map_err(|_| StoreError::Rejected("corrupt session row: handoffs".into()))?;
+        // Single replica: the session actor that asked is the only writer of
+        // this session, so the row and its tail cannot move between the two
+        // reads. With several replicas this is where a replica would claim
+        // the session (`SELECT … FOR UPDATE` on the row inside a transaction
+        // held for the actor's lifetime, or a lease column) — see
+        // `BATCH_SQL` for the optimistic alternative.
+        let tail = sqlx::query(
+            "SELECT seq, id, context_type, content, metadata, created_at FROM context_entries
+             WHERE session_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(session.id)
+        .bind(session.last_seq)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(classify)?
+        .iter()
+        .map(|r| entry_from_row(r, session.id))
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((session, tail)))
+    }
+
+    /// See the module comment: the writer is out of its slot for the batch
+    /// and goes back only after a clean commit. A failed batch ends in
+    /// ROLLBACK (sent when it ran in an explicit transaction; a one-statement
+    /// batch is rolled back by PostgreSQL itself when it fails) and its
+    /// connection is closed, so the next batch starts from a known state —
+    /// the same rule as the SQLite adapter's `close_on_drop`. (A batch
+    /// abandoned by the caller's timeout after its statement was sent may
+    /// still commit on the server, as with any database once the commit is
+    /// on its way; the caller reported it as a retryable failure.)
+    async fn commit(&self, units: &[&CommitUnit]) -> Result<(), StoreError> {
+        let mut slot = self.writer.lock().await;
+        let mut conn = match slot.take() {
+            Some(conn) => conn,
+            None => connect(&self.opts).await.map_err(classify)?,
+        };
+        let mut in_transaction = false;
+        match write_batch(&mut conn, units, self.chunk_bytes, &mut in_transaction).await {
+            Ok(()) => {
+                *slot = Some(conn);
+                Ok(())
+            }
+            Err(e) => {
+                if in_transaction {
+                    let _ = conn.execute(sqlx::raw_sql("ROLLBACK")).await;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn audit_head(&self) -> Result<Option<AuditRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, ts, tenant, action, actor, subject_hash, details, prev_hash, hash
+             FROM audit_log ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(row.as_ref().map(audit_from_row))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}
+
+/// The whole batch as one statement. Parameters are column arrays, one
+/// group per table; `unnest` turns each group back into rows. The
+/// data-modifying CTEs all run to completion whether or not the final
+/// SELECT reads them, inside the statement's one (implicit) transaction;
+/// foreign keys are checked at the end of the statement, so entries may
+/// reference a session row inserted beside them.
+///
+/// The sub-statements see one snapshot and run in no defined order, unlike
+/// the SQLite adapter's statement sequence (delete, upsert, insert…). That is
+/// only observable when two of them touch the same row, which a batch never
+/// does: a session has at most one unit in flight, a deletion travels alone
+/// in its unit, and an accepted handoff was committed by an earlier unit.
+/// Session rows with the same id are folded before binding (see
+/// `Columns::rows`), because an upsert may not touch a row twice.
+///
+/// Sequence numbers. They are allocated by the session actor, in memory,
+/// and the statement trusts them: correct for a single replica, where one
+/// actor per session is the only writer. With several replicas, two actors
+/// of one session could allocate the same numbers. `UNIQUE (session_id, seq)`
+/// already refuses the second writer's entries (`Rejected`), but its
+/// checkpoint (`checkpoints` below) and a unit without entries would still go
+/// through. The optimistic check belongs in `checkpoints` and `entries`: make
+/// each unit carry the `last_seq` it was built on, write the session row
+/// only `WHERE s.last_seq = <that value>`, and insert a unit's entries only
+/// if its row was written (or a guard row for entry-only units is locked
+/// with `SELECT … FOR UPDATE`), failing the unit when nothing matched.
+const BATCH_SQL: &str = "
+WITH deleted AS (
+    DELETE FROM sessions s USING unnest($1::uuid[]) AS d(id) WHERE s.id = d.id
+),
+checkpoints AS (
+    INSERT INTO sessions AS s (id, tenant, session_key, agent_from, status, metadata,
+                               created_at, last_activity_at, last_seq, summary)
+    SELECT id, tenant, session_key, agent_from, status, metadata::json,
+           created_at, last_activity_at, last_seq, summary::json
+    FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                $8::timestamptz[], $9::timestamptz[], $10::int8[], $11::text[])
+         AS t(id, tenant, session_key, agent_from, status, metadata,
+              created_at, last_activity_at, last_seq, summary)
+    ON CONFLICT (id) DO UPDATE SET agent_from = excluded.agent_from,
+        status = excluded.status, metadata = excluded.metadata,
+        last_activity_at = excluded.last_activity_at, last_seq = excluded.last_seq,
+        summary = excluded.summary
+    WHERE excluded.last_seq >= s.last_seq
+),
+entries AS (
+    INSERT INTO context_entries (session_id, seq, id, context_type, content, metadata,
+                                 created_at)
+    SELECT session_id, seq, id, context_type, content, metadata::json, created_at
+    FROM unnest($12::uuid[], $13::int8[], $14::uuid[], $15::text[], $16::bytea[],
+                $17::text[], $18::timestamptz[])
+         AS t(session_id, seq, id, context_type, content, metadata, created_at)
+),
+new_handoffs AS (
+    INSERT INTO handoffs (id, tenant, session_id, session_key, source_agent, target_agent,
+                          request_type, status, request_data, context_summary,
+                          context_entries, created_at)
+    SELECT id, tenant, session_id, session_key, source_agent, target_agent,
+           request_type, status, request_data::json, context_summary::json,
+           context_entries, created_at
+    FROM unnest($19::uuid[], $20::text[], $21::uuid[], $22::text[], $23::text[],
+                $24::text[], $25::text[], $26::text[], $27::text[], $28::text[],
+                $29::int8[], $30::timestamptz[])
+         AS t(id, tenant, session_id, session_key, source_agent, target_agent,
+              request_type, status, request_data, context_summary, context_entries,
+              created_at)
+),
+accepted AS (
+    UPDATE handoffs h SET status = 'accepted', accepted_at = a.at, accepted_by = a.agent
+    FROM unnest($31::uuid[], $32::text[], $33::timestamptz[]) AS a(id, agent, at)
+    WHERE h.id = a.id
+),
+audit AS (
+    INSERT INTO audit_log (seq, ts, tenant, action, actor, subject_hash, details,
+                           prev_hash, hash)
+    SELECT * FROM unnest($34::int8[], $35::text[], $36::text[], $37::text[], $38::text[],
+                         $39::text[], $40::text[], $41::text[], $42::text[])
+)
+SELECT 1";
+
+/// One execution's parameters, column by column.
+#[derive(Default)]
+struct Columns<'a> {
+    deletes: Vec<Uuid>,
+    // sessions
+    s_id: Vec<Uuid>,
+    s_tenant: Vec<&'a str>,
+    s_key: Vec<&'a str>,
+    s_agent: Vec<&'a str>,
+    s_status: Vec<&'a str>,
+    s_metadata: Vec<Option<String>>,
+    s_created: Vec<DateTime<Utc>>,
+    s_active: Vec<DateTime<Utc>>,
+    s_last_seq: Vec<i64>,
+    s_summary: Vec<String>,
+    // context entries
+    e_session: Vec<Uuid>,
+    e_seq: Vec<i64>,
+    e_id: Vec<Uuid>,
+    e_type: Vec<&'a str>,
+    e_content: Vec<&'a [u8]>,
+    e_metadata: Vec<Option<String>>,
+    e_created: Vec<DateTime<Utc>>,
+    // handoffs
+    h_id: Vec<Uuid>,
+    h_tenant: Vec<&'a str>,
+    h_session: Vec<Uuid>,
+    h_key: Vec<&'a str>,
+    h_source: Vec<&'a str>,
+    h_target: Vec<&'a str>,
+    h_type: Vec<&'a str>,
+    h_status: Vec<&'a str>,
+    h_data: Vec<Option<String>>,
+    h_summary: Vec<String>,
+    h_entries: Vec<i64>,
+    h_created: Vec<DateTime<Utc>>,
+    // accepted handoffs
+    a_id: Vec<Uuid>,
+    a_agent: Vec<&'a str>,
+    a_at: Vec<DateTime<Utc>>,
+    // audit rows
+    l_seq: Vec<i64>,
+    l_ts: Vec<&'a str>,
+    l_tenant: Vec<&'a str>,
+    l_action: Vec<&'a str>,
+    l_actor: Vec<Option<&'a str>>,
+    l_subject: Vec<Option<&'a str>>,
+    l_details: Vec<&'a str>,
+    l_prev: Vec<&'a str>,
+    l_hash: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    /// Everything of the batch but its entries.
+    fn rows(units: &[&'a CommitUnit]) -> Self {
+        let mut c = Columns {
+            deletes: units.iter().filter_map(|u| u.delete).collect(),
+            ..Default::default()
+        };
+
+        // Sequential upserts guarded by `last_seq >=` leave the last row with
+        // the highest last_seq; keep just that one per id.
+        let mut sessions: Vec<&SessionRow> = Vec::new();
+        let mut at: HashMap<Uuid, usize> = HashMap::new();
+        for s in units.iter().copied().filter_map(|u| u.session.as_ref()) {
+            match at.get(&s.id) {
+                Some(&i) if s.last_seq >= sessions[i].last_seq => sessions[i] = s,
+                Some(_) => {}
+                None => {
+                    at.insert(s.id, sessions.len());
+                    sessions.push(s);
+                }
+            }
+        }
+        for s in sessions {
+            c.s_id.push(s.id);
+            c.s_tenant.push(&s.tenant);
+            c.s_key.push(&s.session_key);
+            c.s_agent.push(&s.agent_from);
+            c.s_status.push(s.status.as_str());
+            c.s_metadata.push(json_text(&s.metadata));
+            c.s_created.push(s.created_at);
+            c.s_active.push(s.last_activity_at);
+            c.s_last_seq.push(s.last_seq);
+            c.s_summary
+                .push(serde_json::to_string(&s.summary).unwrap_or_else(|_| "{}".into()));
+        }
+
+        for h in units.iter().copied().flat_map(|u| u.handoffs.iter()) {
+            c.h_id.push(h.id);
+            c.h_tenant.push(&h.tenant);
+            c.h_session.push(h.session_id);
+            c.h_key.push(&h.session_key);
+            c.h_source.push(&h.source_agent);
+            c.h_target.push(&h.target_agent);
+            c.h_type.push(h.request_type.as_str());
+            c.h_status.push(&h.status);
+            c.h_data.push(json_text(&h.request_data));
+            c.h_summary.push(h.context_summary.to_string());
+            c.h_entries.push(h.context_entries);
+            c.h_created.push(h.created_at);
+        }
+
+        for a in units.iter().copied().flat_map(|u| u.accepts.iter()) {
+            c.a_id.push(a.id);
+            c.a_agent.push(&a.agent);
+            c.a_at.push(a.at);
+        }
+
+        for a in units.iter().copied().flat_map(|u| u.audit.iter()) {
+            c.l_seq.push(a.seq);
+            c.l_ts.push(&a.ts);
+            c.l_tenant.push(&a.tenant);
+            c.l_action.push(&a.action);
+            c.l_actor.push(a.actor.as_deref());
+            c.l_subject.push(a.subject_hash.as_deref());
+            c.l_details.push(&a.details);
+            c.l_prev.push(&a.prev_hash);
+            c.l_hash.push(&a.hash);
+        }
+        c
+    }
+
+    fn entry(&mut self, e: &'a EntryRow, metadata: Option<String>) {
+        self.e_session.push(e.session_id);
+        self.e_seq.push(e.seq);
+        self.e_id.push(e.id);
+        self.e_type.push(e.context_type.as_str());
+        self.e_content.push(e.content.as_bytes());
+        self.e_metadata.push(metadata);
+        self.e_created.push(e.created_at);
+    }
+
+    async fn execute(self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        sqlx::query(BATCH_SQL)
+            .bind(self.deletes)
+            .bind(self.s_id)
+            .bind(self.s_tenant)
+            .bind(self.s_key)
+            .bind(self.s_agent)
+            .bind(self.s_status)
+            .bind(self.s_metadata)
+            .bind(self.s_created)
+            .bind(self.s_active)
+            .bind(self.s_last_seq)
+            .bind(self.s_summary)
+            .bind(self.e_session)
+            .bind(self.e_seq)
+            .bind(self.e_id)
+            .bind(self.e_type)
+            .bind(self.e_content)
+            .bind(self.e_metadata)
+            .bind(self.e_created)
+            .bind(self.h_id)
+            .bind(self.h_tenant)
+            .bind(self.h_session)
+            .bind(self.h_key)
+            .bind(self.h_source)
+            .bind(self.h_target)
+            .bind(self.h_type)
+            .bind(self.h_status)
+            .bind(self.h_data)
+            .bind(self.h_summary)
+            .bind(self.h_entries)
+            .bind(self.h_created)
+            .bind(self.a_id)
+            .bind(self.a_agent)
+            .bind(self.a_at)
+            .bind(self.l_seq)
+            .bind(self.l_ts)
+            .bind(self.l_tenant)
+            .bind(self.l_action)
+            .bind(self.l_actor)
+            .bind(self.l_subject)
+            .bind(self.l_details)
+            .bind(self.l_prev)
+            .bind(self.l_hash)
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}
+
+/// One batch, all or nothing: one execution of `BATCH_SQL` (one round trip,
+/// implicit transaction) when its entries fit in `chunk_bytes`, else
+/// `BEGIN`, one execution per chunk of entries (the first also carrying the
+/// sessions, handoffs and audit rows), `COMMIT`. `in_transaction` tells the
+/// caller whether a failure left an explicit transaction to roll back.
+async fn write_batch(
+    conn: &mut PgConnection,
+    units: &[&CommitUnit],
+    chunk_bytes: usize,
+    in_transaction: &mut bool,
+) -> Result<(), StoreError> {
+    let mut chunks = vec![Columns::rows(units)];
+    let mut bytes = 0usize;
+    for e in units.iter().copied().flat_map(|u| u.entries.iter()) {
+        let metadata = json_text(&e.metadata);
+        let size = e.content.len() + metadata.as_ref().map_or(0, String::len);
+        if bytes > 0 && bytes + size > chunk_bytes {
+            chunks.push(Columns::default());
+            bytes = 0;
+        }
+        bytes += size;
+        chunks.last_mut().expect("a chunk").entry(e, metadata);
+    }
+    if chunks.len() == 1 {
+        return chunks.pop().expect("one chunk").execute(conn).await;
+    }
+    conn.execute(sqlx::raw_sql("BEGIN"))
+        .await
+        .map_err(classify)?;
+    *in_transaction = true;
+    for chunk in chunks {
+        chunk.execute(conn).await?;
+    }
+    conn.execute(sqlx::raw_sql("COMMIT"))
+        .await
+        .map_err(classify)?;
+    *in_transaction = false;
+    Ok(())
+}
+
+#[async_trait]
+impl Database for PgDb {
+    async fn context_page(
+        &self,
+        tenant: &str,
+        key: &str,
+        q: PageQuery<'_>,
+    ) -> Result<Option<ContextPage>, StoreError> {
+        let mut conn = self.reader.acquire().await.map_err(classify)?;
+        let id: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM sessions WHERE tenant = $1 AND session_key = $2")
+                .bind(tenant)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(classify)?;
+        let Some(id) = id else { return Ok(None) };
+        // The same page as the SQLite adapter's, with less traffic. The
+        // first row is always on the page and the second is always needed
+        // (on the page, or the row that tells `has_more`). A later row is
+        // needed only if every row ahead of it made the page, so their
+        // encoded cost fits `max_bytes`; that cost is at least twice their
+        // raw size (`before`), so rows with `before * 2 > max_bytes` are not
+        // sent: a page of large entries does not fetch up to `limit` of
+        // them to keep a few. `octet_length` of a bytea reads its stored
+        // length without fetching the value.
+        let rows = if let Some(types) = q.types {
+            let types: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+            sqlx::query(
+                "SELECT id, seq, context_type, content, metadata, created_at FROM (
+                     SELECT id, seq, context_type, content, metadata, created_at,
+                            row_number() OVER (ORDER BY seq) AS n,
+                            coalesce(sum(octet_length(content)) OVER (ORDER BY seq
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+                     FROM context_entries
+                     WHERE session_id = $1 AND seq > $2 AND context_type = ANY($5::text[])
+                     ORDER BY seq LIMIT $3) page
+                 WHERE n <= 2 OR before * 2 <= $4 ORDER BY seq",
+            )
+            .bind(id)
+            .bind(q.after)
+            .bind(q.limit as i64 + 1)
+            .bind(i64::try_from(q.max_bytes).unwrap_or(i64::MAX))
+            .bind(types)
+            .fetch_all(&mut *conn)
+            .await
+        } else {
+            sqlx::query(
+                "SELECT id, seq, context_type, content, metadata, created_at FROM (
+                     SELECT id, seq, context_type, content, metadata, created_at,
+                            row_number() OVER (ORDER BY seq) AS n,
+                            coalesce(sum(octet_length(content)) OVER (ORDER BY seq
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+                     FROM context_entries
+                     WHERE session_id = $1 AND seq > $2
+                     ORDER BY seq LIMIT $3) page
+                 WHERE n <= 2 OR before * 2 <= $4 ORDER BY seq",
+            )
+            .bind(id)
+            .bind(q.after)
+            .bind(q.limit as i64 + 1)
+            .bind(i64::try_from(q.max_bytes).unwrap_or(i64::MAX))
+            .fetch_all(&mut *conn)
+            .await
+        }
+        .map_err(classify)?;
+        let mut entries = Vec::with_capacity(rows.len().min(q.limit as usize));
+        let mut bytes = 0usize;
+        let mut has_more = false;
+        for r in rows {
+            let content = content_of(&r)?;
+            let cost = super::encoded_cost(&content);
+            if entries.len() == q.limit as usize
+                || (!entries.is_empty() && bytes + cost > q.max_bytes)
+            {
+                has_more = true;
+                break;
+            }
+            bytes += cost;
+            let metadata: Option<Json<Value>> = r.try_get("metadata").unwrap_or(None);
+            entries.push(StoredEntry {
+                id: r.get::<Uuid, _>("id").to_string(),
+                sequence_number: r.get("seq"),
+                context_type: r.get("context_type"),
+                content,
+                metadata: metadata.map(|m| m.0),
+                created_at: time_of(&r, "created_at"),
+            });
+        }
+        Ok(Some(ContextPage { entries, has_more }))
+    }
+
+    async fn list_sessions(
+        &self,
+        tenant: &str,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<SessionListing>, i64), StoreError> {
+        let rows = sqlx::query(
+            "SELECT session_key, status, agent_from, created_at, last_activity_at FROM sessions
+             WHERE tenant = $1 AND session_key > $2 ORDER BY session_key LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(after_key.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(classify)?;
+        let list = rows
+            .iter()
+            .map(|r| SessionListing {
+                session_key: r.get("session_key"),
+                status: r.get("status"),
+                agent_from: r.get("agent_from"),
+                created_at: time_of(r, "created_at"),
+                last_activity_at: time_of(r, "last_activity_at"),
+            })
+            .collect();
+        Ok((list, total))
+    }
+
+    async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, ts, tenant, action, actor, subject_hash, details, prev_hash, hash
+             FROM audit_log ORDER BY seq",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows.iter().map(audit_from_row).collect())
+    }
+
+    async fn setting_or_init(&self, key: &str, init: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(init)
+        .execute(&self.reader)
+        .await
+        .map_err(classify)?;
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(classify)
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn list_handoffs(
+        &self,
+        tenant: &str,
+        target: &str,
+        status: Option<&str>,
+        before_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<HandoffListing>, StoreError> {
+        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM handoffs WHERE tenant = ");
+        q.push_bind(tenant)
+            .push(" AND target_agent = ")
+            .push_bind(target);
+        if let Some(st) = status {
+            q.push(" AND status = ").push_bind(st);
+        }
+        // The cursor is the client's string: compared as text, bytewise, as
+        // SQLite compares it (for a uuid's canonical spelling that is the
+        // uuid order used by ORDER BY).
+        if let Some(b) = before_id {
+            q.push(" AND id::text COLLATE \"C\" < ").push_bind(b);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
+        let rows = q.build().fetch_all(&self.reader).await.map_err(classify)?;
+        Ok(rows.iter().map(handoff_from_row).collect())
+    }
+
+    async fn get_handoff(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<HandoffListing>, StoreError> {
+        // Only a uuid's canonical spelling names a row (as in SQLite, where
+        // ids are that text).
+        let Some(id) = Uuid::parse_str(id).ok().filter(|u| u.to_string() == id) else {
+            return Ok(None);
+        };
+        let row = sqlx::query("SELECT * FROM handoffs WHERE tenant = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(classify)?;
+        Ok(row.as_ref().map(handoff_from_row))
+    }
+
+    async fn agent_sessions(
+        &self,
+        tenant: &str,
+        agent: &str,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SessionListing>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT session_key, status, agent_from, created_at, last_activity_at FROM sessions
+             WHERE tenant = $1 AND session_key > $3 AND (agent_from = $2 OR id IN (
+                 SELECT session_id FROM handoffs
+                 WHERE tenant = $1 AND target_agent = $2 AND request_type = 'collaboration'))
+             ORDER BY session_key LIMIT $4",
+        )
+        .bind(tenant)
+        .bind(agent)
+        .bind(after_key.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .map(|r| SessionListing {
+                session_key: r.get("session_key"),
+                status: r.get("status"),
+                agent_from: r.get("agent_from"),
+                created_at: time_of(r, "created_at"),
+                last_activity_at: time_of(r, "last_activity_at"),
+            })
+            .collect())
+    }
+}
+
+/// Adapter tests against a scratch database; they run in the PostgreSQL pass
+/// of the suite (`HANDOFF_TEST_BACKEND=postgres`) and skip otherwise.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use handoff_actors::model::{HandoffAccept, HandoffRow, HandoffType};
+    use serde_json::json;
+
+    use super::*;
+
+    /// A fresh database on the test server, dropped with psql on drop.
+    struct Scratch {
+        server: String,
+        name: String,
+    }
+
+    impl Scratch {
+        async fn open() -> Option<(Scratch, PgDb)> {
+            if !matches!(
+                std::env::var("HANDOFF_TEST_BACKEND").as_deref(),
+                Ok("postgres") | Ok("postgresql")
+            ) {
+                eprintln!("skipping: HANDOFF_TEST_BACKEND is not postgres");
+                return None;
+            }
+            let server = std::env::var("HANDOFF_TEST_PG_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+                .trim_end_matches('/')
+                .to_string();
+            let name = format!("handoff_unit_{}", Uuid::new_v4().simple());
+            let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+                .await
+                .expect("connect to the test PostgreSQL server");
+            admin
+                .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .await
+                .expect("create database");
+            let scratch = Scratch { server, name };
+            let db = PgDb::open(&scratch.url()).await.expect("open");
+            Some((scratch, db))
+        }
+
+        fn url(&self) -> String {
+            format!("{}/{}", self.server, self.name)
+        }
+
+        async fn drop_now(&self) {
+            let mut admin = PgConnection::connect(&format!("{}/postgres", self.server))
+                .await
+                .expect("connect");
+            admin
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                )))
+                .await
+                .expect("drop database");
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("psql")
+                .arg(format!("{}/postgres", self.server))
+                .args(["-X", "-q", "-c"])
+                .arg(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .output();
+        }
+    }
+
+    /// A time with microseconds, as the actors make them.
+    fn t(micros: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(1_790_000_000_000_000 + micros).unwrap()
+    }
+
+    fn session(id: Uuid, key: &str, last_seq: i64) -> SessionRow {
+        SessionRow {
+            id,
+            tenant: Arc::from("t"),
+            session_key: Arc::from(key),
+            agent_from: "agent-a".into(),
+            status: SessionStatus::Active,
+            metadata: Some(json!({"z": 1, "a": "nul\u{0}", "n": 1.5})),
+            created_at: t(1),
+            last_activity_at: t(2),
+            last_seq,
+            summary: Summary::with_participant("agent-a"),
+        }
+    }
+
+    fn entry(session_id: Uuid, seq: i64, content: &str) -> EntryRow {
+        EntryRow {
+            session_id,
+            seq,
+            id: Uuid::now_v7(),
+            context_type: ContextType::Message,
+            content: content.into(),
+            metadata: (seq % 2 == 0).then(|| json!({"seq": seq, "q": "\"\u{0}"})),
+            created_at: t(100 + seq),
+        }
+    }
+
+    fn unit(session: Option<SessionRow>, entries: Vec<EntryRow>) -> CommitUnit {
+        CommitUnit {
+            session,
+            entries,
+            ..Default::default()
+        }
+    }
+
+    async fn tail(db: &PgDb, key: &str) -> Vec<(i64, String)> {
+        let (_, tail) = db.load_session("t", key).await.unwrap().unwrap();
+        tail.into_iter().map(|e| (e.seq, e.content)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_round_trips_exactly() {
+        let Some((scratch, db)) = Scratch::open().await else {
+            return;
+        };
+        let id = Uuid::now_v7();
+        let row = session(id, "k", 1);
+        let entries: Vec<EntryRow> = ["first", "nul\u{0} \"quoted\" é 😀", "line\nbreak\\"]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| entry(id, i as i64 + 1, c))
+            .collect();
+        let handoff = HandoffRow {
+            id: Uuid::now_v7(),
+            tenant: Arc::from("t"),
+            session_id: id,
+            session_key: Arc::from("k"),
+            source_agent: "agent-a".into(),
+            target_agent: "agent-b".into(),
+            request_type: HandoffType::Collaboration,
+            status: "pending".into(),
+            request_data: Some(json!({"instructions": "go"})),
+            context_summary: json!({"total": 3}),
+            context_entries: 3,
+            created_at: t(7),
+        };
+        let audit = AuditRow {
+            seq: 1,
+            ts: rfc3339(&t(8)),
+            tenant: "t".into(),
+            action: "session.registered".into(),
+            actor: Some("agent-a".into()),
+            subject_hash: None,
+            details: "{}".into(),
+            prev_hash: "0".into(),
+            hash: "h1".into(),
+        };
+        let mut u = unit(Some(row.clone()), entries.clone());
+        u.handoffs.push(handoff.clone());
+        u.audit.push(audit.clone());
+        db.commit(&[&u]).await.unwrap();
+
+        let (back, tail) = db.load_session("t", "k").await.unwrap().unwrap();
+        assert_eq!(back.id, id);
+        assert_eq!(back.metadata, row.metadata);
+        assert_eq!(back.created_at, row.created_at);
+        assert_eq!(back.last_activity_at, row.last_activity_at);
+        assert_eq!(back.last_seq, 1);
+        assert_eq!(back.summary.handoffs, 1, "handoffs are counted on load");
+        assert_eq!(tail.len(), 2, "the entries after the checkpoint");
+        for (got, want) in tail.iter().zip(&entries[1..]) {
+            assert_eq!(
+                (got.seq, got.id, &got.content, &got.metadata, got.created_at),
+                (
+                    want.seq,
+                    want.id,
+                    &want.content,
+                    &want.metadata,
+                    want.created_at
+                )
+            );
+        }
+        assert_eq!(db.audit_head().await.unwrap(), Some(audit.clone()));
+        assert_eq!(db.audit_rows().await.unwrap(), vec![audit]);
+
+        let page = db
+            .context_page(
+                "t",
+                "k",
+                PageQuery {
+                    after: 0,
+                    limit: 10,
+                    types: None,
+                    max_bytes: 1 << 20,
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!page.has_more);
+        let want: Vec<_> = entries
+            .iter()
+            .map(|e| (e.id.to_string(), e.content.clone(), rfc3339(&e.created_at)))
+            .collect();
+        let got: Vec<_> = page
+            .entries
+            .iter()
+            .map(|e| (e.id.clone(), e.content.clone(), e.created_at.clone()))
+            .collect();
+        assert_eq!(
+            got, want,
+            "timestamps read back as the strings SQLite keeps"
+        );
+
+        let (list, total) = db.list_sessions("t", None, 10).await.unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(list[0].created_at, rfc3339(&row.created_at));
+        let h = db
+            .get_handoff("t", &handoff.id.to_string())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.created_at, rfc3339(&handoff.created_at));
+        assert_eq!(h.request_data, handoff.request_data);
+        assert!(db
+            .get_handoff("t", &handoff.id.to_string().to_uppercase())
+            .await
+            .unwrap()
+            .is_none());
+
+        // A later checkpoint wins; an older one never overwrites it.
+        let mut newer = row.clone();
+        newer.last_seq = 3;
+        newer.status = SessionStatus::Completed;
+        let mut older = row.clone();
+        older.last_seq = 2;
+        let accept = HandoffAccept {
+            id: handoff.id,
+            agent: "agent-b".into(),
+            at: t(9),
+        };
+        let mut u1 = unit(Some(newer), vec![]);
+        u1.accepts.push(accept);
+        let u2 = unit(Some(older.clone()), vec![]);
+        db.commit(&[&u1, &u2]).await.unwrap();
+        db.commit(&[&unit(Some(older), vec![])]).await.unwrap();
+        let (back, _) = db.load_session("t", "k").await.unwrap().unwrap();
+        assert_eq!((back.last_seq, back.status), (3, SessionStatus::Completed));
+        let h = db
+            .list_handoffs("t", "agent-b", Some("accepted"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].accepted_at, Some(rfc3339(&t(9))));
+        scratch.drop_now().await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_leaves_nothing_and_the_next_one_commits() {
+        let Some((scratch, db)) = Scratch::open().await else {
+            return;
+        };
+        let id = Uuid::now_v7();
+        db.commit(&[&unit(Some(session(id, "k", 0)), vec![entry(id, 1, "one")])])
+            .await
+            .unwrap();
+        // Unit A is fine, unit B repeats sequence number 1.
+        let a = unit(None, vec![entry(id, 2, "two")]);
+        let b = unit(None, vec![entry(id, 1, "again")]);
+        match db.commit(&[&a, &b]).await {
+            Err(StoreError::Rejected(m)) => assert!(m.contains("duplicate key"), "{m}"),
+            other => panic!("expected Rejected, got {other:?}"),
+        }
+        assert_eq!(tail(&db, "k").await, vec![(1, "one".to_string())]);
+        // An entry of a session that does not exist: a foreign key.
+        let orphan = unit(None, vec![entry(Uuid::now_v7(), 1, "x")]);
+        assert!(matches!(
+            db.commit(&[&orphan]).await,
+            Err(StoreError::Rejected(_))
+        ));
+        // The writer was closed after each failure; the next batch reconnects.
+        db.commit(&[&a]).await.unwrap();
+        assert_eq!(
+            tail(&db, "k").await,
+            vec![(1, "one".to_string()), (2, "two".to_string())]
+        );
+        scratch.drop_now().await;
+    }
+
+    #[tokio::test]
+    async fn a_split_batch_is_still_one_transaction() {
+        let Some((scratch, mut db)) = Scratch::open().await else {
+            return;
+        };
+        db.chunk_bytes = 8; // every entry in its own execution
+        let id = Uuid::now_v7();
+        let first: Vec<EntryRow> = (1..=5).map(|i| entry(id, i, "0123456789")).collect();
+        db.commit(&[&unit(Some(session(id, "k", 0)), first)])
+            .await
+            .unwrap();
+        assert_eq!(tail(&db, "k").await.len(), 5);
+        // The duplicate comes in the last chunk: the earlier chunks roll back.
+        let bad = unit(
+            None,
+            vec![
+                entry(id, 6, "0123456789"),
+                entry(id, 7, "0123456789"),
+                entry(id, 3, "0123456789"),
+            ],
+        );
+        assert!(matches!(
+            db.commit(&[&bad]).await,
+            Err(StoreError::Rejected(_))
+        ));
+        assert_eq!(tail(&db, "k").await.len(), 5);
+        let good = unit(
+            None,
+            vec![entry(id, 6, "0123456789"), entry(id, 7, "0123456789")],
+        );
+        db.commit(&[&good]).await.unwrap();
+        assert_eq!(tail(&db, "k").await.len(), 7);
+        scratch.drop_now().await;
+    }
+
+    /// The page rule of the SQLite adapter, applied to all entries.
+    fn reference_page(entries: &[EntryRow], q: &PageQuery<'_>) -> (Vec<i64>, bool) {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for e in entries
+            .iter()
+            .filter(|e| e.seq > q.after)
+            .filter(|e| q.types.is_none_or(|t| t.contains(&e.context_type)))
+        {
+            let cost = super::super::encoded_cost(&e.content);
+            if out.len() == q.limit as usize || (!out.is_empty() && bytes + cost > q.max_bytes) {
+                return (out, true);
+            }
+            bytes += cost;
+            out.push(e.seq);
+        }
+        (out, false)
+    }
+
+    #[tokio::test]
+    async fn pages_keep_the_encoded_size_budget() {
+        let Some((scratch, db)) = Scratch::open().await else {
+            return;
+        };
+        let id = Uuid::now_v7();
+        let entries: Vec<EntryRow> = (1..=40)
+            .map(|i| {
+                let mut e = entry(id, i, &"ab\"\n".repeat((i as usize * 7) % 23 + 1));
+                if i % 3 == 0 {
+                    e.context_type = ContextType::File;
+                }
+                e
+            })
+            .collect();
+        db.commit(&[&unit(Some(session(id, "k", 40)), entries.clone())])
+            .await
+            .unwrap();
+        let files = [ContextType::File];
+        for types in [None, Some(&files[..])] {
+            for after in [0, 7] {
+                for limit in [1, 3, 1000] {
+                    for max_bytes in [0, 1, 20, 64, 200, 1000, 100_000] {
+                        let q = PageQuery {
+                            after,
+                            limit,
+                            types,
+                            max_bytes,
+                        };
+                        let want = reference_page(&entries, &q);
+                        let page = db.context_page("t", "k", q).await.unwrap().unwrap();
+                        let got: Vec<i64> =
+                            page.entries.iter().map(|e| e.sequence_number).collect();
+                        assert_eq!(
+                            (got, page.has_more),
+                            want,
+                            "after {after} limit {limit} max {max_bytes} {types:?}"
+                        );
+                    }
+                }
+            }
+        }
+        scratch.drop_now().await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_database_is_unavailable() {
+        let Some((scratch, db)) = Scratch::open().await else {
+            return;
+        };
+        db.ping().await.unwrap();
+        scratch.drop_now().await; // terminates our connections too
+        let id = Uuid::now_v7();
+        let r = db.commit(&[&unit(Some(session(id, "k", 0)), vec![])]).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert!(matches!(db.ping().await, Err(StoreError::Unavailable(_))));
+    }
+
+    #[test]
+    fn descriptions_never_show_a_password() {
+        for url in [
+            "postgres://app:s3cret@db.example:6543/handoff",
+            "postgresql://app@db.example:6543/handoff?password=s3cret",
+        ] {
+            let d = describe_opts(&PgConnectOptions::from_str(url).unwrap());
+            assert_eq!(d, "postgres://app@db.example:6543/handoff");
+        }
+    }
+}
