@@ -67,6 +67,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             persistence: PersistenceHandle,
             breaker: breaker.clone(),
             idle: cfg.session_idle,
+            max_live: cfg.max_live_sessions,
             db_timeout: cfg.db_timeout,
             hash_key: key,
             fences: Default::default(),

@@ -30,6 +30,9 @@ pub struct Config {
     /// A session actor stops after this long without activity.
     #[serde(with = "humantime_serde")]
     pub session_idle: Duration,
+    /// Live session actors at most; beyond it the oldest passivate (so
+    /// memory stays bounded whatever the idle timeout).
+    pub max_live_sessions: usize,
     /// Unknown argument fields: `reject` (VALIDATION_ERROR) or `ignore`.
     pub unknown_fields: UnknownFields,
     pub max_content_bytes: usize,
@@ -84,6 +87,7 @@ impl Default for Config {
         Self {
             database_url: None,
             session_idle: Duration::from_secs(300),
+            max_live_sessions: 10_000,
             unknown_fields: UnknownFields::Reject,
             max_content_bytes: 1024 * 1024,
             max_metadata_bytes: 16 * 1024,
@@ -182,6 +186,9 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
+        if self.max_live_sessions == 0 {
+            problems.push("max_live_sessions (HANDOFF_MAX_LIVE_SESSIONS) must be at least 1");
+        }
         if self.session_idle.is_zero() {
             problems.push("session_idle (HANDOFF_SESSION_IDLE) must be greater than 0");
         }

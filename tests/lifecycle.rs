@@ -554,3 +554,30 @@ async fn writes_racing_passivation() {
     }
     assert!(s.close().await.success());
 }
+
+/// At most `HANDOFF_MAX_LIVE_SESSIONS` session actors live: beyond it the
+/// oldest passivate, and every session still works and continues its
+/// sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_session_actors_are_capped() {
+    let db = DbDir::new();
+    let s = Server::start(&db, &[("HANDOFF_MAX_LIVE_SESSIONS", "5")]).await;
+    for i in 0..20 {
+        register(&s, &format!("cap-{i}"), "a").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let live = live_session_actors(&s).await;
+        if live <= 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {live} live session actors");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..20 {
+        let seq = append_typed(&s, &format!("cap-{i}"), "message", "again").await;
+        assert_eq!(seq, 2, "session cap-{i} continued its sequence");
+    }
+    assert!(live_session_actors(&s).await <= 6);
+    assert!(s.close().await.success());
+}

@@ -140,6 +140,8 @@ pub struct SessionDeps {
     pub persistence: PersistenceHandle,
     pub breaker: BreakerHandle,
     pub idle: Duration,
+    /// Live session actors at most; the oldest passivate beyond it.
+    pub max_live: usize,
     pub db_timeout: Duration,
     /// Keyed-hash key for the session key in audit rows.
     pub hash_key: [u8; 32],

@@ -3,9 +3,13 @@
 //! its state is in the database, so the next call for that session starts a
 //! fresh actor that loads it; other sessions never notice.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
+    SupervisionEvent,
+};
 
 use crate::audit::{AuditEvent, AuditMsg};
 use crate::error::HandoffError;
@@ -33,6 +37,11 @@ pub struct SessionSupervisor;
 pub struct SessionsState {
     deps: SessionDeps,
     live: i64,
+    /// Live actors by start order (oldest first), to passivate the oldest
+    /// when more than `max_live` are live.
+    by_age: BTreeMap<u64, ActorCell>,
+    age_of: HashMap<ActorId, u64>,
+    started: u64,
     /// Most live actors since the last memory release.
     peak: i64,
     last_trim: Instant,
@@ -53,6 +62,9 @@ impl Actor for SessionSupervisor {
         Ok(SessionsState {
             deps,
             live: 0,
+            by_age: BTreeMap::new(),
+            age_of: HashMap::new(),
+            started: 0,
             peak: 0,
             last_trim: Instant::now(),
             trim_scheduled: false,
@@ -93,6 +105,10 @@ impl Actor for SessionSupervisor {
                     Ok((actor, _)) => {
                         st.live += 1;
                         st.peak = st.peak.max(st.live);
+                        st.started += 1;
+                        st.by_age.insert(st.started, actor.get_cell());
+                        st.age_of.insert(actor.get_id(), st.started);
+                        st.enforce_cap();
                         metrics()
                             .actors_live
                             .with_label_values(&["session"])
@@ -124,8 +140,9 @@ impl Actor for SessionSupervisor {
         st: &mut SessionsState,
     ) -> Result<(), ActorProcessingErr> {
         match evt {
-            SupervisionEvent::ActorTerminated(..) => {
+            SupervisionEvent::ActorTerminated(cell, ..) => {
                 st.live -= 1;
+                st.forget(&cell);
                 // Memory follows active sessions: once half of the peak
                 // has passivated, give the freed heap back (at most 1/s).
                 if st.live <= st.peak / 2 && !st.trim_scheduled {
@@ -136,6 +153,7 @@ impl Actor for SessionSupervisor {
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 st.live -= 1;
+                st.forget(&cell);
                 metrics()
                     .actor_restarts
                     .with_label_values(&["session"])
@@ -154,6 +172,28 @@ impl Actor for SessionSupervisor {
             .with_label_values(&["session"])
             .set(st.live);
         Ok(())
+    }
+}
+
+impl SessionsState {
+    fn forget(&mut self, cell: &ActorCell) {
+        if let Some(age) = self.age_of.remove(&cell.get_id()) {
+            self.by_age.remove(&age);
+        }
+    }
+
+    /// More session actors live than allowed: passivate the oldest. Memory
+    /// stays bounded whatever the idle timeout and however many sessions a
+    /// burst touches; a passivated session that is busy simply starts again
+    /// on its next call (drain refuses new messages, senders retry).
+    fn enforce_cap(&mut self) {
+        while self.age_of.len() > self.deps.max_live {
+            let Some((_, oldest)) = self.by_age.pop_first() else {
+                break;
+            };
+            self.age_of.remove(&oldest.get_id());
+            let _ = oldest.drain();
+        }
     }
 }
 
