@@ -571,7 +571,10 @@ async fn live_session_actors_are_capped() {
         if live <= 5 {
             break;
         }
-        assert!(Instant::now() < deadline, "still {live} live session actors");
+        assert!(
+            Instant::now() < deadline,
+            "still {live} live session actors"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for i in 0..20 {
