@@ -43,6 +43,51 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Sessions in the database.
+    Sessions {
+        #[command(subcommand)]
+        cmd: SessionsCmd,
+    },
+    /// A session's context.
+    Context {
+        #[command(subcommand)]
+        cmd: ContextCmd,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCmd {
+    /// List sessions (one JSON object per line).
+    List {
+        /// Tenant to list (`local` is the stdio tenant).
+        #[arg(long, default_value = "local")]
+        tenant: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContextCmd {
+    /// Print a session's entries in order (one JSON object per line).
+    Show {
+        /// The session key.
+        key: String,
+        #[arg(long, default_value = "local")]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the effective configuration (start-up values and stored overrides) as JSON.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -81,6 +126,15 @@ fn main() -> ExitCode {
             Cmd::Audit {
                 cmd: AuditCmd::Verify,
             } => cli::audit_verify(&cfg).await,
+            Cmd::Sessions {
+                cmd: SessionsCmd::List { tenant, limit },
+            } => cli::sessions_list(&cfg, &tenant, limit).await,
+            Cmd::Context {
+                cmd: ContextCmd::Show { key, tenant },
+            } => cli::context_show(&cfg, &tenant, &key).await,
+            Cmd::Config {
+                cmd: ConfigCmd::Show,
+            } => cli::config_show(&cfg).await,
         };
         r.unwrap_or_else(|e| {
             tracing::error!(error = %logging::redact(&format!("{e:#}")), "fatal");

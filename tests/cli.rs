@@ -173,6 +173,9 @@ fn every_command_has_help() {
         vec!["serve", "--help"],
         vec!["migrate", "--help"],
         vec!["audit", "verify", "--help"],
+        vec!["sessions", "list", "--help"],
+        vec!["context", "show", "--help"],
+        vec!["config", "show", "--help"],
     ] {
         let out = handoff(&args, &[]);
         assert!(out.status.success(), "{args:?}");
@@ -181,4 +184,52 @@ fn every_command_has_help() {
             "{args:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn sessions_list_context_show_and_config_show() {
+    let db = DbDir::new();
+    let s = Server::start(&db, &[]).await;
+    s.call(
+        "register_session",
+        json!({"session_key": "cli-1", "agent_from": "a"}),
+    )
+    .await
+    .ok();
+    s.call(
+        "update_context",
+        json!({"session_key": "cli-1", "context_type": "message", "content": "hello cli"}),
+    )
+    .await
+    .ok();
+    assert!(s.close().await.success());
+    let url = db.url();
+    let env = [("HANDOFF_DATABASE_URL", url.as_str())];
+
+    let out = handoff(&["sessions", "list"], &env);
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["session_key"], "cli-1");
+
+    let out = handoff(&["context", "show", "cli-1"], &env);
+    assert!(out.status.success());
+    let entries: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1]["content"], "hello cli");
+    assert_eq!(entries[1]["sequence_number"], 2);
+
+    let out = handoff(&["context", "show", "missing"], &env);
+    assert!(!out.status.success());
+
+    let out = handoff(&["config", "show"], &env);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["settings"]["retention"].is_object(), "{v}");
 }
