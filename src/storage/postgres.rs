@@ -226,6 +226,17 @@ fn entry_from_row(r: &PgRow, session_id: Uuid) -> Result<EntryRow, StoreError> {
     })
 }
 
+/// A row of `sessions` as the listings show it.
+fn listing_from_row(r: &PgRow) -> SessionListing {
+    SessionListing {
+        session_key: r.get("session_key"),
+        status: r.get("status"),
+        agent_from: r.get("agent_from"),
+        created_at: time_of(r, "created_at"),
+        last_activity_at: time_of(r, "last_activity_at"),
+    }
+}
+
 fn handoff_from_row(r: &PgRow) -> HandoffListing {
     let json = |col: &str| -> Option<Value> {
         r.try_get::<Option<Json<Value>>, _>(col)
@@ -783,16 +794,7 @@ impl Database for PgDb {
             .fetch_one(&self.reader)
             .await
             .map_err(classify)?;
-        let list = rows
-            .iter()
-            .map(|r| SessionListing {
-                session_key: r.get("session_key"),
-                status: r.get("status"),
-                agent_from: r.get("agent_from"),
-                created_at: time_of(r, "created_at"),
-                last_activity_at: time_of(r, "last_activity_at"),
-            })
-            .collect();
+        let list = rows.iter().map(listing_from_row).collect();
         Ok((list, total))
     }
 
@@ -893,16 +895,7 @@ impl Database for PgDb {
         .fetch_all(&self.reader)
         .await
         .map_err(classify)?;
-        Ok(rows
-            .iter()
-            .map(|r| SessionListing {
-                session_key: r.get("session_key"),
-                status: r.get("status"),
-                agent_from: r.get("agent_from"),
-                created_at: time_of(r, "created_at"),
-                last_activity_at: time_of(r, "last_activity_at"),
-            })
-            .collect())
+        Ok(rows.iter().map(listing_from_row).collect())
     }
 }
 

@@ -340,6 +340,17 @@ fn entry_from_row(r: &SqliteRow, session_id: uuid::Uuid) -> Result<EntryRow, Sto
     })
 }
 
+/// A row of `sessions` as the listings show it.
+fn listing_from_row(r: &SqliteRow) -> SessionListing {
+    SessionListing {
+        session_key: r.get("session_key"),
+        status: r.get("status"),
+        agent_from: r.get("agent_from"),
+        created_at: r.get("created_at"),
+        last_activity_at: r.get("last_activity_at"),
+    }
+}
+
 fn handoff_from_row(r: &SqliteRow) -> HandoffListing {
     let json = |col: &str| -> Option<serde_json::Value> {
         r.get::<Option<String>, _>(col)
@@ -464,16 +475,7 @@ impl Database for SqliteDb {
             .fetch_one(&self.reader)
             .await
             .map_err(classify)?;
-        let list = rows
-            .iter()
-            .map(|r| SessionListing {
-                session_key: r.get("session_key"),
-                status: r.get("status"),
-                agent_from: r.get("agent_from"),
-                created_at: r.get("created_at"),
-                last_activity_at: r.get("last_activity_at"),
-            })
-            .collect();
+        let list = rows.iter().map(listing_from_row).collect();
         Ok((list, total))
     }
 
@@ -679,16 +681,7 @@ impl Database for SqliteDb {
         .fetch_all(&self.reader)
         .await
         .map_err(classify)?;
-        Ok(rows
-            .iter()
-            .map(|r| SessionListing {
-                session_key: r.get("session_key"),
-                status: r.get("status"),
-                agent_from: r.get("agent_from"),
-                created_at: r.get("created_at"),
-                last_activity_at: r.get("last_activity_at"),
-            })
-            .collect())
+        Ok(rows.iter().map(listing_from_row).collect())
     }
 
     /// FTS5 over `context_fts` (migrations/sqlite/0002_search.sql), ranked
