@@ -49,6 +49,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     crate::mcp::configuration::init(&cfg, &db).await;
     crate::logging::set_hash_key(key);
     let breaker = BreakerHandle::new();
+    let cache = Arc::new(crate::cache::Cache::new(&cfg, breaker.clone(), key)?);
     let changes = handoff_actors::changes::Changes::default();
     let store: Arc<dyn Store> = db.clone();
     let (core, root) = Core::start(RootArgs {
@@ -72,6 +73,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             hash_key: key,
             fences: Default::default(),
             changes: changes.clone(),
+            refresh_after: cfg.replica_refresh,
+            cache: cache.clone(),
         },
         extra: Vec::new(),
     })
@@ -80,6 +83,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         db,
         breaker,
         timeout: cfg.db_timeout,
+        cache,
     };
     let server = HandoffServer::new(core.clone(), reads, cfg.clone(), changes, "local");
     let max = cfg.max_message_bytes;

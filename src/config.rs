@@ -55,6 +55,24 @@ pub struct Config {
     pub db_timeout: Duration,
     /// Session units per group-commit transaction at most.
     pub batch_max: usize,
+    /// A live session answers reads from memory; when its state is older
+    /// than this it reloads first, so writes by another replica (or another
+    /// process on the same SQLite file) show within this bound.
+    #[serde(with = "humantime_serde")]
+    pub replica_refresh: Duration,
+    /// `redis://…`: the shared cache of session summaries. Unset: a cache
+    /// inside the process.
+    pub redis_url: Option<String>,
+    /// How long a cached summary may be served: the staleness bound across
+    /// replicas when a cache write failed (normally writes update it).
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// A cache call slower than this is abandoned (the read falls back to
+    /// the database) and counts against the cache breaker.
+    #[serde(with = "humantime_serde")]
+    pub cache_timeout: Duration,
+    /// Entries the in-process cache holds at most.
+    pub cache_capacity: usize,
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `handoff=debug`.
     pub log: String,
     /// Key for the keyed hashes of session keys in logs and audit rows. When
@@ -103,6 +121,11 @@ impl Default for Config {
             breaker_open_for: Duration::from_secs(5),
             db_timeout: Duration::from_secs(5),
             batch_max: 256,
+            replica_refresh: Duration::from_secs(1),
+            redis_url: None,
+            cache_ttl: Duration::from_secs(30),
+            cache_timeout: Duration::from_millis(100),
+            cache_capacity: 10_000,
             log: "info".into(),
             log_hash_key: None,
             runtime_threads: 0,
@@ -203,6 +226,9 @@ impl Config {
         }
         if self.breaker_failures == 0 {
             problems.push("breaker_failures (HANDOFF_BREAKER_FAILURES) must be at least 1");
+        }
+        if self.cache_timeout.is_zero() || self.cache_ttl.is_zero() {
+            problems.push("cache_ttl and cache_timeout (HANDOFF_CACHE_*) must be greater than 0");
         }
         if self.db_timeout.is_zero() {
             problems.push("db_timeout (HANDOFF_DB_TIMEOUT) must be greater than 0");

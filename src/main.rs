@@ -3,6 +3,7 @@
 
 mod analysis;
 mod app;
+mod cache;
 mod cli;
 mod config;
 mod logging;

@@ -124,6 +124,7 @@ pub struct AuditArgs {
 }
 
 pub struct AuditState {
+    store: Arc<dyn Store>,
     persistence: PersistenceHandle,
     next_seq: i64,
     head: String,
@@ -147,6 +148,7 @@ impl Actor for AuditActor {
             None => (1, GENESIS.to_string()),
         };
         Ok(AuditState {
+            store: args.store,
             persistence: args.persistence,
             next_seq,
             head,
@@ -178,10 +180,19 @@ impl Actor for AuditActor {
             }
             AuditMsg::Flush => {
                 st.flush_scheduled = false;
-                if !st.flush().await {
+                match st.flush().await {
+                    Flushed::Done => {}
+                    // Another process extended the chain first: continue
+                    // from its head at once.
+                    Flushed::Conflict => {
+                        st.flush_scheduled = true;
+                        myself.cast(AuditMsg::Flush)?;
+                    }
                     // Keep the rows and try again: the chain must not skip.
-                    st.flush_scheduled = true;
-                    myself.send_after(Duration::from_secs(1), || AuditMsg::Flush);
+                    Flushed::Failed => {
+                        st.flush_scheduled = true;
+                        myself.send_after(Duration::from_secs(1), || AuditMsg::Flush);
+                    }
                 }
             }
         }
@@ -193,16 +204,26 @@ impl Actor for AuditActor {
         _myself: ActorRef<AuditMsg>,
         st: &mut AuditState,
     ) -> Result<(), ActorProcessingErr> {
-        st.flush().await;
+        for _ in 0..8 {
+            if !matches!(st.flush().await, Flushed::Conflict) {
+                break;
+            }
+        }
         Ok(())
     }
 }
 
+enum Flushed {
+    Done,
+    Failed,
+    Conflict,
+}
+
 impl AuditState {
-    /// Chain and commit the buffer. True when nothing is left to write.
-    async fn flush(&mut self) -> bool {
+    /// Chain and commit the buffer.
+    async fn flush(&mut self) -> Flushed {
         if self.buffer.is_empty() {
-            return true;
+            return Flushed::Done;
         }
         let ts = rfc3339(&now());
         let mut prev = self.head.clone();
@@ -237,11 +258,21 @@ impl AuditState {
                 self.buffer.clear();
                 self.next_seq += n;
                 self.head = prev;
-                true
+                Flushed::Done
             }
+            // Several processes share one chain: the one that lost the race
+            // for these sequence numbers rereads the head and chains again.
+            Err(e) if e.is_write_conflict() => match self.store.audit_head().await {
+                Ok(Some(head)) => {
+                    self.next_seq = head.seq + 1;
+                    self.head = head.hash;
+                    Flushed::Conflict
+                }
+                _ => Flushed::Failed,
+            },
             Err(e) => {
                 tracing::warn!(error = %e, rows = n, "audit rows not written yet; will retry");
-                false
+                Flushed::Failed
             }
         }
     }

@@ -26,6 +26,7 @@ pub struct Core {
     pub store: Arc<dyn Store>,
     pub breaker: BreakerHandle,
     pub hash_key: [u8; 32],
+    pub cache: Arc<dyn crate::cache::SessionCache>,
     root: ActorRef<RootMsg>,
 }
 
@@ -36,6 +37,7 @@ impl Core {
         let store = args.store.clone();
         let breaker = args.breaker.clone();
         let hash_key = args.sessions.hash_key;
+        let cache = args.sessions.cache.clone();
         let (root, handle) = Actor::spawn(Some("root".into()), RootActor, args)
             .await
             .map_err(|e| HandoffError::internal(format!("could not start the actor tree: {e}")))?;
@@ -44,6 +46,7 @@ impl Core {
                 store,
                 breaker,
                 hash_key,
+                cache,
                 root,
             },
             handle,
@@ -135,7 +138,14 @@ impl Core {
         .await
     }
 
+    /// A live actor here answers (it is the freshest copy); otherwise the
+    /// cache may, before an actor is started just to read one row.
     pub async fn summary(&self, key: &SessionKey) -> Result<SummaryView, HandoffError> {
+        if ActorRef::<SessionMsg>::where_is(key.actor_name()).is_none() {
+            if let Some(row) = self.cache.get(key).await {
+                return Ok(SummaryView::of(&row, crate::model::now()));
+            }
+        }
         self.ask(key, |reply| SessionMsg::Summary { reply }).await
     }
 

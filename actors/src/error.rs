@@ -79,6 +79,11 @@ impl HandoffError {
         Self::new(ErrorCode::StorageUnavailable, message)
     }
 
+    /// A write that lost an optimistic race (see `StoreError::Conflict`).
+    pub fn is_write_conflict(&self) -> bool {
+        self.details.get("reason").and_then(Value::as_str) == Some(WRITE_CONFLICT)
+    }
+
     pub fn session_not_found(session_key: &str) -> Self {
         Self::new(
             ErrorCode::SessionNotFound,
@@ -105,7 +110,14 @@ pub enum StoreError {
     Unavailable(String),
     #[error("storage rejected the write: {0}")]
     Rejected(String),
+    /// Another writer (a second replica or process on the same database)
+    /// changed what this write was built on: the writer reloads and retries.
+    #[error("write conflict: {0}")]
+    Conflict(String),
 }
+
+/// `details.reason` of the error a write gets when it kept losing races.
+pub const WRITE_CONFLICT: &str = "write_conflict";
 
 impl From<StoreError> for HandoffError {
     fn from(e: StoreError) -> Self {
@@ -117,6 +129,11 @@ impl From<StoreError> for HandoffError {
             StoreError::Rejected(m) => {
                 HandoffError::internal("the database refused the write").detail("cause", m)
             }
+            StoreError::Conflict(m) => HandoffError::storage_unavailable(
+                "another writer changed this session at the same time; retry",
+            )
+            .detail("reason", WRITE_CONFLICT)
+            .detail("cause", m),
         }
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod breaker;
+pub mod cache;
 pub mod changes;
 pub mod core;
 pub mod error;

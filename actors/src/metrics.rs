@@ -22,6 +22,10 @@ pub struct Metrics {
     pub tool_calls: IntCounterVec,
     pub tool_seconds: HistogramVec,
     pub created: IntCounterVec,
+    /// Units that lost an optimistic race to another writer and were retried.
+    pub write_conflicts: prometheus::IntCounter,
+    /// Cache lookups and writes by operation and outcome (hit, miss, error…).
+    pub cache_ops: IntCounterVec,
 }
 
 fn build() -> Metrics {
@@ -94,6 +98,19 @@ fn build() -> Metrics {
             &["what"],
         )
         .unwrap(),
+        write_conflicts: prometheus::IntCounter::new(
+            "write_conflicts_total",
+            "Writes that lost a race to another replica and were retried",
+        )
+        .unwrap(),
+        cache_ops: IntCounterVec::new(
+            Opts::new(
+                "cache_ops_total",
+                "Cache operations by operation and outcome",
+            ),
+            &["op", "outcome"],
+        )
+        .unwrap(),
         registry,
     };
     for c in [
@@ -109,6 +126,8 @@ fn build() -> Metrics {
         Box::new(m.tool_calls.clone()),
         Box::new(m.tool_seconds.clone()),
         Box::new(m.created.clone()),
+        Box::new(m.write_conflicts.clone()),
+        Box::new(m.cache_ops.clone()),
     ] {
         m.registry.register(c).expect("register metric");
     }

@@ -203,6 +203,10 @@ pub struct CommitUnit {
     pub delete: Option<Uuid>,
     /// The session row as it should be after the unit (insert or update).
     pub session: Option<SessionRow>,
+    /// `session` is a new row (a registration): insert it, and fail the
+    /// unit with a conflict if the key is taken. Otherwise it only updates
+    /// an existing row, so a checkpoint never resurrects a deleted session.
+    pub session_is_new: bool,
     pub entries: Vec<EntryRow>,
     pub handoffs: Vec<HandoffRow>,
     pub accepts: Vec<HandoffAccept>,

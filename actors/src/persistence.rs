@@ -27,7 +27,8 @@ pub const PERSISTENCE_NAME: &str = "persistence";
 pub type CommitReply = RpcReplyPort<Result<(), HandoffError>>;
 
 pub enum PersistMsg {
-    Commit(Box<CommitUnit>, CommitReply),
+    /// A unit, its reply port and when it was submitted.
+    Commit(Box<CommitUnit>, CommitReply, Instant),
     /// Commit what is buffered; self-sent (see the module comment).
     Flush,
 }
@@ -64,7 +65,11 @@ impl PersistenceHandle {
         let cell = ractor::registry::where_is(PERSISTENCE_NAME).ok_or_else(|| {
             HandoffError::storage_unavailable("the persistence actor is restarting; retry")
         })?;
-        match cell.send_message(PersistMsg::Commit(Box::new(unit), tx.into())) {
+        match cell.send_message(PersistMsg::Commit(
+            Box::new(unit),
+            tx.into(),
+            Instant::now(),
+        )) {
             Ok(()) => Ok(rx),
             Err(MessagingErr::SendErr(_)) | Err(_) => Err(HandoffError::storage_unavailable(
                 "the persistence actor is stopping; retry",
@@ -95,7 +100,9 @@ pub struct PersistenceState {
     store: Arc<dyn Store>,
     breaker: BreakerHandle,
     config: PersistenceConfig,
-    buffer: Vec<(CommitUnit, CommitReply)>,
+    /// Units waiting for the next commit, with when each arrived: a unit
+    /// never waits longer than `timeout` in all (queue and commit).
+    buffer: Vec<(CommitUnit, CommitReply, Instant)>,
     flush_scheduled: bool,
     /// Totals for the shutdown summary line: batches, units, commit time.
     totals: (u64, u64, Duration),
@@ -132,12 +139,12 @@ impl Actor for PersistenceActor {
             .with_label_values(&["persistence"])
             .inc();
         match msg {
-            PersistMsg::Commit(unit, reply) => {
+            PersistMsg::Commit(unit, reply, submitted) => {
                 if let Err(e) = st.breaker.check(Dependency::Database) {
                     let _ = reply.send(Err(e));
                     return Ok(());
                 }
-                st.buffer.push((*unit, reply));
+                st.buffer.push((*unit, reply, submitted));
                 if st.buffer.len() >= st.config.max_batch {
                     st.flush().await;
                 } else if !st.flush_scheduled {
@@ -184,8 +191,22 @@ impl PersistenceState {
             .with_label_values(&["units"])
             .observe(batch.len() as f64);
         let started = Instant::now();
-        let units: Vec<&CommitUnit> = batch.iter().map(|(u, _)| u).collect();
-        let result = self.commit(&units).await;
+        // The batch may use what is left of its oldest unit's time: a unit
+        // queued behind a commit that hung must not wait twice.
+        let oldest = batch.iter().map(|b| b.2).min().unwrap_or(started);
+        let budget = self.config.timeout.saturating_sub(oldest.elapsed());
+        if budget < Duration::from_millis(5) {
+            let e = HandoffError::from(StoreError::Unavailable(
+                "the database did not answer in time".into(),
+            ));
+            for (_, reply, _) in batch {
+                let _ = reply.send(Err(e.clone()));
+            }
+            self.buffer = Vec::with_capacity(self.config.max_batch);
+            return;
+        }
+        let units: Vec<&CommitUnit> = batch.iter().map(|(u, _, _)| u).collect();
+        let result = self.commit(&units, budget).await;
         self.totals.0 += 1;
         self.totals.1 += batch.len() as u64;
         self.totals.2 += started.elapsed();
@@ -194,21 +215,24 @@ impl PersistenceState {
             .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
-                for (_, reply) in batch {
+                for (_, reply, _) in batch {
                     let _ = reply.send(Ok(()));
                 }
             }
             // One unit's data was refused (a constraint, another replica won
             // a race): commit the units one by one so only it fails.
-            Err(StoreError::Rejected(_)) if batch.len() > 1 => {
-                for (unit, reply) in batch {
-                    let r = self.commit(&[&unit]).await.map_err(HandoffError::from);
+            Err(StoreError::Rejected(_) | StoreError::Conflict(_)) if batch.len() > 1 => {
+                for (unit, reply, _) in batch {
+                    let r = self
+                        .commit(&[&unit], self.config.timeout)
+                        .await
+                        .map_err(HandoffError::from);
                     let _ = reply.send(r);
                 }
             }
             Err(e) => {
                 let e = HandoffError::from(e);
-                for (_, reply) in batch {
+                for (_, reply, _) in batch {
                     let _ = reply.send(Err(e.clone()));
                 }
             }
@@ -217,8 +241,8 @@ impl PersistenceState {
     }
 
     /// One transaction, bounded in time, reported to the breaker.
-    async fn commit(&self, units: &[&CommitUnit]) -> Result<(), StoreError> {
-        let r = match tokio::time::timeout(self.config.timeout, self.store.commit(units)).await {
+    async fn commit(&self, units: &[&CommitUnit], budget: Duration) -> Result<(), StoreError> {
+        let r = match tokio::time::timeout(budget, self.store.commit(units)).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Unavailable(format!(
                 "commit took longer than {:?}",
@@ -229,8 +253,14 @@ impl PersistenceState {
             Dependency::Database,
             !matches!(r, Err(StoreError::Unavailable(_))),
         );
-        if let Err(e) = &r {
-            tracing::error!(error = %e, units = units.len(), "batch commit failed");
+        match &r {
+            Err(StoreError::Conflict(_)) if units.len() == 1 => {
+                metrics().write_conflicts.inc();
+                tracing::debug!("unit lost a write race; its writer retries");
+            }
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => tracing::error!(error = %e, units = units.len(), "batch commit failed"),
+            Ok(()) => {}
         }
         r
     }

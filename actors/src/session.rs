@@ -50,6 +50,16 @@ pub type Reply<T> = RpcReplyPort<Result<T, HandoffError>>;
 /// tail a load must fold in).
 const CHECKPOINT_EVERY: i64 = 64;
 
+/// Times in a row a unit may lose a write race to another replica before
+/// its callers get a retryable error instead of another attempt.
+const MAX_CONFLICT_RETRIES: u32 = 16;
+
+/// Operations handled this soon after the database failed to answer this
+/// actor fail at once: they waited in the mailbox behind that failure, and
+/// trying again would make them wait a second timeout.
+const FAIL_FAST_AFTER_OUTAGE: Duration = Duration::from_millis(100);
+
+#[derive(Clone)]
 pub struct HandoffRequest {
     pub target_agent: String,
     pub request_type: HandoffType,
@@ -149,6 +159,11 @@ pub struct SessionDeps {
     pub fences: crate::fence::Fences,
     /// Where committed changes are announced (resource subscriptions).
     pub changes: crate::changes::Changes,
+    /// Another process may write the same database: a read answered from
+    /// memory reloads first when the state is older than this.
+    pub refresh_after: Duration,
+    /// Session rows as committed, for reads that find no live actor.
+    pub cache: Arc<dyn crate::cache::SessionCache>,
 }
 
 pub struct SessionArgs {
@@ -182,6 +197,87 @@ enum Op {
     },
 }
 
+/// What an operation carries besides its reply port. Kept beside its ack
+/// so a unit that lost a write race can be rebuilt and applied again.
+enum OpInput {
+    Register {
+        agent_from: String,
+        metadata: Option<Value>,
+    },
+    Append(Vec<NewEntry>),
+    Handoff(HandoffRequest),
+    Delete(Option<String>),
+    Accept {
+        handoff_id: Uuid,
+        agent: String,
+    },
+}
+
+impl Op {
+    fn input(&self) -> OpInput {
+        match self {
+            Op::Register {
+                agent_from,
+                metadata,
+                ..
+            } => OpInput::Register {
+                agent_from: agent_from.clone(),
+                metadata: metadata.clone(),
+            },
+            Op::Append { entries, .. } => OpInput::Append(entries.clone()),
+            Op::Handoff { request, .. } => OpInput::Handoff(request.clone()),
+            Op::Delete { requested_by, .. } => OpInput::Delete(requested_by.clone()),
+            Op::Accept {
+                handoff_id, agent, ..
+            } => OpInput::Accept {
+                handoff_id: *handoff_id,
+                agent: agent.clone(),
+            },
+        }
+    }
+}
+
+impl OpInput {
+    /// The operation again, answering on the ack's port.
+    fn retry(self, ack: Ack) -> Option<Op> {
+        Some(match (self, ack) {
+            (
+                OpInput::Register {
+                    agent_from,
+                    metadata,
+                },
+                Ack::Register(reply, _),
+            ) => Op::Register {
+                agent_from,
+                metadata,
+                reply,
+            },
+            (OpInput::Append(entries), Ack::Append(reply, _)) => Op::Append { entries, reply },
+            (OpInput::Handoff(request), Ack::Handoff(reply, _)) => Op::Handoff { request, reply },
+            (OpInput::Delete(requested_by), Ack::Delete(reply, _)) => Op::Delete {
+                requested_by,
+                reply,
+            },
+            (OpInput::Accept { handoff_id, agent }, Ack::Accept(reply, _)) => Op::Accept {
+                handoff_id,
+                agent,
+                reply,
+            },
+            // Built in pairs by `submit`; a mismatch cannot happen.
+            _ => return None,
+        })
+    }
+}
+
+/// How the unit in flight ended.
+enum Outcome {
+    Committed,
+    /// Failed; its callers were told.
+    Failed(HandoffError),
+    /// Lost a race to another writer: apply these again on fresh state.
+    Conflict(Vec<(OpInput, Ack)>),
+}
+
 /// A reply prepared against the speculative state, sent once the unit commits.
 enum Ack {
     Register(Reply<Registered>, Registered),
@@ -212,7 +308,7 @@ struct Inflight {
     accepts: Vec<Uuid>,
     /// The checkpoint this unit writes, if it carries the session row.
     checkpoint: Option<i64>,
-    done: oneshot::Receiver<bool>,
+    done: oneshot::Receiver<Outcome>,
 }
 
 pub struct SessionState {
@@ -230,6 +326,12 @@ pub struct SessionState {
     /// first past the caller's status check is refused here.
     accepted: std::collections::HashSet<Uuid>,
     last_activity: Instant,
+    /// When `committed` was loaded or last confirmed by a commit.
+    synced_at: Instant,
+    /// Write races lost in a row (see `MAX_CONFLICT_RETRIES`).
+    conflicts: u32,
+    /// When the database last failed to answer a load or a commit.
+    unavailable_at: Option<Instant>,
 }
 
 pub struct SessionActor;
@@ -255,6 +357,9 @@ impl Actor for SessionActor {
             waiting_reads: Vec::new(),
             accepted: Default::default(),
             last_activity: Instant::now(),
+            synced_at: Instant::now(),
+            conflicts: 0,
+            unavailable_at: None,
         })
     }
 
@@ -298,6 +403,13 @@ impl Actor for SessionActor {
             },
             SessionMsg::Summary { reply } => {
                 st.last_activity = Instant::now();
+                if st.inflight.is_none()
+                    && st.pending.is_empty()
+                    && st.synced_at.elapsed() >= st.deps.refresh_after
+                {
+                    // Another process may have written since: reload.
+                    st.committed = None;
+                }
                 if st.inflight.is_some() {
                     st.waiting_reads.push(reply);
                 } else {
@@ -371,10 +483,14 @@ impl SessionState {
             )
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("load timed out".into())));
-            self.deps.breaker.report_read(
-                Dependency::Database,
-                !matches!(r, Err(StoreError::Unavailable(_))),
-            );
+            let unavailable = matches!(r, Err(StoreError::Unavailable(_)));
+            self.deps
+                .breaker
+                .report_read(Dependency::Database, !unavailable);
+            if unavailable {
+                self.unavailable_at = Some(Instant::now());
+            }
+            self.synced_at = Instant::now();
             self.committed = Some(r?.map(|(mut row, tail)| {
                 self.checkpoint_seq = row.last_seq;
                 for e in &tail {
@@ -384,6 +500,9 @@ impl SessionState {
                 }
                 row
             }));
+            if let Some(Some(row)) = &self.committed {
+                self.deps.cache.put(&self.key, row).await;
+            }
         }
         Ok(self.committed.as_ref().expect("loaded above"))
     }
@@ -399,17 +518,49 @@ impl SessionState {
     /// Wait for the unit in flight (if any) and take its outcome.
     async fn settle_inflight(&mut self) {
         if let Some(inf) = self.inflight.take() {
-            let ok = inf.done.await.unwrap_or(false);
-            if ok {
-                self.committed = Some(inf.spec);
-                self.accepted.extend(inf.accepts);
-                if let Some(seq) = inf.checkpoint {
-                    self.checkpoint_seq = seq;
+            let lost = || Outcome::Failed(HandoffError::internal("the commit waiter failed"));
+            match inf.done.await.unwrap_or_else(|_| lost()) {
+                Outcome::Committed => {
+                    self.committed = Some(inf.spec);
+                    self.accepted.extend(inf.accepts);
+                    if let Some(seq) = inf.checkpoint {
+                        self.checkpoint_seq = seq;
+                    }
+                    self.synced_at = Instant::now();
+                    self.conflicts = 0;
                 }
-            } else {
-                // The store may or may not hold the unit (a timeout is
-                // ambiguous): forget the state and reload it on next use.
-                self.committed = None;
+                Outcome::Failed(e) => {
+                    // The store may or may not hold the unit (a timeout is
+                    // ambiguous): forget the state and reload it on next use.
+                    self.committed = None;
+                    // Operations queued behind it would meet the same dead
+                    // database after having waited once already: answer
+                    // them now, so no call waits longer than one timeout.
+                    if e.code == ErrorCode::StorageUnavailable && !e.is_write_conflict() {
+                        self.unavailable_at = Some(Instant::now());
+                        for op in self.pending.drain(..) {
+                            op.fail(e.clone());
+                        }
+                    }
+                }
+                Outcome::Conflict(acks) => {
+                    // Nothing of the unit was stored and nobody was answered:
+                    // reload and apply the same operations again, in order.
+                    self.committed = None;
+                    self.conflicts += 1;
+                    for (input, ack) in acks.into_iter().rev() {
+                        // An acceptance may have lost to one made elsewhere:
+                        // then the retry must refuse it, not try again.
+                        if let OpInput::Accept { handoff_id, .. } = &input {
+                            if let Ok(true) = self.deps.store.handoff_accepted(*handoff_id).await {
+                                self.accepted.insert(*handoff_id);
+                            }
+                        }
+                        if let Some(op) = input.retry(ack) {
+                            self.pending.push_front(op);
+                        }
+                    }
+                }
             }
         }
         for reply in std::mem::take(&mut self.waiting_reads) {
@@ -421,6 +572,18 @@ impl SessionState {
     /// Turn pending operations into one unit and send it to persistence.
     async fn submit(&mut self, myself: &ActorRef<SessionMsg>) {
         if self.pending.is_empty() || self.inflight.is_some() {
+            return;
+        }
+        if self
+            .unavailable_at
+            .is_some_and(|at| at.elapsed() < FAIL_FAST_AFTER_OUTAGE)
+        {
+            let e = HandoffError::storage_unavailable(
+                "the database did not answer just now; retry shortly",
+            );
+            for op in self.pending.drain(..) {
+                op.fail(e.clone());
+            }
             return;
         }
         if let Err(e) = self.load().await {
@@ -452,12 +615,13 @@ impl SessionState {
                 op,
                 Op::Append { .. } | Op::Handoff { .. } | Op::Accept { .. }
             );
+            let input = op.input();
             if let Some(ack) = self.apply(op, &mut spec, &mut unit, &mut audits) {
                 let after = spec
                     .as_ref()
                     .map(|r| (r.status, r.summary.participants.len()));
                 structural |= !is_entry_only || before != after;
-                acks.push(ack);
+                acks.push((input, ack));
             }
             if is_delete && !unit.is_empty() {
                 break;
@@ -467,6 +631,7 @@ impl SessionState {
             return;
         }
         let mut checkpoint = None;
+        unit.session_is_new = matches!(self.committed, Some(None));
         if let Some(row) = spec.as_ref().filter(|_| unit.delete.is_none()) {
             if structural || row.last_seq - self.checkpoint_seq >= CHECKPOINT_EVERY {
                 unit.session = Some(row.clone());
@@ -485,23 +650,27 @@ impl SessionState {
                 .collect(),
         };
         let changes = self.deps.changes.clone();
+        let cache = self.deps.cache.clone();
+        let cache_key = self.key.clone();
+        let snapshot = spec.clone();
         let counts = (
             unit.entries.len() as u64,
             unit.handoffs.len() as u64,
             acks.iter()
-                .filter(|a| matches!(a, Ack::Register(..)))
+                .filter(|(_, a)| matches!(a, Ack::Register(..)))
                 .count() as u64,
         );
         let rx = match self.deps.persistence.submit(unit) {
             Ok(rx) => rx,
             Err(e) => {
                 let r = Err(e);
-                for ack in acks {
+                for (_, ack) in acks {
                     ack.send(&r);
                 }
                 return;
             }
         };
+        let may_retry = self.conflicts < MAX_CONFLICT_RETRIES;
         let (done_tx, done_rx) = oneshot::channel();
         let me = myself.clone();
         let fence = self.deps.fences.raise(&self.key);
@@ -510,9 +679,26 @@ impl SessionState {
             let r = rx
                 .await
                 .unwrap_or_else(|_| Err(HandoffError::internal("the persistence actor failed")));
+            if matches!(&r, Err(e) if e.is_write_conflict() && may_retry) {
+                let _ = done_tx.send(Outcome::Conflict(acks));
+                let _ = me.cast(SessionMsg::Committed);
+                return;
+            }
             let ok = r.is_ok();
-            for ack in acks {
+            for (_, ack) in acks {
                 ack.send(&r);
+            }
+            let outcome = match &r {
+                Ok(()) => Outcome::Committed,
+                Err(e) => Outcome::Failed(e.clone()),
+            };
+            // After the replies: a live actor answers this process's reads
+            // itself, so only other replicas read what this writes.
+            if ok {
+                match &snapshot {
+                    Some(row) => cache.put(&cache_key, row).await,
+                    None => cache.forget(&cache_key).await,
+                }
             }
             if ok {
                 let m = metrics();
@@ -526,7 +712,7 @@ impl SessionState {
                 }
                 changes.publish(change);
             }
-            let _ = done_tx.send(ok);
+            let _ = done_tx.send(outcome);
             let _ = me.cast(SessionMsg::Committed);
         });
         self.inflight = Some(Inflight {

@@ -25,6 +25,12 @@ pub trait Store: Send + Sync + 'static {
     /// The last row of the audit chain, to continue it.
     async fn audit_head(&self) -> Result<Option<AuditRow>, StoreError>;
 
+    /// Whether the handoff has been accepted (by any process). Asked only
+    /// after an acceptance lost a write race.
+    async fn handoff_accepted(&self, _id: uuid::Uuid) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     /// A cheap round trip, for health and half-open probes.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -308,7 +308,13 @@ pub async fn health(ctx: &Ctx) -> Value {
     if db_ok {
         components.push(json!({"name": "database", "status": "ok", "details": {"backend": ctx.reads.db.describe()}}));
     }
-    components.push(json!({"name": "cache", "status": "ok", "details": {"backend": "none (in-process state only)"}}));
+    // A cache that does not answer degrades nothing a client sees (reads
+    // fall back to the database), so it is reported, not escalated.
+    let cache = &ctx.reads.cache;
+    match cache.ping().await {
+        Ok(()) => components.push(json!({"name": "cache", "status": "ok", "details": {"backend": cache.backend()}})),
+        Err(e) => components.push(json!({"name": "cache", "status": "degraded", "details": {"backend": cache.backend(), "error": crate::logging::redact(&e)}})),
+    }
     let mut degraded = false;
     for dep in [Dependency::Database, Dependency::Cache] {
         let s = ctx.core.breaker.state(dep);

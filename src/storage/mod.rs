@@ -304,6 +304,8 @@ pub struct Reads {
     pub db: Arc<dyn Database>,
     pub breaker: BreakerHandle,
     pub timeout: Duration,
+    /// The session-row cache (health reports it; the actors write it).
+    pub cache: Arc<crate::cache::Cache>,
 }
 
 impl Reads {

@@ -178,6 +178,21 @@ fn classify(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(redact(&e.to_string()))
 }
 
+/// A constraint only another writer can have broken (a taken key or
+/// sequence number, a session deleted meanwhile, a handoff accepted
+/// elsewhere: see `BATCH_SQL`) is a lost race, not bad data.
+fn classify_write(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        let code = db.code();
+        if matches!(code.as_deref(), Some("23505" | "23503"))
+            || db.message().contains("write_conflict")
+        {
+            return StoreError::Conflict(redact(db.message()));
+        }
+    }
+    classify(e)
+}
+
 fn json_text(v: &Option<Value>) -> Option<String> {
     v.as_ref().map(|v| v.to_string())
 }
@@ -368,6 +383,16 @@ impl Store for PgDb {
         Ok(row.as_ref().map(audit_from_row))
     }
 
+    async fn handoff_accepted(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM handoffs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(classify)?;
+        Ok(status.as_deref() == Some("accepted"))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.reader)
@@ -392,35 +417,49 @@ impl Store for PgDb {
 /// Session rows with the same id are folded before binding (see
 /// `Columns::rows`), because an upsert may not touch a row twice.
 ///
-/// Sequence numbers. They are allocated by the session actor, in memory,
-/// and the statement trusts them: correct for a single replica, where one
-/// actor per session is the only writer. With several replicas, two actors
-/// of one session could allocate the same numbers. `UNIQUE (session_id, seq)`
-/// already refuses the second writer's entries (`Rejected`), but its
-/// checkpoint (`checkpoints` below) and a unit without entries would still go
-/// through. The optimistic check belongs in `checkpoints` and `entries`: make
-/// each unit carry the `last_seq` it was built on, write the session row
-/// only `WHERE s.last_seq = <that value>`, and insert a unit's entries only
-/// if its row was written (or a guard row for entry-only units is locked
-/// with `SELECT … FOR UPDATE`), failing the unit when nothing matched.
+/// Several replicas (or processes) may write one session: sequence numbers
+/// are allocated optimistically by each process's session actor, in memory,
+/// and the database refuses the loser of a race. No lock is held across
+/// replicas and the common case (one writer) pays nothing extra:
+/// - `UNIQUE (session_id, seq)`: a writer whose numbers were taken fails;
+///   since it only ever numbers from what it last read, a number it may use
+///   is exactly the next one, so numbers stay gap-free and unique;
+/// - a new session row is a plain INSERT: `UNIQUE (tenant, session_key)`
+///   fails the second registration of a key;
+/// - a checkpoint only UPDATEs (guarded by `last_seq`), so it never
+///   resurrects a session deleted meanwhile; entries for it fail their
+///   foreign key;
+/// - an acceptance must find its handoff still `pending`; the final SELECT
+///   raises `write_conflict` when fewer rows than expected were accepted.
+///
+/// Any of these aborts the whole statement; the adapter reports
+/// `StoreError::Conflict`, the persistence actor retries the batch unit by
+/// unit, and the losing session actor reloads and applies its operations
+/// again (actors/src/session.rs).
 const BATCH_SQL: &str = "
 WITH deleted AS (
     DELETE FROM sessions s USING unnest($1::uuid[]) AS d(id) WHERE s.id = d.id
 ),
-checkpoints AS (
-    INSERT INTO sessions AS s (id, tenant, session_key, agent_from, status, metadata,
-                               created_at, last_activity_at, last_seq, summary)
+rows AS (
+    SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::timestamptz[], $9::timestamptz[], $10::int8[],
+                         $11::text[], $43::bool[])
+         AS t(id, tenant, session_key, agent_from, status, metadata,
+              created_at, last_activity_at, last_seq, summary, fresh)
+),
+registered AS (
+    INSERT INTO sessions (id, tenant, session_key, agent_from, status, metadata,
+                          created_at, last_activity_at, last_seq, summary)
     SELECT id, tenant, session_key, agent_from, status, metadata::json,
            created_at, last_activity_at, last_seq, summary::json
-    FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                $8::timestamptz[], $9::timestamptz[], $10::int8[], $11::text[])
-         AS t(id, tenant, session_key, agent_from, status, metadata,
-              created_at, last_activity_at, last_seq, summary)
-    ON CONFLICT (id) DO UPDATE SET agent_from = excluded.agent_from,
-        status = excluded.status, metadata = excluded.metadata,
-        last_activity_at = excluded.last_activity_at, last_seq = excluded.last_seq,
-        summary = excluded.summary
-    WHERE excluded.last_seq >= s.last_seq
+    FROM rows WHERE fresh
+),
+checkpoints AS (
+    UPDATE sessions s SET agent_from = t.agent_from, status = t.status,
+        metadata = t.metadata::json, last_activity_at = t.last_activity_at,
+        last_seq = t.last_seq, summary = t.summary::json
+    FROM rows t
+    WHERE NOT t.fresh AND s.id = t.id AND t.last_seq >= s.last_seq
 ),
 entries AS (
     INSERT INTO context_entries (session_id, seq, id, context_type, content, metadata,
@@ -447,7 +486,8 @@ new_handoffs AS (
 accepted AS (
     UPDATE handoffs h SET status = 'accepted', accepted_at = a.at, accepted_by = a.agent
     FROM unnest($31::uuid[], $32::text[], $33::timestamptz[]) AS a(id, agent, at)
-    WHERE h.id = a.id
+    WHERE h.id = a.id AND h.status = 'pending'
+    RETURNING 1
 ),
 audit AS (
     INSERT INTO audit_log (seq, ts, tenant, action, actor, subject_hash, details,
@@ -455,7 +495,10 @@ audit AS (
     SELECT * FROM unnest($34::int8[], $35::text[], $36::text[], $37::text[], $38::text[],
                          $39::text[], $40::text[], $41::text[], $42::text[])
 )
-SELECT 1";
+-- The cast fails (aborting the statement) only when an acceptance found its
+-- handoff no longer pending; it depends on `n`, so it is not folded early.
+SELECT CASE WHEN n = $44 THEN 1 ELSE ('write_conflict ' || n)::int END
+FROM (SELECT count(*) AS n FROM accepted) c";
 
 /// One execution's parameters, column by column.
 #[derive(Default)]
@@ -472,6 +515,7 @@ struct Columns<'a> {
     s_active: Vec<DateTime<Utc>>,
     s_last_seq: Vec<i64>,
     s_summary: Vec<String>,
+    s_fresh: Vec<bool>,
     // context entries
     e_session: Vec<Uuid>,
     e_seq: Vec<i64>,
@@ -519,19 +563,28 @@ impl<'a> Columns<'a> {
 
         // Sequential upserts guarded by `last_seq >=` leave the last row with
         // the highest last_seq; keep just that one per id.
-        let mut sessions: Vec<&SessionRow> = Vec::new();
+        let mut sessions: Vec<(&SessionRow, bool)> = Vec::new();
         let mut at: HashMap<Uuid, usize> = HashMap::new();
-        for s in units.iter().copied().filter_map(|u| u.session.as_ref()) {
+        for u in units.iter().copied() {
+            let Some(s) = u.session.as_ref() else {
+                continue;
+            };
             match at.get(&s.id) {
-                Some(&i) if s.last_seq >= sessions[i].last_seq => sessions[i] = s,
-                Some(_) => {}
+                Some(&i) => {
+                    let fresh = sessions[i].1 || u.session_is_new;
+                    if s.last_seq >= sessions[i].0.last_seq {
+                        sessions[i].0 = s;
+                    }
+                    sessions[i].1 = fresh;
+                }
                 None => {
                     at.insert(s.id, sessions.len());
-                    sessions.push(s);
+                    sessions.push((s, u.session_is_new));
                 }
             }
         }
-        for s in sessions {
+        for (s, fresh) in sessions {
+            c.s_fresh.push(fresh);
             c.s_id.push(s.id);
             c.s_tenant.push(&s.tenant);
             c.s_key.push(&s.session_key);
@@ -591,6 +644,7 @@ impl<'a> Columns<'a> {
     }
 
     async fn execute(self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        let accepts = self.a_id.len() as i64;
         sqlx::query(BATCH_SQL)
             .bind(self.deletes)
             .bind(self.s_id)
@@ -634,10 +688,12 @@ impl<'a> Columns<'a> {
             .bind(self.l_details)
             .bind(self.l_prev)
             .bind(self.l_hash)
+            .bind(self.s_fresh)
+            .bind(accepts)
             .execute(&mut *conn)
             .await
             .map(|_| ())
-            .map_err(classify)
+            .map_err(classify_write)
     }
 }
 

@@ -184,6 +184,15 @@ impl Store for SqliteDb {
         Ok(rows.iter().map(audit_from_row).next())
     }
 
+    async fn handoff_accepted(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM handoffs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(classify)?;
+        Ok(status.as_deref() == Some("accepted"))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.reader)
@@ -215,7 +224,13 @@ async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Resu
         q.push(");");
     }
 
-    let sessions: Vec<&SessionRow> = units.iter().filter_map(|u| u.session.as_ref()).collect();
+    // New rows are plain inserts: a key another process registered first
+    // fails the unit (UNIQUE (tenant, session_key)) and its actor reloads.
+    let sessions: Vec<&SessionRow> = units
+        .iter()
+        .filter(|u| u.session_is_new)
+        .filter_map(|u| u.session.as_ref())
+        .collect();
     for chunk in sessions.chunks(MAX_PARAMS / 10) {
         q.push(
             " INSERT INTO sessions (id, tenant, session_key, agent_from, status, metadata, \
@@ -233,13 +248,32 @@ async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Resu
                 .push_bind(s.last_seq)
                 .push_bind(serde_json::to_string(&s.summary).unwrap_or_else(|_| "{}".into()));
         });
-        q.push(
-            " ON CONFLICT(id) DO UPDATE SET agent_from = excluded.agent_from, \
-             status = excluded.status, metadata = excluded.metadata, \
-             last_activity_at = excluded.last_activity_at, last_seq = excluded.last_seq, \
-             summary = excluded.summary \
-             WHERE excluded.last_seq >= sessions.last_seq;",
-        );
+        q.push(";");
+    }
+    // Checkpoints only update: a session deleted meanwhile stays deleted, and
+    // an older checkpoint (another writer got further) changes nothing.
+    for s in units
+        .iter()
+        .filter(|u| !u.session_is_new)
+        .filter_map(|u| u.session.as_ref())
+    {
+        q.push(" UPDATE sessions SET agent_from = ")
+            .push_bind(s.agent_from.clone())
+            .push(", status = ")
+            .push_bind(s.status.as_str())
+            .push(", metadata = ")
+            .push_bind(json_text(&s.metadata))
+            .push(", last_activity_at = ")
+            .push_bind(rfc3339(&s.last_activity_at))
+            .push(", last_seq = ")
+            .push_bind(s.last_seq)
+            .push(", summary = ")
+            .push_bind(serde_json::to_string(&s.summary).unwrap_or_else(|_| "{}".into()))
+            .push(" WHERE id = ")
+            .push_bind(s.id.to_string())
+            .push(" AND last_seq <= ")
+            .push_bind(s.last_seq)
+            .push(";");
     }
 
     let entries: Vec<_> = units.iter().flat_map(|u| u.entries.iter()).collect();
@@ -289,6 +323,8 @@ async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Resu
             .push_bind(a.agent.clone())
             .push(" WHERE id = ")
             .push_bind(a.id.to_string())
+            // Accepted elsewhere first (another process): the trigger
+            // `handoff_accepted_once` fails the unit.
             .push(";");
     }
 
@@ -319,8 +355,26 @@ async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Resu
         .persistent(false)
         .execute(&mut *conn)
         .await
-        .map_err(classify)?;
+        .map_err(classify_write)?;
     Ok(())
+}
+
+/// A constraint that only another writer can have broken (a taken key or
+/// sequence number, a session deleted meanwhile, a handoff accepted
+/// elsewhere) is a lost race, which the writer resolves by reloading.
+fn classify_write(e: sqlx::Error) -> StoreError {
+    use sqlx::error::ErrorKind;
+    match &e {
+        sqlx::Error::Database(db)
+            if matches!(
+                db.kind(),
+                ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation
+            ) || db.message().contains("write_conflict") =>
+        {
+            StoreError::Conflict(db.message().to_string())
+        }
+        _ => classify(e),
+    }
 }
 
 fn entry_from_row(r: &SqliteRow, session_id: uuid::Uuid) -> Result<EntryRow, StoreError> {

@@ -43,6 +43,18 @@ impl DbDir {
             pg: postgres_backend().then(PgTestDb::create),
         }
     }
+    /// A fresh PostgreSQL database whatever `HANDOFF_TEST_BACKEND` says
+    /// (for tests about PostgreSQL itself).
+    pub fn postgres() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            pg: Some(PgTestDb::create()),
+        }
+    }
+    /// The database's name on the test PostgreSQL server.
+    pub fn pg_name(&self) -> Option<&str> {
+        self.pg.as_ref().map(|p| p.name.as_str())
+    }
     pub fn url(&self) -> String {
         match &self.pg {
             Some(pg) => pg.url(),

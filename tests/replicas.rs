@@ -1,0 +1,336 @@
+//! Several `handoff` processes on one database (replicas behind a load
+//! balancer, or two local agents on one SQLite file): sequence numbers stay
+//! gap-free, unique and in acknowledgement order, a key is registered once,
+//! a handoff is accepted once, and each replica sees the other's writes
+//! within the configured refresh bound. Runs on both backends.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{all_entries, assert_gap_free, prometheus_value, DbDir, Server};
+use serde_json::{json, Value};
+
+const REFRESH: &str = "200ms";
+
+async fn replicas(db: &DbDir) -> (Arc<Server>, Arc<Server>) {
+    let env = [("HANDOFF_REPLICA_REFRESH", REFRESH)];
+    let a = Server::start(db, &env).await;
+    let b = Server::start(db, &env).await;
+    (Arc::new(a), Arc::new(b))
+}
+
+/// One acknowledged write: (session, writer, marker, sequence number).
+type Ack = (String, usize, String, i64);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_writing_the_same_sessions_lose_and_reorder_nothing() {
+    const SESSIONS: usize = 6;
+    const WRITERS_PER_REPLICA: usize = 8;
+    const PER_WRITER: usize = 40;
+    let db = DbDir::new();
+    let (a, b) = replicas(&db).await;
+    let keys: Vec<String> = (0..SESSIONS).map(|i| format!("shared-{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let s = if i % 2 == 0 { &a } else { &b };
+        s.call(
+            "register_session",
+            json!({"session_key": k, "agent_from": "replica-test"}),
+        )
+        .await
+        .ok();
+    }
+
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS_PER_REPLICA * 2 {
+        let s = if w % 2 == 0 { a.clone() } else { b.clone() };
+        let keys = keys.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acks: Vec<Ack> = Vec::new();
+            let mut errors = Vec::new();
+            for i in 0..PER_WRITER {
+                // Every writer visits every session, so both replicas keep
+                // racing for the same sequence numbers.
+                let key = &keys[(w + i) % keys.len()];
+                let marker = format!("w{w:02}-i{i:03}");
+                let r = if i % 10 == 9 {
+                    s.call(
+                        "request_handoff",
+                        json!({"session_key": key, "target_agent": format!("agent-{w}")}),
+                    )
+                    .await
+                } else {
+                    s.call(
+                        "update_context",
+                        json!({"session_key": key, "context_type": "message", "content": marker}),
+                    )
+                    .await
+                };
+                if r.is_error {
+                    errors.push(r.body.clone());
+                    continue;
+                }
+                if let Some(seq) = r.body["context_entry"]["sequence_number"].as_i64() {
+                    acks.push((key.clone(), w, marker, seq));
+                }
+            }
+            (acks, errors)
+        }));
+    }
+    let mut acks = Vec::new();
+    for t in tasks {
+        let (a, errors) = t.await.expect("writer");
+        assert!(errors.is_empty(), "writes failed: {errors:?}");
+        acks.extend(a);
+    }
+    assert_eq!(
+        acks.len(),
+        WRITERS_PER_REPLICA * 2 * PER_WRITER * 9 / 10,
+        "every update acknowledged"
+    );
+
+    // The race was real: at least one replica lost some and retried.
+    let conflicts: f64 = [&a, &b]
+        .iter()
+        .map(|s| async move {
+            let m = s.read_text("handoff://metrics").await.expect("metrics");
+            prometheus_value(&m, "handoff_write_conflicts_total", &[]).unwrap_or(0.0)
+        })
+        .collect::<futures::stream::FuturesUnordered<_>>()
+        .fold(0.0, |acc, x| async move { acc + x })
+        .await;
+    eprintln!("write conflicts retried: {conflicts}");
+
+    // Read back through each replica: every ack once, at its number, and
+    // each writer's acks in its own order.
+    for reader in [&a, &b] {
+        let mut by_key: HashMap<&str, Vec<&Ack>> = HashMap::new();
+        for ack in &acks {
+            by_key.entry(&ack.0).or_default().push(ack);
+        }
+        for key in &keys {
+            let entries = all_entries(reader, key).await;
+            assert_gap_free(key, &entries);
+            let at: HashMap<i64, &Value> = entries
+                .iter()
+                .map(|e| (e["sequence_number"].as_i64().unwrap(), e))
+                .collect();
+            let mine = by_key.get(key.as_str()).cloned().unwrap_or_default();
+            let mut last_by_writer: HashMap<usize, i64> = HashMap::new();
+            for (k, w, marker, seq) in mine {
+                let e = at
+                    .get(seq)
+                    .unwrap_or_else(|| panic!("{k}: acked seq {seq} missing"));
+                assert_eq!(
+                    e["content"],
+                    marker.as_str(),
+                    "{k}: seq {seq} holds another entry"
+                );
+                let prev = last_by_writer.insert(*w, *seq).unwrap_or(0);
+                assert!(*seq > prev, "{k}: writer {w} acks out of order");
+            }
+            let markers: Vec<&str> = entries
+                .iter()
+                .filter_map(|e| e["content"].as_str())
+                .filter(|c| c.starts_with('w'))
+                .collect();
+            let unique: std::collections::HashSet<_> = markers.iter().collect();
+            assert_eq!(unique.len(), markers.len(), "{key}: an entry stored twice");
+        }
+    }
+
+    // Summaries agree with the stored history on both replicas once the
+    // refresh bound has passed.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for key in &keys {
+        let n = all_entries(&a, key).await.len() as i64;
+        for s in [&a, &b] {
+            let v = s
+                .read(&format!("handoff://summary/{key}"))
+                .await
+                .expect("summary");
+            assert_eq!(v["last_sequence"], n, "{key}: summary behind the history");
+        }
+    }
+    let a = Arc::try_unwrap(a).ok().expect("a");
+    let b = Arc::try_unwrap(b).ok().expect("b");
+    assert!(a.close().await.success());
+    assert!(b.close().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_is_registered_once_across_replicas() {
+    let db = DbDir::new();
+    let (a, b) = replicas(&db).await;
+    for round in 0..15 {
+        let key = format!("contested-{round}");
+        let args = |agent: &str| json!({"session_key": key, "agent_from": agent});
+        let (ra, rb) = tokio::join!(
+            a.call("register_session", args("agent-a")),
+            b.call("register_session", args("agent-b"))
+        );
+        let won: Vec<_> = [&ra, &rb].into_iter().filter(|r| !r.is_error).collect();
+        assert_eq!(won.len(), 1, "round {round}: {ra:?} / {rb:?}");
+        let lost = if ra.is_error { &ra } else { &rb };
+        lost.err("SESSION_EXISTS");
+        let winner = won[0].body["session"]["agent_from"].clone();
+        // Both replicas now agree on who owns it, and it has one
+        // registration entry.
+        for s in [&a, &b] {
+            let entries = all_entries(s, &key).await;
+            assert_eq!(entries.len(), 1, "round {round}: {entries:?}");
+            let again = s.call("register_session", args("late")).await;
+            let e = again.err("SESSION_EXISTS");
+            assert_eq!(e["details"]["existing_session"]["agent_from"], winner);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_handoff_is_accepted_once_across_replicas() {
+    let db = DbDir::new();
+    let (a, b) = replicas(&db).await;
+    for round in 0..10 {
+        let key = format!("accept-{round}");
+        a.call(
+            "register_session",
+            json!({"session_key": key, "agent_from": "src"}),
+        )
+        .await
+        .ok();
+        // Even rounds keep the session active (the acceptance appends an
+        // entry); odd rounds complete it first (no entry: only the
+        // handoff's own status decides).
+        let request_type = if round % 2 == 0 {
+            "context_transfer"
+        } else {
+            "full_handoff"
+        };
+        let h = a
+            .call(
+                "request_handoff",
+                json!({"session_key": key, "target_agent": "dst", "request_type": request_type}),
+            )
+            .await;
+        let id = h.ok()["handoff"]["id"].as_str().unwrap().to_string();
+        let args = json!({"handoff_id": id, "agent": "dst"});
+        let (ra, rb) = tokio::join!(
+            a.call("accept_handoff", args.clone()),
+            b.call("accept_handoff", args.clone())
+        );
+        let won = [&ra, &rb].iter().filter(|r| !r.is_error).count();
+        assert_eq!(won, 1, "round {round}: {ra:?} / {rb:?}");
+        let lost = if ra.is_error { &ra } else { &rb };
+        lost.err("VALIDATION_ERROR");
+        if round % 2 == 0 {
+            let entries = all_entries(&b, &key).await;
+            assert_gap_free(&key, &entries);
+            let accepted = entries
+                .iter()
+                .filter(|e| e["content"].as_str().unwrap_or("").contains("accepted by"))
+                .count();
+            assert_eq!(accepted, 1, "round {round}: one acceptance entry");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deletion_on_one_replica_is_final_on_the_other() {
+    let db = DbDir::new();
+    let (a, b) = replicas(&db).await;
+    let key = "erase-me";
+    a.call(
+        "register_session",
+        json!({"session_key": key, "agent_from": "x"}),
+    )
+    .await
+    .ok();
+    // B holds a live actor for the session with state in memory.
+    b.call(
+        "update_context",
+        json!({"session_key": key, "context_type": "message", "content": "from b"}),
+    )
+    .await
+    .ok();
+    a.call("delete_session", json!({"session_key": key}))
+        .await
+        .ok();
+    // B's next write must not resurrect the session or its history.
+    let r = b
+        .call(
+            "update_context",
+            json!({"session_key": key, "context_type": "message", "content": "late"}),
+        )
+        .await;
+    r.err("SESSION_NOT_FOUND");
+    for s in [&a, &b] {
+        s.call("get_context", json!({"session_key": key}))
+            .await
+            .err("SESSION_NOT_FOUND");
+    }
+    // And a fresh registration on B starts again from 1.
+    b.call(
+        "register_session",
+        json!({"session_key": key, "agent_from": "y"}),
+    )
+    .await
+    .ok();
+    let entries = all_entries(&a, key).await;
+    assert_gap_free(key, &entries);
+    assert_eq!(entries.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_chain_stays_intact_with_two_writers() {
+    let db = DbDir::new();
+    let (a, b) = replicas(&db).await;
+    let mut tasks = Vec::new();
+    for (n, s) in [a.clone(), b.clone()].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..30 {
+                let key = format!("audit-{n}-{i}");
+                s.call(
+                    "register_session",
+                    json!({"session_key": key, "agent_from": "auditor"}),
+                )
+                .await
+                .ok();
+                s.call(
+                    "request_handoff",
+                    json!({"session_key": key, "target_agent": "next"}),
+                )
+                .await
+                .ok();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let a = Arc::try_unwrap(a).ok().expect("a");
+    let b = Arc::try_unwrap(b).ok().expect("b");
+    assert!(a.close().await.success());
+    assert!(b.close().await.success());
+    let out = std::process::Command::new(common::BIN)
+        .args(["audit", "verify"])
+        .env("HANDOFF_DATABASE_URL", db.url())
+        .output()
+        .expect("audit verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "audit verify failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 60 registrations + 60 handoffs, at least, all in one chain.
+    let rows: i64 = stdout
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(rows >= 120, "audit verify counted {rows} rows: {stdout}");
+}
+
+use futures::StreamExt;
