@@ -19,7 +19,7 @@ use crate::transport::stdio::{self, StdioArgs, StdioTransport};
 /// Open the configured database (applying migrations).
 pub async fn open_db(cfg: &Config) -> anyhow::Result<Arc<dyn Database>> {
     let url = cfg.database_url()?;
-    let db = storage::open(&url).await?;
+    let db = storage::open(&url, cfg.migrate_on_start).await?;
     tracing::info!(database = %db.describe(), "database ready");
     Ok(db)
 }

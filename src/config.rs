@@ -55,6 +55,10 @@ pub struct Config {
     pub db_timeout: Duration,
     /// Session units per group-commit transaction at most.
     pub batch_max: usize,
+    /// Apply pending PostgreSQL migrations at start. `false` when the server
+    /// runs as a role with DML rights only (`ops/postgres/roles.sql`): it
+    /// then refuses to start until `handoff migrate` has run.
+    pub migrate_on_start: bool,
     /// A live session answers reads from memory; when its state is older
     /// than this it reloads first, so writes by another replica (or another
     /// process on the same SQLite file) show within this bound.
@@ -121,6 +125,7 @@ impl Default for Config {
             breaker_open_for: Duration::from_secs(5),
             db_timeout: Duration::from_secs(5),
             batch_max: 256,
+            migrate_on_start: true,
             replica_refresh: Duration::from_secs(1),
             redis_url: None,
             cache_ttl: Duration::from_secs(30),

@@ -7,7 +7,7 @@ use crate::app;
 use crate::config::Config;
 
 pub async fn migrate(cfg: &Config) -> anyhow::Result<ExitCode> {
-    let db = app::open_db(cfg).await?;
+    let db = crate::storage::open(&cfg.database_url()?, true).await?;
     println!("migrations applied: {}", db.describe());
     Ok(ExitCode::SUCCESS)
 }

@@ -287,11 +287,14 @@ pub trait Database: Store {
     fn describe(&self) -> String;
 }
 
-pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Database>> {
+/// Open the database at `url`. `migrate`: apply pending migrations (the
+/// embedded SQLite file always is); otherwise PostgreSQL is only checked to
+/// be fully migrated, so the server can run as a role without DDL rights.
+pub async fn open(url: &str, migrate: bool) -> anyhow::Result<Arc<dyn Database>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteDb::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(postgres::PgDb::open(url).await?))
+        Ok(Arc::new(postgres::PgDb::open(url, migrate).await?))
     } else {
         anyhow::bail!("HANDOFF_DATABASE_URL must start with sqlite: or postgres:")
     }

@@ -91,7 +91,7 @@ pub struct PgDb {
 }
 
 impl PgDb {
-    pub async fn open(url: &str) -> anyhow::Result<Self> {
+    pub async fn open(url: &str, migrate: bool) -> anyhow::Result<Self> {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| anyhow::anyhow!("invalid PostgreSQL URL: {}", redact(&e.to_string())))?
             .application_name("handoff");
@@ -105,10 +105,32 @@ impl PgDb {
                     redact(&e.to_string())
                 )
             })?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&mut writer)
+        let migrator = sqlx::migrate!("./migrations/postgres");
+        if migrate {
+            migrator
+                .run(&mut writer)
+                .await
+                .map_err(|e| anyhow::anyhow!("migrating {name}: {}", redact(&e.to_string())))?;
+        } else {
+            let applied: Vec<i64> = sqlx::query_scalar(
+                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            )
+            .fetch_all(&mut writer)
             .await
-            .map_err(|e| anyhow::anyhow!("migrating {name}: {}", redact(&e.to_string())))?;
+            .unwrap_or_default();
+            let missing: Vec<String> = migrator
+                .iter()
+                .filter(|m| !applied.contains(&m.version))
+                .map(|m| format!("{} {}", m.version, m.description))
+                .collect();
+            if !missing.is_empty() {
+                anyhow::bail!(
+                    "PostgreSQL {name} is missing migrations ({}); run `handoff migrate` as the \
+                     migration role, or unset HANDOFF_MIGRATE_ON_START=false",
+                    missing.join(", ")
+                );
+            }
+        }
         let fsync: String = sqlx::query_scalar("SELECT current_setting('fsync')")
             .fetch_one(&mut writer)
             .await?;
@@ -994,7 +1016,7 @@ mod tests {
                 .await
                 .expect("create database");
             let scratch = Scratch { server, name };
-            let db = PgDb::open(&scratch.url()).await.expect("open");
+            let db = PgDb::open(&scratch.url(), true).await.expect("open");
             Some((scratch, db))
         }
 
@@ -1061,10 +1083,20 @@ mod tests {
         }
     }
 
+    /// A unit that registers `session` (a new row).
     fn unit(session: Option<SessionRow>, entries: Vec<EntryRow>) -> CommitUnit {
         CommitUnit {
+            session_is_new: session.is_some(),
             session,
             entries,
+            ..Default::default()
+        }
+    }
+
+    /// A unit that checkpoints an existing session row.
+    fn checkpoint(session: SessionRow) -> CommitUnit {
+        CommitUnit {
+            session: Some(session),
             ..Default::default()
         }
     }
@@ -1195,11 +1227,11 @@ mod tests {
             agent: "agent-b".into(),
             at: t(9),
         };
-        let mut u1 = unit(Some(newer), vec![]);
+        let mut u1 = checkpoint(newer);
         u1.accepts.push(accept);
-        let u2 = unit(Some(older.clone()), vec![]);
+        let u2 = checkpoint(older.clone());
         db.commit(&[&u1, &u2]).await.unwrap();
-        db.commit(&[&unit(Some(older), vec![])]).await.unwrap();
+        db.commit(&[&checkpoint(older)]).await.unwrap();
         let (back, _) = db.load_session("t", "k").await.unwrap().unwrap();
         assert_eq!((back.last_seq, back.status), (3, SessionStatus::Completed));
         let h = db
@@ -1224,15 +1256,17 @@ mod tests {
         let a = unit(None, vec![entry(id, 2, "two")]);
         let b = unit(None, vec![entry(id, 1, "again")]);
         match db.commit(&[&a, &b]).await {
-            Err(StoreError::Rejected(m)) => assert!(m.contains("duplicate key"), "{m}"),
-            other => panic!("expected Rejected, got {other:?}"),
+            // A taken sequence number is a lost race (another writer).
+            Err(StoreError::Conflict(m)) => assert!(m.contains("duplicate key"), "{m}"),
+            other => panic!("expected Conflict, got {other:?}"),
         }
         assert_eq!(tail(&db, "k").await, vec![(1, "one".to_string())]);
-        // An entry of a session that does not exist: a foreign key.
+        // An entry of a session that does not exist (deleted by another
+        // writer): a foreign key, also a lost race.
         let orphan = unit(None, vec![entry(Uuid::now_v7(), 1, "x")]);
         assert!(matches!(
             db.commit(&[&orphan]).await,
-            Err(StoreError::Rejected(_))
+            Err(StoreError::Conflict(_))
         ));
         // The writer was closed after each failure; the next batch reconnects.
         db.commit(&[&a]).await.unwrap();
@@ -1266,7 +1300,7 @@ mod tests {
         );
         assert!(matches!(
             db.commit(&[&bad]).await,
-            Err(StoreError::Rejected(_))
+            Err(StoreError::Conflict(_))
         ));
         assert_eq!(tail(&db, "k").await.len(), 5);
         let good = unit(
