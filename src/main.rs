@@ -5,6 +5,7 @@ mod analysis;
 mod app;
 mod cli;
 mod config;
+mod jobs;
 mod logging;
 mod mcp;
 mod settings;

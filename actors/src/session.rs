@@ -37,8 +37,8 @@ use crate::breaker::{BreakerHandle, Dependency};
 use crate::error::{ErrorCode, HandoffError, StoreError};
 use crate::metrics::metrics;
 use crate::model::{
-    now, CommitUnit, ContextType, EntryRow, HandoffAccept, HandoffRow, HandoffType, NewEntry,
-    SessionKey, SessionRow, SessionStatus,
+    now, CommitUnit, ContextType, EntryRow, HandoffAccept, HandoffRow, HandoffType, LifecycleEvent,
+    LifecycleTarget, NewEntry, SessionKey, SessionRow, SessionStatus, TransitionRequest,
 };
 use crate::persistence::PersistenceHandle;
 use crate::store::Store;
@@ -82,6 +82,12 @@ pub enum SessionMsg {
     },
     Summary {
         reply: Reply<SummaryView>,
+    },
+    /// A lifecycle step (from the lifecycle and retention jobs). `None`:
+    /// the session no longer qualifies (or is gone) and nothing changed.
+    Transition {
+        request: TransitionRequest,
+        reply: Reply<Option<LifecycleEvent>>,
     },
     /// The in-flight unit finished (sent by the waiter task).
     Committed,
@@ -180,6 +186,10 @@ enum Op {
         agent: String,
         reply: Reply<Accepted>,
     },
+    Transition {
+        request: TransitionRequest,
+        reply: Reply<Option<LifecycleEvent>>,
+    },
 }
 
 /// A reply prepared against the speculative state, sent once the unit commits.
@@ -189,6 +199,7 @@ enum Ack {
     Handoff(Reply<HandoffCreated>, HandoffCreated),
     Delete(Reply<Deleted>, Deleted),
     Accept(Reply<Accepted>, Accepted),
+    Transition(Reply<Option<LifecycleEvent>>, Option<LifecycleEvent>),
 }
 
 impl Ack {
@@ -202,6 +213,7 @@ impl Ack {
             Ack::Handoff(p, v) => go(p, v, result),
             Ack::Delete(p, v) => go(p, v, result),
             Ack::Accept(p, v) => go(p, v, result),
+            Ack::Transition(p, v) => go(p, v, result),
         }
     }
 }
@@ -296,6 +308,7 @@ impl Actor for SessionActor {
                 agent,
                 reply,
             },
+            SessionMsg::Transition { request, reply } => Op::Transition { request, reply },
             SessionMsg::Summary { reply } => {
                 st.last_activity = Instant::now();
                 if st.inflight.is_some() {
@@ -435,7 +448,7 @@ impl SessionState {
         let mut audits = Vec::new();
         let mut structural = false;
         while let Some(op) = self.pending.pop_front() {
-            let is_delete = matches!(op, Op::Delete { .. });
+            let is_delete = op.erases();
             // A deletion travels alone: nothing of the session may be
             // written in the same unit as its erasure.
             if is_delete && !unit.is_empty() {
@@ -794,11 +807,68 @@ impl SessionState {
                     },
                 ))
             }
+            Op::Transition { request, reply } => {
+                let event = self.transition(request, spec, unit, audits, at);
+                if event.is_none() {
+                    let _ = reply.send(Ok(None));
+                    return None;
+                }
+                Some(Ack::Transition(reply, event))
+            }
         }
+    }
+
+    /// A lifecycle step, decided on the live state: the in-memory
+    /// `last_activity_at` is current even when the stored row lags.
+    fn transition(
+        &self,
+        request: TransitionRequest,
+        spec: &mut Option<SessionRow>,
+        unit: &mut CommitUnit,
+        audits: &mut Vec<AuditEvent>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Option<LifecycleEvent> {
+        let row = spec.as_mut()?;
+        if !request.from.contains(&row.status) || at - row.last_activity_at < request.idle_for {
+            return None;
+        }
+        let from = row.status;
+        let mut event = LifecycleEvent {
+            id: Uuid::now_v7(),
+            tenant: self.key.tenant.clone(),
+            session_id: Some(row.id),
+            session_key: Some(self.key.key.clone()),
+            from,
+            to: request.to,
+            at,
+            reason: request.reason,
+        };
+        let details = json!({"session_id": row.id, "from": from.as_str(),
+                             "to": request.to.as_str(), "reason": event.reason});
+        match request.to {
+            LifecycleTarget::Status(to) => {
+                row.status = to;
+                audits.push(self.audit("session.lifecycle", Some("system"), details));
+            }
+            LifecycleTarget::Purged => {
+                let row = spec.take()?;
+                unit.delete = Some(row.id);
+                event.session_id = None;
+                event.session_key = None;
+                audits.push(self.audit("session.purged", Some("system"), details));
+            }
+        }
+        unit.lifecycle.push(event.clone());
+        Some(event)
     }
 }
 
 impl Op {
+    fn erases(&self) -> bool {
+        matches!(self, Op::Delete { .. })
+            || matches!(self, Op::Transition { request, .. } if request.to == LifecycleTarget::Purged)
+    }
+
     fn fail(self, e: HandoffError) {
         match self {
             Op::Register { reply, .. } => drop(reply.send(Err(e))),
@@ -806,6 +876,7 @@ impl Op {
             Op::Handoff { reply, .. } => drop(reply.send(Err(e))),
             Op::Delete { reply, .. } => drop(reply.send(Err(e))),
             Op::Accept { reply, .. } => drop(reply.send(Err(e))),
+            Op::Transition { reply, .. } => drop(reply.send(Err(e))),
         }
     }
 }
