@@ -292,3 +292,90 @@ impl Jobs {
         self.panic_next.lock().expect("jobs hooks").remove(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+
+    #[async_trait]
+    impl JobWork for Nothing {
+        async fn run(&self, _job: &str) -> Result<Value, String> {
+            Ok(Value::Null)
+        }
+    }
+
+    fn record(run: u64, outcome: Outcome) -> RunRecord {
+        RunRecord {
+            run,
+            trigger: "manual",
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_ms: 0,
+            outcome,
+            attempts: 1,
+            report: None,
+            error: (outcome != Outcome::Success).then(|| "boom".into()),
+        }
+    }
+
+    #[test]
+    fn durations_use_the_largest_whole_unit() {
+        for (d, s) in [
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_millis(300), "300ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(2 * 86_400), "2d"),
+        ] {
+            assert_eq!(format_duration(d), s);
+        }
+    }
+
+    #[test]
+    fn the_board_tracks_state_counts_and_history() {
+        let jobs = Jobs::default();
+        let config = JobConfig {
+            interval: Duration::from_secs(60),
+            enabled: true,
+            max_retries: 0,
+            retry_delay: Duration::ZERO,
+        };
+        jobs.register(&[JobSpec {
+            name: "lifecycle",
+            config: config.clone(),
+            work: Arc::new(Nothing),
+        }]);
+        assert_eq!(jobs.get("lifecycle").unwrap().state(), JobState::Idle);
+        let n = jobs.started("lifecycle");
+        assert_eq!(jobs.get("lifecycle").unwrap().state(), JobState::Running);
+        jobs.finished("lifecycle", record(n, Outcome::Panic));
+        jobs.restarted("lifecycle");
+        let s = jobs.get("lifecycle").unwrap();
+        assert_eq!(
+            (s.state(), s.failure_count, s.restarts),
+            (JobState::Failed, 1, 1)
+        );
+        for _ in 0..HISTORY + 5 {
+            let n = jobs.started("lifecycle");
+            jobs.finished("lifecycle", record(n, Outcome::Success));
+        }
+        let s = jobs.get("lifecycle").unwrap();
+        assert_eq!(s.state(), JobState::Idle);
+        assert_eq!(s.history.len(), HISTORY);
+        assert_eq!(s.history[0].run, HISTORY as u64 + 6, "newest first");
+        let s = jobs
+            .set_config(
+                "lifecycle",
+                JobConfig {
+                    enabled: false,
+                    ..config
+                },
+            )
+            .unwrap();
+        assert_eq!(s.state(), JobState::Disabled);
+        assert!(s.next_run_at.is_none());
+        assert!(jobs.get("nope").is_none());
+    }
+}
