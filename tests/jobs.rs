@@ -346,3 +346,62 @@ async fn a_panicking_job_is_restarted_and_recorded() {
     }
     audit_verify(&db);
 }
+
+#[tokio::test]
+async fn a_failed_attempt_is_retried_then_the_run_fails() {
+    let db = DbDir::new();
+    let s = Server::start(
+        &db,
+        &[
+            ("HANDOFF_TEST_HOOKS", "true"),
+            ("HANDOFF_JOBS__RETRY_DELAY", "10ms"),
+            ("HANDOFF_JOBS__MAX_RETRIES", "2"),
+        ],
+    )
+    .await;
+    // Two failures, then success on the third attempt (max_retries 2).
+    s.call(
+        "debug_panic_job",
+        json!({"job_name": "cache_maintenance", "failAttempts": 2}),
+    )
+    .await
+    .ok();
+    let r = s
+        .call("run_job_now", json!({"job_name": "cache_maintenance"}))
+        .await
+        .ok()
+        .clone();
+    assert_eq!(r["run"]["outcome"], "success", "{r}");
+    assert_eq!(r["run"]["attempts"], 3);
+
+    // Three failures: retries exhausted, the run fails.
+    s.call(
+        "debug_panic_job",
+        json!({"job_name": "cache_maintenance", "fail_attempts": 3}),
+    )
+    .await
+    .ok();
+    let r = s
+        .call("run_job_now", json!({"job_name": "cache_maintenance"}))
+        .await
+        .ok()
+        .clone();
+    assert_eq!(r["run"]["outcome"], "failure", "{r}");
+    assert_eq!(r["run"]["attempts"], 3);
+    assert!(r["run"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("failure requested"));
+    assert_eq!(r["job"]["state"], "failed");
+    assert_eq!(r["job"]["failure_count"], 1);
+    assert_eq!(r["job"]["success_count"], 1);
+    assert_eq!(r["job"]["restarts"], 0, "a failure is not a crash");
+    s.close().await;
+    let actions: Vec<String> = audit_actions(&db)
+        .await
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    assert!(actions.iter().any(|a| a == "job.failed"), "{actions:?}");
+    audit_verify(&db);
+}

@@ -21,6 +21,6 @@ impl JobWork for AnalyticsRollup {
             .reads
             .run(self.0.reads.db.analytics_rollup())
             .await
-            .map_err(|e| e.to_string())
+            .map_err(super::failed)
     }
 }

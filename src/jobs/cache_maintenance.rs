@@ -18,7 +18,7 @@ impl JobWork for CacheMaintenance {
             .reads
             .run(self.0.reads.db.maintenance())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(super::failed)?;
         Ok(json!({"storage": storage, "cache_entries_evicted": 0}))
     }
 }

@@ -123,13 +123,13 @@ pub async fn step(
     idle_for: Duration,
     reason: String,
 ) -> Result<StepCount, String> {
-    let idle = chrono::Duration::from_std(idle_for).map_err(|e| e.to_string())?;
+    let idle = chrono::Duration::from_std(idle_for).map_err(failed)?;
     let cutoff = handoff_actors::model::now() - idle;
     let candidates = deps
         .reads
         .run(deps.reads.db.lifecycle_candidates(from, cutoff, STEP_BATCH))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(failed)?;
     let statuses = from
         .iter()
         .filter_map(|s| handoff_actors::model::SessionStatus::parse(s))
@@ -149,7 +149,7 @@ pub async fn step(
         {
             Ok(Some(_)) => out.moved += 1,
             Ok(None) => out.skipped += 1,
-            Err(e) => out.errors.push(e.to_string()),
+            Err(e) => out.errors.push(failed(e)),
         }
     }
     Ok(out)
@@ -158,4 +158,10 @@ pub async fn step(
 /// `7d`-style rendering for reasons.
 pub fn human(d: Duration) -> String {
     handoff_actors::jobs::format_duration(d)
+}
+
+/// A failure as a run reports it (it reaches logs, the audit log and
+/// clients): redacted.
+pub fn failed(e: impl std::fmt::Display) -> String {
+    crate::logging::redact(&e.to_string())
 }

@@ -24,13 +24,13 @@ impl JobWork for Retention {
         let all = ["active", "dormant", "expired", "archived", "completed"];
         let n = step(&self.0, &all, LifecycleTarget::Purged, after, reason).await?;
         let cutoff = handoff_actors::model::now()
-            - chrono::Duration::from_std(after).map_err(|e| e.to_string())?;
+            - chrono::Duration::from_std(after).map_err(super::failed)?;
         let (events, rollups) = self
             .0
             .reads
             .run(self.0.reads.db.prune_job_records(cutoff))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(super::failed)?;
         if let Some(e) = n.errors.first() {
             return Err(format!("{} purge(s) failed: {e}", n.errors.len()));
         }

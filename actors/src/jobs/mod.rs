@@ -190,6 +190,8 @@ pub struct Jobs {
     board: Arc<Mutex<BTreeMap<&'static str, JobStatus>>>,
     /// Test hook: jobs whose next run panics.
     panic_next: Arc<Mutex<HashSet<String>>>,
+    /// Test hook: attempts still to fail, per job.
+    fail_next: Arc<Mutex<BTreeMap<String, u32>>>,
 }
 
 impl Jobs {
@@ -290,6 +292,25 @@ impl Jobs {
 
     fn take_panic(&self, name: &str) -> bool {
         self.panic_next.lock().expect("jobs hooks").remove(name)
+    }
+
+    /// Test hook: the job's next `attempts` attempts fail.
+    pub fn fail_next_attempts(&self, name: &str, attempts: u32) {
+        self.fail_next
+            .lock()
+            .expect("jobs hooks")
+            .insert(name.to_string(), attempts);
+    }
+
+    fn take_failure(&self, name: &str) -> bool {
+        let mut f = self.fail_next.lock().expect("jobs hooks");
+        match f.get_mut(name) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
