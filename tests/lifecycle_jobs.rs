@@ -112,6 +112,13 @@ async fn sessions_move_through_every_state() {
     let w = append(&s, "wakes").await.ok().clone();
     assert_eq!(w["session"]["status"], "active");
     assert_eq!(status(&s, "wakes").await, "active");
+    let ev = s.read("handoff://sessions/lifecycle").await.unwrap();
+    let newest = &ev["events"][0];
+    assert_eq!(
+        (&newest["session_key"], &newest["from"], &newest["to"]),
+        (&json!("wakes"), &json!("dormant"), &json!("active")),
+        "{ev}"
+    );
 
     // dormant → expired: no more writes, details say why.
     until(t0, Duration::from_millis(3500)).await;

@@ -578,9 +578,48 @@ impl SessionState {
         }
     }
 
+    /// `apply_op`, and a dormant session that activity woke up recorded as
+    /// a lifecycle transition (dormant → active).
+    fn apply(
+        &self,
+        op: Op,
+        spec: &mut Option<SessionRow>,
+        unit: &mut CommitUnit,
+        audits: &mut Vec<AuditEvent>,
+    ) -> Option<Ack> {
+        let was = spec.as_ref().map(|r| (r.status, r.id));
+        // Registration audits its reactivation itself.
+        let register = matches!(op, Op::Register { .. });
+        let ack = self.apply_op(op, spec, unit, audits)?;
+        let now_active = spec
+            .as_ref()
+            .is_some_and(|r| r.status == SessionStatus::Active);
+        if let (Some((SessionStatus::Dormant, id)), true) = (was, now_active) {
+            let reason = "activity on a dormant session".to_string();
+            if !register {
+                audits.push(self.audit(
+                    "session.lifecycle",
+                    None,
+                    json!({"session_id": id, "from": "dormant", "to": "active", "reason": reason}),
+                ));
+            }
+            unit.lifecycle.push(LifecycleEvent {
+                id: Uuid::now_v7(),
+                tenant: self.key.tenant.clone(),
+                session_id: Some(id),
+                session_key: Some(self.key.key.clone()),
+                from: SessionStatus::Dormant,
+                to: LifecycleTarget::Status(SessionStatus::Active),
+                at: now(),
+                reason,
+            });
+        }
+        Some(ack)
+    }
+
     /// Validate one operation against the speculative state and fold it in.
     /// A refused operation is answered at once and leaves no trace.
-    fn apply(
+    fn apply_op(
         &self,
         op: Op,
         spec: &mut Option<SessionRow>,
