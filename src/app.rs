@@ -85,6 +85,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         timeout: cfg.db_timeout,
         cache,
     };
+    core.start_jobs(
+        crate::jobs::specs(crate::jobs::JobDeps {
+            core: core.clone(),
+            reads: reads.clone(),
+            cfg: cfg.clone(),
+        })
+        .await,
+    );
     let server = HandoffServer::new(core.clone(), reads, cfg.clone(), changes, "local");
     let max = cfg.max_message_bytes;
     core.start_children(vec![ChildSpec {

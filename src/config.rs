@@ -97,6 +97,10 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     pub analytics: AnalyticsConfig,
     pub backups: BackupsConfig,
+    /// Start-up schedule of the background jobs (`[jobs]`,
+    /// `HANDOFF_JOBS__LIFECYCLE_INTERVAL`, …); `update_job_config` changes
+    /// them at run time.
+    pub jobs: JobsConfig,
     /// The effective runtime-managed sections (start-up values overlaid with
     /// the overrides stored in the database), shared by every clone of this
     /// `Config`. Read these, not the start-up fields above, at run time.
@@ -140,7 +144,37 @@ impl Default for Config {
             monitoring: MonitoringConfig::default(),
             analytics: AnalyticsConfig::default(),
             backups: BackupsConfig::default(),
+            jobs: JobsConfig::default(),
             live: Live::default(),
+        }
+    }
+}
+
+/// The jobs' start-up schedule. `analytics_rollup` runs every
+/// `analytics.rollup_interval`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    #[serde(with = "humantime_serde")]
+    pub lifecycle_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub cache_maintenance_interval: Duration,
+    /// Further attempts after a failed one, in the same run.
+    pub max_retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            lifecycle_interval: Duration::from_secs(60 * 60),
+            retention_interval: Duration::from_secs(6 * 60 * 60),
+            cache_maintenance_interval: Duration::from_secs(15 * 60),
+            max_retries: 3,
+            retry_delay: Duration::from_secs(1),
         }
     }
 }
@@ -245,6 +279,25 @@ impl Config {
             problems.push("workspace_root (HANDOFF_WORKSPACE_ROOT) must be an existing directory");
         }
         let mut problems: Vec<String> = problems.into_iter().map(String::from).collect();
+        let j = &self.jobs;
+        for (d, what) in [
+            (
+                j.lifecycle_interval,
+                "jobs.lifecycle_interval (HANDOFF_JOBS__LIFECYCLE_INTERVAL)",
+            ),
+            (
+                j.retention_interval,
+                "jobs.retention_interval (HANDOFF_JOBS__RETENTION_INTERVAL)",
+            ),
+            (
+                j.cache_maintenance_interval,
+                "jobs.cache_maintenance_interval (HANDOFF_JOBS__CACHE_MAINTENANCE_INTERVAL)",
+            ),
+        ] {
+            if d < crate::jobs::MIN_INTERVAL {
+                problems.push(format!("{what} must be at least 100ms"));
+            }
+        }
         problems.extend(
             self.settings()
                 .validate()

@@ -6,6 +6,7 @@ mod app;
 mod cache;
 mod cli;
 mod config;
+mod jobs;
 mod logging;
 mod mcp;
 mod settings;

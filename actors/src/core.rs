@@ -11,8 +11,11 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::breaker::BreakerHandle;
-use crate::error::HandoffError;
-use crate::model::{HandoffType, NewEntry, SessionKey};
+use crate::error::{ErrorCode, HandoffError};
+use crate::jobs::job::{actor_name, JobMsg};
+use crate::jobs::supervisor::JobsArgs;
+use crate::jobs::{JobConfig, JobSpec, JobStatus, Jobs, RunRecord};
+use crate::model::{HandoffType, LifecycleEvent, NewEntry, SessionKey, TransitionRequest};
 use crate::root::{ChildSpec, ChildStatus, RootActor, RootArgs, RootMsg};
 use crate::session::{
     Accepted, Appended, Deleted, HandoffCreated, HandoffRequest, Registered, Reply, SessionMsg,
@@ -27,6 +30,8 @@ pub struct Core {
     pub breaker: BreakerHandle,
     pub hash_key: [u8; 32],
     pub cache: Arc<dyn crate::cache::SessionCache>,
+    /// The jobs' status board.
+    pub jobs: Jobs,
     root: ActorRef<RootMsg>,
 }
 
@@ -47,6 +52,7 @@ impl Core {
                 breaker,
                 hash_key,
                 cache,
+                jobs: Jobs::default(),
                 root,
             },
             handle,
@@ -55,6 +61,76 @@ impl Core {
 
     pub fn start_children(&self, specs: Vec<ChildSpec>) {
         let _ = self.root.cast(RootMsg::StartExtra(specs));
+    }
+
+    /// Start the background jobs under the root.
+    pub fn start_jobs(&self, specs: Vec<JobSpec>) {
+        self.jobs.register(&specs);
+        let _ = self.root.cast(RootMsg::StartJobs(JobsArgs {
+            board: self.jobs.clone(),
+            specs,
+        }));
+    }
+
+    fn job(&self, name: &str) -> Result<JobStatus, HandoffError> {
+        self.jobs.get(name).ok_or_else(|| {
+            HandoffError::new(ErrorCode::NotFound, format!("no job named '{name}'"))
+                .detail("job_name", name)
+                .detail("jobs", crate::jobs::JOB_NAMES.to_vec())
+        })
+    }
+
+    /// One job's status, or every job's.
+    pub fn job_status(&self, name: Option<&str>) -> Result<Vec<JobStatus>, HandoffError> {
+        match name {
+            Some(n) => Ok(vec![self.job(n)?]),
+            None => Ok(self.jobs.all()),
+        }
+    }
+
+    /// Run a job now and wait for the run's record (queued behind a run in
+    /// progress).
+    pub async fn run_job(&self, name: &str) -> Result<RunRecord, HandoffError> {
+        self.job(name)?;
+        // A job restarting after a panic is back within milliseconds.
+        for _ in 0..200 {
+            if let Some(a) = ActorRef::<JobMsg>::where_is(actor_name(name)) {
+                return match a.call(JobMsg::RunNow, None).await {
+                    Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
+                    _ => Err(HandoffError::internal(
+                        "the job's actor stopped before the run finished",
+                    )),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(HandoffError::storage_unavailable(
+            "the job is not running (restarting or stopped); retry",
+        ))
+    }
+
+    /// Change a job's config; its schedule restarts from now.
+    pub fn update_job_config(
+        &self,
+        name: &str,
+        config: JobConfig,
+    ) -> Result<JobStatus, HandoffError> {
+        self.job(name)?;
+        let status = self.jobs.set_config(name, config).expect("checked above");
+        if let Some(a) = ActorRef::<JobMsg>::where_is(actor_name(name)) {
+            let _ = a.cast(JobMsg::Reschedule);
+        }
+        Ok(status)
+    }
+
+    /// A lifecycle step, decided by the session's actor.
+    pub async fn transition(
+        &self,
+        key: &SessionKey,
+        request: TransitionRequest,
+    ) -> Result<Option<LifecycleEvent>, HandoffError> {
+        self.ask(key, |reply| SessionMsg::Transition { request, reply })
+            .await
     }
 
     /// Begin the ordered shutdown; await the join handle for its end.

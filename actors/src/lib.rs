@@ -7,6 +7,8 @@
 //! ├── audit          (audit.rs)        hash-chained audit log
 //! ├── sessions       (sessions.rs)     starts and watches session actors
 //! │   └── session/{tenant}/{key}  (session.rs)  one per live session
+//! ├── jobs           (jobs/supervisor.rs) restarts a failed job actor
+//! │   └── job.{name} (jobs/job.rs)      schedule, retries, run history
 //! └── transport.*    (in the binary)   stdio / HTTP, added as ChildSpecs
 //! ```
 //!
@@ -20,6 +22,7 @@ pub mod changes;
 pub mod core;
 pub mod error;
 pub mod fence;
+pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod persistence;

@@ -181,6 +181,48 @@ pub struct HandoffAccept {
     pub at: DateTime<Utc>,
 }
 
+/// Where a lifecycle transition takes a session: a later status, or gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleTarget {
+    Status(SessionStatus),
+    /// Erased like `delete_session`.
+    Purged,
+}
+
+impl LifecycleTarget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleTarget::Status(s) => s.as_str(),
+            LifecycleTarget::Purged => "purged",
+        }
+    }
+}
+
+/// A lifecycle job's request: move the session to `to` if its status is one
+/// of `from` and it has seen no activity for `idle_for`. The session actor
+/// decides, against its live state, so a busy session is never moved.
+#[derive(Debug, Clone)]
+pub struct TransitionRequest {
+    pub from: Vec<SessionStatus>,
+    pub to: LifecycleTarget,
+    pub idle_for: chrono::Duration,
+    pub reason: String,
+}
+
+/// One lifecycle transition, as stored. A purge keeps neither the session's
+/// id nor its key (privacy erasure): only the hash in the audit log.
+#[derive(Debug, Clone)]
+pub struct LifecycleEvent {
+    pub id: Uuid,
+    pub tenant: Arc<str>,
+    pub session_id: Option<Uuid>,
+    pub session_key: Option<Arc<str>>,
+    pub from: SessionStatus,
+    pub to: LifecycleTarget,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
 /// One row of the hash-chained audit log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRow {
@@ -211,6 +253,9 @@ pub struct CommitUnit {
     pub handoffs: Vec<HandoffRow>,
     pub accepts: Vec<HandoffAccept>,
     pub audit: Vec<AuditRow>,
+    /// Lifecycle transitions (`handoff://sessions/lifecycle`), written with
+    /// the session row they change.
+    pub lifecycle: Vec<LifecycleEvent>,
 }
 
 impl CommitUnit {
@@ -221,6 +266,7 @@ impl CommitUnit {
             && self.handoffs.is_empty()
             && self.accepts.is_empty()
             && self.audit.is_empty()
+            && self.lifecycle.is_empty()
     }
 }
 

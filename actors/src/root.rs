@@ -22,6 +22,7 @@ use ractor::{
 
 use crate::audit::{AuditActor, AuditArgs, AUDIT_NAME};
 use crate::breaker::{BreakerActor, BreakerArgs, BreakerConfig, BreakerHandle, BREAKER_NAME};
+use crate::jobs::supervisor::{JobsArgs, JobsSupervisor, JOBS_NAME};
 use crate::metrics::metrics;
 use crate::persistence::{
     PersistenceActor, PersistenceArgs, PersistenceConfig, PersistenceHandle, PERSISTENCE_NAME,
@@ -62,6 +63,9 @@ pub struct RootArgs {
 pub enum RootMsg {
     /// Start the transports (after the core is up).
     StartExtra(Vec<ChildSpec>),
+    /// Start the jobs supervisor (once the core is up: the jobs' work calls
+    /// into it).
+    StartJobs(JobsArgs),
     Shutdown,
     /// Liveness of every child, for health reports.
     Status(RpcReplyPort<Vec<ChildStatus>>),
@@ -81,6 +85,7 @@ pub struct RootState {
     children: HashMap<String, ActorCell>,
     restarts: HashMap<String, Vec<Instant>>,
     specs: HashMap<String, ChildSpec>,
+    jobs: Option<JobsArgs>,
     shutting_down: bool,
 }
 
@@ -134,6 +139,15 @@ impl RootState {
             .await?
             .0
             .get_cell(),
+            JOBS_NAME => Actor::spawn_linked(
+                Some(JOBS_NAME.into()),
+                JobsSupervisor,
+                self.jobs.clone().ok_or(SpawnErr::ActorAlreadyStarted)?,
+                me.clone(),
+            )
+            .await?
+            .0
+            .get_cell(),
             other => {
                 let spec = self
                     .specs
@@ -164,6 +178,15 @@ impl RootState {
         for name in self.specs.keys() {
             if let Some(c) = self.children.get(name) {
                 c.stop(Some("shutdown".into()));
+            }
+        }
+        // Jobs first: a run in progress finishes against live sessions.
+        if let Some(c) = self.children.get(JOBS_NAME) {
+            if let Err(e) = c
+                .stop_and_wait(Some("shutdown".into()), Some(DRAIN_TIMEOUT))
+                .await
+            {
+                tracing::error!(error = ?e, "jobs did not stop in time");
             }
         }
         if let Some(s) = self.children.get(SESSIONS_NAME) {
@@ -198,6 +221,7 @@ impl Actor for RootActor {
             children: HashMap::new(),
             restarts: HashMap::new(),
             specs: HashMap::new(),
+            jobs: None,
             shutting_down: false,
         };
         let me = myself.get_cell();
@@ -226,6 +250,10 @@ impl Actor for RootActor {
                     st.specs.insert(name.clone(), spec);
                     st.start_core(&name, &me).await?;
                 }
+            }
+            RootMsg::StartJobs(args) => {
+                st.jobs = Some(args);
+                st.start_core(JOBS_NAME, &myself.get_cell()).await?;
             }
             RootMsg::Shutdown => st.shutdown(&myself).await,
             RootMsg::Status(reply) => {

@@ -37,8 +37,8 @@ use crate::breaker::{BreakerHandle, Dependency};
 use crate::error::{ErrorCode, HandoffError, StoreError};
 use crate::metrics::metrics;
 use crate::model::{
-    now, CommitUnit, ContextType, EntryRow, HandoffAccept, HandoffRow, HandoffType, NewEntry,
-    SessionKey, SessionRow, SessionStatus,
+    now, CommitUnit, ContextType, EntryRow, HandoffAccept, HandoffRow, HandoffType, LifecycleEvent,
+    LifecycleTarget, NewEntry, SessionKey, SessionRow, SessionStatus, TransitionRequest,
 };
 use crate::persistence::PersistenceHandle;
 use crate::store::Store;
@@ -92,6 +92,12 @@ pub enum SessionMsg {
     },
     Summary {
         reply: Reply<SummaryView>,
+    },
+    /// A lifecycle step (from the lifecycle and retention jobs). `None`:
+    /// the session no longer qualifies (or is gone) and nothing changed.
+    Transition {
+        request: TransitionRequest,
+        reply: Reply<Option<LifecycleEvent>>,
     },
     /// The in-flight unit finished (sent by the waiter task).
     Committed,
@@ -195,6 +201,10 @@ enum Op {
         agent: String,
         reply: Reply<Accepted>,
     },
+    Transition {
+        request: TransitionRequest,
+        reply: Reply<Option<LifecycleEvent>>,
+    },
 }
 
 /// What an operation carries besides its reply port. Kept beside its ack
@@ -211,6 +221,7 @@ enum OpInput {
         handoff_id: Uuid,
         agent: String,
     },
+    Transition(TransitionRequest),
 }
 
 impl Op {
@@ -233,6 +244,7 @@ impl Op {
                 handoff_id: *handoff_id,
                 agent: agent.clone(),
             },
+            Op::Transition { request, .. } => OpInput::Transition(request.clone()),
         }
     }
 }
@@ -263,6 +275,9 @@ impl OpInput {
                 agent,
                 reply,
             },
+            (OpInput::Transition(request), Ack::Transition(reply, _)) => {
+                Op::Transition { request, reply }
+            }
             // Built in pairs by `submit`; a mismatch cannot happen.
             _ => return None,
         })
@@ -285,6 +300,7 @@ enum Ack {
     Handoff(Reply<HandoffCreated>, HandoffCreated),
     Delete(Reply<Deleted>, Deleted),
     Accept(Reply<Accepted>, Accepted),
+    Transition(Reply<Option<LifecycleEvent>>, Option<LifecycleEvent>),
 }
 
 impl Ack {
@@ -298,6 +314,7 @@ impl Ack {
             Ack::Handoff(p, v) => go(p, v, result),
             Ack::Delete(p, v) => go(p, v, result),
             Ack::Accept(p, v) => go(p, v, result),
+            Ack::Transition(p, v) => go(p, v, result),
         }
     }
 }
@@ -401,6 +418,7 @@ impl Actor for SessionActor {
                 agent,
                 reply,
             },
+            SessionMsg::Transition { request, reply } => Op::Transition { request, reply },
             SessionMsg::Summary { reply } => {
                 st.last_activity = Instant::now();
                 if st.inflight.is_none()
@@ -598,7 +616,7 @@ impl SessionState {
         let mut audits = Vec::new();
         let mut structural = false;
         while let Some(op) = self.pending.pop_front() {
-            let is_delete = matches!(op, Op::Delete { .. });
+            let is_delete = op.erases();
             // A deletion travels alone: nothing of the session may be
             // written in the same unit as its erasure.
             if is_delete && !unit.is_empty() {
@@ -751,9 +769,48 @@ impl SessionState {
         }
     }
 
+    /// `apply_op`, and a dormant session that activity woke up recorded as
+    /// a lifecycle transition (dormant → active).
+    fn apply(
+        &self,
+        op: Op,
+        spec: &mut Option<SessionRow>,
+        unit: &mut CommitUnit,
+        audits: &mut Vec<AuditEvent>,
+    ) -> Option<Ack> {
+        let was = spec.as_ref().map(|r| (r.status, r.id));
+        // Registration audits its reactivation itself.
+        let register = matches!(op, Op::Register { .. });
+        let ack = self.apply_op(op, spec, unit, audits)?;
+        let now_active = spec
+            .as_ref()
+            .is_some_and(|r| r.status == SessionStatus::Active);
+        if let (Some((SessionStatus::Dormant, id)), true) = (was, now_active) {
+            let reason = "activity on a dormant session".to_string();
+            if !register {
+                audits.push(self.audit(
+                    "session.lifecycle",
+                    None,
+                    json!({"session_id": id, "from": "dormant", "to": "active", "reason": reason}),
+                ));
+            }
+            unit.lifecycle.push(LifecycleEvent {
+                id: Uuid::now_v7(),
+                tenant: self.key.tenant.clone(),
+                session_id: Some(id),
+                session_key: Some(self.key.key.clone()),
+                from: SessionStatus::Dormant,
+                to: LifecycleTarget::Status(SessionStatus::Active),
+                at: now(),
+                reason,
+            });
+        }
+        Some(ack)
+    }
+
     /// Validate one operation against the speculative state and fold it in.
     /// A refused operation is answered at once and leaves no trace.
-    fn apply(
+    fn apply_op(
         &self,
         op: Op,
         spec: &mut Option<SessionRow>,
@@ -980,11 +1037,68 @@ impl SessionState {
                     },
                 ))
             }
+            Op::Transition { request, reply } => {
+                let event = self.transition(request, spec, unit, audits, at);
+                if event.is_none() {
+                    let _ = reply.send(Ok(None));
+                    return None;
+                }
+                Some(Ack::Transition(reply, event))
+            }
         }
+    }
+
+    /// A lifecycle step, decided on the live state: the in-memory
+    /// `last_activity_at` is current even when the stored row lags.
+    fn transition(
+        &self,
+        request: TransitionRequest,
+        spec: &mut Option<SessionRow>,
+        unit: &mut CommitUnit,
+        audits: &mut Vec<AuditEvent>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Option<LifecycleEvent> {
+        let row = spec.as_mut()?;
+        if !request.from.contains(&row.status) || at - row.last_activity_at < request.idle_for {
+            return None;
+        }
+        let from = row.status;
+        let mut event = LifecycleEvent {
+            id: Uuid::now_v7(),
+            tenant: self.key.tenant.clone(),
+            session_id: Some(row.id),
+            session_key: Some(self.key.key.clone()),
+            from,
+            to: request.to,
+            at,
+            reason: request.reason,
+        };
+        let details = json!({"session_id": row.id, "from": from.as_str(),
+                             "to": request.to.as_str(), "reason": event.reason});
+        match request.to {
+            LifecycleTarget::Status(to) => {
+                row.status = to;
+                audits.push(self.audit("session.lifecycle", Some("system"), details));
+            }
+            LifecycleTarget::Purged => {
+                let row = spec.take()?;
+                unit.delete = Some(row.id);
+                event.session_id = None;
+                event.session_key = None;
+                audits.push(self.audit("session.purged", Some("system"), details));
+            }
+        }
+        unit.lifecycle.push(event.clone());
+        Some(event)
     }
 }
 
 impl Op {
+    fn erases(&self) -> bool {
+        matches!(self, Op::Delete { .. })
+            || matches!(self, Op::Transition { request, .. } if request.to == LifecycleTarget::Purged)
+    }
+
     fn fail(self, e: HandoffError) {
         match self {
             Op::Register { reply, .. } => drop(reply.send(Err(e))),
@@ -992,6 +1106,7 @@ impl Op {
             Op::Handoff { reply, .. } => drop(reply.send(Err(e))),
             Op::Delete { reply, .. } => drop(reply.send(Err(e))),
             Op::Accept { reply, .. } => drop(reply.send(Err(e))),
+            Op::Transition { reply, .. } => drop(reply.send(Err(e))),
         }
     }
 }

@@ -81,7 +81,6 @@ impl Cache {
 
     /// Drop expired bookkeeping (the `cache_maintenance` job). Returns
     /// (entries held, suspect keys dropped).
-    #[allow(dead_code)] // the cache_maintenance job calls it
     pub fn maintain(&self) -> (u64, usize) {
         let now = Instant::now();
         let dropped = {

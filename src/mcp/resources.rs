@@ -24,6 +24,18 @@ pub fn list() -> Vec<Resource> {
             "application/json",
         ),
         (
+            "handoff://sessions/lifecycle",
+            "sessions-lifecycle",
+            "Recent session lifecycle transitions, newest first: session_key, from, to, at, reason (?limit=)",
+            "application/json",
+        ),
+        (
+            "handoff://jobs",
+            "jobs",
+            "Background jobs: state, config, last and next run, counts, last error, recent runs",
+            "application/json",
+        ),
+        (
             "handoff://health",
             "health",
             "Health of the database, the breakers and every actor group",
@@ -73,6 +85,11 @@ pub fn templates() -> Vec<ResourceTemplate> {
             "handoff://agents/{agent_id}/sessions",
             "agent-sessions",
             "Sessions the agent registered or joined as a collaborator; page with ?limit=&cursor=",
+        ),
+        (
+            "handoff://jobs/{job_name}",
+            "job",
+            "One background job: state, config, last and next run, counts, last error, recent runs",
         ),
         (
             "handoff://agents/{agent_id}/handoffs",
@@ -281,6 +298,34 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), Handof
                 _ => return Err(not_found(uri)),
             }
         }
+        ("sessions", Some("lifecycle")) => {
+            let limit = q_num::<u32>(&p, "limit")?.unwrap_or(ctx.cfg.page_size_default);
+            if limit == 0 || limit > ctx.cfg.page_size_max {
+                return Err(HandoffError::validation(format!(
+                    "limit must be 1–{}",
+                    ctx.cfg.page_size_max
+                )));
+            }
+            let events = ctx
+                .reads
+                .run(ctx.reads.db.lifecycle_events(&ctx.tenant, limit))
+                .await?;
+            json!({
+                "events": events.iter().map(|e| json!({
+                    "session_key": e.session_key, "from": e.from, "to": e.to,
+                    "at": e.at, "reason": e.reason,
+                })).collect::<Vec<_>>(),
+                "generated_at": rfc3339(&now()),
+            })
+        }
+        ("jobs", None) => json!({
+            "jobs": ctx.core.job_status(None)?.iter().map(|s| s.to_json(true)).collect::<Vec<_>>(),
+            "generated_at": rfc3339(&now()),
+        }),
+        ("jobs", Some(name)) => match ctx.core.job_status(Some(name)) {
+            Ok(s) => s[0].to_json(true),
+            Err(_) => return Err(not_found(uri)),
+        },
         ("health", None) => health(ctx).await,
         ("metrics", None) => return Ok(("text/plain", handoff_actors::metrics::render())),
         ("configuration", None) => super::configuration::resource(ctx),

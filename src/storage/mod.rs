@@ -134,6 +134,20 @@ pub fn encoded_cost(content: &str) -> usize {
     once + twice
 }
 
+/// A lifecycle transition as `handoff://sessions/lifecycle` shows it.
+#[derive(Debug, Clone)]
+pub struct LifecycleListing {
+    /// `None` for a purge (the key is erased with the session).
+    pub session_key: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub at: String,
+    pub reason: String,
+}
+
+/// A session the lifecycle job may move on: (tenant, session_key).
+pub type Candidate = (String, String);
+
 /// What a page of context may hold.
 #[derive(Debug, Clone)]
 pub struct PageQuery<'a> {
@@ -281,10 +295,99 @@ pub trait Database: Store {
         )))
     }
 
+    // ---- jobs ---------------------------------------------------------------
+
+    /// Sessions in one of `statuses` whose stored `last_activity_at` is
+    /// before `idle_before`, oldest first. The stored time lags a busy
+    /// session, so these are candidates: the session actor decides.
+    async fn lifecycle_candidates(
+        &self,
+        _statuses: &[&str],
+        _idle_before: chrono::DateTime<chrono::Utc>,
+        _limit: u32,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "lifecycle jobs are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    /// The tenant's lifecycle transitions, newest first.
+    async fn lifecycle_events(
+        &self,
+        _tenant: &str,
+        _limit: u32,
+    ) -> Result<Vec<LifecycleListing>, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "lifecycle events are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    /// Delete lifecycle events and analytics roll-ups older than `before`;
+    /// returns (events, roll-ups) deleted.
+    async fn prune_job_records(
+        &self,
+        _before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(u64, u64), StoreError> {
+        Ok((0, 0))
+    }
+
+    /// Storage housekeeping for `cache_maintenance` (SQLite: a WAL
+    /// checkpoint); a report of what it did.
+    async fn maintenance(&self) -> Result<Value, StoreError> {
+        Ok(serde_json::json!({}))
+    }
+
+    /// Count sessions by status, entries by type, handoffs by status and
+    /// type; store the snapshot and return it.
+    async fn analytics_rollup(&self) -> Result<Value, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "analytics roll-ups are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    /// Stored job config overrides: (job name, config JSON).
+    async fn job_configs(&self) -> Result<Vec<(String, Value)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn save_job_config(
+        &self,
+        _job: &str,
+        _config: &Value,
+        _updated_at: &str,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Rejected(format!(
+            "job configuration is not stored by {}",
+            self.describe()
+        )))
+    }
+
     /// A per-deployment secret kept in the database (created on first use).
     async fn setting_or_init(&self, key: &str, init: &str) -> Result<String, StoreError>;
 
     fn describe(&self) -> String;
+}
+
+/// The analytics roll-up document both adapters store and report.
+pub fn rollup_json(
+    sessions: Vec<(String, i64)>,
+    entries: Vec<(String, i64)>,
+    handoffs_by_status: Vec<(String, i64)>,
+    handoffs_by_type: Vec<(String, i64)>,
+) -> Value {
+    let obj = |v: Vec<(String, i64)>| -> serde_json::Map<String, Value> {
+        v.into_iter().map(|(k, n)| (k, Value::from(n))).collect()
+    };
+    let total = |v: &[(String, i64)]| v.iter().map(|(_, n)| n).sum::<i64>();
+    serde_json::json!({
+        "sessions": {"total": total(&sessions), "by_status": obj(sessions)},
+        "context_entries": {"total": total(&entries), "by_type": obj(entries)},
+        "handoffs": {"total": total(&handoffs_by_status), "by_status": obj(handoffs_by_status),
+                     "by_type": obj(handoffs_by_type)},
+    })
 }
 
 /// Open the database at `url`. `migrate`: apply pending migrations (the

@@ -58,7 +58,10 @@ use sqlx::{Connection, Executor, PgConnection, Postgres, QueryBuilder, Row};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use super::{ContextPage, Database, HandoffListing, PageQuery, SessionListing, StoredEntry};
+use super::{
+    Candidate, ContextPage, Database, HandoffListing, LifecycleListing, PageQuery, SessionListing,
+    StoredEntry,
+};
 use crate::logging::redact;
 
 /// Entry content and metadata bytes sent in one execution of the batch
@@ -465,7 +468,7 @@ WITH deleted AS (
 rows AS (
     SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::timestamptz[], $9::timestamptz[], $10::int8[],
-                         $11::text[], $43::bool[])
+                         $11::text[], $51::bool[])
          AS t(id, tenant, session_key, agent_from, status, metadata,
               created_at, last_activity_at, last_seq, summary, fresh)
 ),
@@ -516,10 +519,16 @@ audit AS (
                            prev_hash, hash)
     SELECT * FROM unnest($34::int8[], $35::text[], $36::text[], $37::text[], $38::text[],
                          $39::text[], $40::text[], $41::text[], $42::text[])
+),
+lifecycle AS (
+    INSERT INTO lifecycle_events (id, tenant, session_id, session_key, from_status,
+                                  to_status, at, reason)
+    SELECT * FROM unnest($43::uuid[], $44::text[], $45::uuid[], $46::text[], $47::text[],
+                         $48::text[], $49::timestamptz[], $50::text[])
 )
 -- The cast fails (aborting the statement) only when an acceptance found its
 -- handoff no longer pending; it depends on `n`, so it is not folded early.
-SELECT CASE WHEN n = $44 THEN 1 ELSE ('write_conflict ' || n)::int END
+SELECT CASE WHEN n = $52 THEN 1 ELSE ('write_conflict ' || n)::int END
 FROM (SELECT count(*) AS n FROM accepted) c";
 
 /// One execution's parameters, column by column.
@@ -573,6 +582,15 @@ struct Columns<'a> {
     l_details: Vec<&'a str>,
     l_prev: Vec<&'a str>,
     l_hash: Vec<&'a str>,
+    // lifecycle events
+    v_id: Vec<Uuid>,
+    v_tenant: Vec<&'a str>,
+    v_session: Vec<Option<Uuid>>,
+    v_key: Vec<Option<&'a str>>,
+    v_from: Vec<&'a str>,
+    v_to: Vec<&'a str>,
+    v_at: Vec<DateTime<Utc>>,
+    v_reason: Vec<&'a str>,
 }
 
 impl<'a> Columns<'a> {
@@ -652,6 +670,17 @@ impl<'a> Columns<'a> {
             c.l_prev.push(&a.prev_hash);
             c.l_hash.push(&a.hash);
         }
+
+        for e in units.iter().copied().flat_map(|u| u.lifecycle.iter()) {
+            c.v_id.push(e.id);
+            c.v_tenant.push(&e.tenant);
+            c.v_session.push(e.session_id);
+            c.v_key.push(e.session_key.as_deref());
+            c.v_from.push(e.from.as_str());
+            c.v_to.push(e.to.as_str());
+            c.v_at.push(e.at);
+            c.v_reason.push(&e.reason);
+        }
         c
     }
 
@@ -710,6 +739,14 @@ impl<'a> Columns<'a> {
             .bind(self.l_details)
             .bind(self.l_prev)
             .bind(self.l_hash)
+            .bind(self.v_id)
+            .bind(self.v_tenant)
+            .bind(self.v_session)
+            .bind(self.v_key)
+            .bind(self.v_from)
+            .bind(self.v_to)
+            .bind(self.v_at)
+            .bind(self.v_reason)
             .bind(self.s_fresh)
             .bind(accepts)
             .execute(&mut *conn)
@@ -905,6 +942,138 @@ impl Database for PgDb {
 
     fn describe(&self) -> String {
         self.name.clone()
+    }
+
+    async fn lifecycle_candidates(
+        &self,
+        statuses: &[&str],
+        idle_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant, session_key FROM sessions
+             WHERE status = ANY($1) AND last_activity_at < $2
+             ORDER BY last_activity_at LIMIT $3",
+        )
+        .bind(statuses)
+        .bind(idle_before)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("tenant"), r.get("session_key")))
+            .collect())
+    }
+
+    async fn lifecycle_events(
+        &self,
+        tenant: &str,
+        limit: u32,
+    ) -> Result<Vec<LifecycleListing>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT session_key, from_status, to_status, at, reason FROM lifecycle_events
+             WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(tenant)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .map(|r| LifecycleListing {
+                session_key: r.get("session_key"),
+                from: r.get("from_status"),
+                to: r.get("to_status"),
+                at: time_of(r, "at"),
+                reason: r.get("reason"),
+            })
+            .collect())
+    }
+
+    async fn prune_job_records(&self, before: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
+        let events = sqlx::query("DELETE FROM lifecycle_events WHERE at < $1")
+            .bind(before)
+            .execute(&self.reader)
+            .await
+            .map_err(classify)?;
+        let rollups = sqlx::query("DELETE FROM analytics_rollups WHERE at < $1")
+            .bind(before)
+            .execute(&self.reader)
+            .await
+            .map_err(classify)?;
+        Ok((events.rows_affected(), rollups.rows_affected()))
+    }
+
+    /// Nothing to do: autovacuum and the server's checkpointer look after
+    /// PostgreSQL.
+    async fn maintenance(&self) -> Result<Value, StoreError> {
+        Ok(serde_json::json!({"postgres": "nothing to do (autovacuum)"}))
+    }
+
+    async fn analytics_rollup(&self) -> Result<Value, StoreError> {
+        let pairs = |sql: &'static str| async move {
+            let rows = sqlx::query(sql)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(classify)?;
+            Ok::<_, StoreError>(
+                rows.iter()
+                    .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let counts = super::rollup_json(
+            pairs("SELECT status, count(*) FROM sessions GROUP BY status").await?,
+            pairs("SELECT context_type, count(*) FROM context_entries GROUP BY context_type")
+                .await?,
+            pairs("SELECT status, count(*) FROM handoffs GROUP BY status").await?,
+            pairs("SELECT request_type, count(*) FROM handoffs GROUP BY request_type").await?,
+        );
+        sqlx::query("INSERT INTO analytics_rollups (id, at, counts) VALUES ($1, now(), $2::json)")
+            .bind(Uuid::now_v7())
+            .bind(counts.to_string())
+            .execute(&self.reader)
+            .await
+            .map_err(classify)?;
+        Ok(counts)
+    }
+
+    async fn job_configs(&self) -> Result<Vec<(String, Value)>, StoreError> {
+        let rows = sqlx::query("SELECT job_name, config::text AS config FROM job_configs")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let v = serde_json::from_str(&r.get::<String, _>("config")).ok()?;
+                Some((r.get("job_name"), v))
+            })
+            .collect())
+    }
+
+    async fn save_job_config(
+        &self,
+        job: &str,
+        config: &Value,
+        updated_at: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO job_configs (job_name, config, updated_at)
+             VALUES ($1, $2::json, $3::timestamptz)
+             ON CONFLICT (job_name) DO UPDATE SET config = excluded.config,
+             updated_at = excluded.updated_at",
+        )
+        .bind(job)
+        .bind(config.to_string())
+        .bind(updated_at)
+        .execute(&self.reader)
+        .await
+        .map(|_| ())
+        .map_err(classify)
     }
 
     async fn list_handoffs(

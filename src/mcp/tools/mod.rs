@@ -5,16 +5,20 @@
 pub mod accept_handoff;
 pub mod analyze_codebase;
 pub mod debug_crash_session;
+pub mod debug_panic_job;
 pub mod delete_session;
 pub mod get_configuration;
 pub mod get_context;
+pub mod get_job_status;
 pub mod list_handoffs;
 pub mod manage_configuration_backup;
 pub mod register_session;
 pub mod request_handoff;
+pub mod run_job_now;
 pub mod search_context;
 pub mod update_configuration;
 pub mod update_context;
+pub mod update_job_config;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -67,14 +71,21 @@ catalog!(
     get_configuration,
     update_configuration,
     manage_configuration_backup,
+    get_job_status,
+    run_job_now,
+    update_job_config,
     debug_crash_session,
+    debug_panic_job,
 );
 
 impl Catalog {
     pub fn new(test_hooks: bool) -> Self {
         let tools: Vec<Tool> = definitions()
             .into_iter()
-            .filter(|t| test_hooks || t.name != debug_crash_session::NAME)
+            .filter(|t| {
+                test_hooks
+                    || (t.name != debug_crash_session::NAME && t.name != debug_panic_job::NAME)
+            })
             .map(|mut t| {
                 t.input_schema = Arc::new(lenient_input(portable(&t.input_schema)));
                 t.output_schema = t

@@ -1,0 +1,181 @@
+//! One job's actor: runs the work on its interval or on demand, retries a
+//! failed attempt, and records every run on the board. A run that panics is
+//! recorded, answered, and then fails the actor on purpose, so its
+//! supervisor starts a clean one (let it crash).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::json;
+
+use super::{JobWork, Jobs, Outcome, RunRecord};
+use crate::audit::{AuditEvent, AuditMsg};
+use crate::metrics::metrics;
+use crate::model::{now, rfc3339};
+
+/// The registered name of a job's actor.
+pub fn actor_name(job: &str) -> String {
+    format!("job.{job}")
+}
+
+pub enum JobMsg {
+    /// A scheduled run; stale when its generation is not the current one.
+    Tick(u64),
+    /// Run now and reply with the run's record.
+    RunNow(RpcReplyPort<RunRecord>),
+    /// The config changed: schedule again from now.
+    Reschedule,
+}
+
+pub struct JobArgs {
+    pub name: &'static str,
+    pub work: Arc<dyn JobWork>,
+    pub board: Jobs,
+}
+
+pub struct JobState {
+    name: &'static str,
+    work: Arc<dyn JobWork>,
+    board: Jobs,
+    generation: u64,
+}
+
+pub struct JobActor;
+
+impl Actor for JobActor {
+    type Msg = JobMsg;
+    type State = JobState;
+    type Arguments = JobArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<JobMsg>,
+        args: JobArgs,
+    ) -> Result<JobState, ActorProcessingErr> {
+        let mut st = JobState {
+            name: args.name,
+            work: args.work,
+            board: args.board,
+            generation: 0,
+        };
+        st.schedule(&myself);
+        Ok(st)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<JobMsg>,
+        msg: JobMsg,
+        st: &mut JobState,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics().actor_messages.with_label_values(&["job"]).inc();
+        let record = match msg {
+            JobMsg::Tick(g) if g != st.generation => return Ok(()),
+            JobMsg::Tick(_) => st.run("schedule").await,
+            JobMsg::RunNow(reply) => {
+                let record = st.run("manual").await;
+                let _ = reply.send(record.clone());
+                record
+            }
+            JobMsg::Reschedule => {
+                st.schedule(&myself);
+                return Ok(());
+            }
+        };
+        if record.outcome == Outcome::Panic {
+            return Err(format!(
+                "job {} panicked: {}",
+                st.name,
+                record.error.unwrap_or_default()
+            )
+            .into());
+        }
+        st.schedule(&myself);
+        Ok(())
+    }
+}
+
+impl JobState {
+    fn schedule(&mut self, myself: &ActorRef<JobMsg>) {
+        self.generation += 1;
+        if let Some(wait) = self.board.schedule_next(self.name) {
+            let g = self.generation;
+            myself.send_after(wait, move || JobMsg::Tick(g));
+        }
+    }
+
+    /// One run: the work, retried per the config. The work runs in its own
+    /// task so that a panic is caught here and recorded before the actor
+    /// fails.
+    async fn run(&mut self, trigger: &'static str) -> RunRecord {
+        let run = self.board.started(self.name);
+        let config = self.board.config(self.name).expect("a registered job");
+        let started_at = now();
+        let clock = Instant::now();
+        let mut attempts = 0;
+        let (outcome, report, error) = loop {
+            attempts += 1;
+            let work = self.work.clone();
+            let name = self.name;
+            let panic = self.board.take_panic(name);
+            let fail = self.board.take_failure(name);
+            let joined = tokio::spawn(async move {
+                if panic {
+                    panic!("test hook: job {name} panic requested");
+                }
+                if fail {
+                    return Err("test hook: failure requested".to_string());
+                }
+                work.run(name).await
+            })
+            .await;
+            match joined {
+                Ok(Ok(report)) => break (Outcome::Success, Some(report), None),
+                Ok(Err(e)) if attempts <= config.max_retries => {
+                    tracing::warn!(job = self.name, attempt = attempts, error = %e, "job attempt failed; retrying");
+                    tokio::time::sleep(config.retry_delay).await;
+                }
+                Ok(Err(e)) => break (Outcome::Failure, None, Some(e)),
+                Err(e) => break (Outcome::Panic, None, Some(panic_message(e))),
+            }
+        };
+        let record = RunRecord {
+            run,
+            trigger,
+            started_at: rfc3339(&started_at),
+            finished_at: rfc3339(&now()),
+            duration_ms: clock.elapsed().as_millis() as u64,
+            outcome,
+            attempts,
+            report,
+            error,
+        };
+        if outcome != Outcome::Success {
+            tracing::error!(job = self.name, outcome = ?outcome, error = record.error.as_deref().unwrap_or(""), "job run failed");
+            AuditMsg::record(AuditEvent::system(
+                if outcome == Outcome::Panic {
+                    "job.panicked"
+                } else {
+                    "job.failed"
+                },
+                json!({"job": self.name, "run": run, "attempts": attempts, "error": record.error}),
+            ));
+        }
+        self.board.finished(self.name, record.clone());
+        record
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return format!("the run was cancelled: {e}");
+    }
+    let p = e.into_panic();
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("panicked: {msg}")
+}
