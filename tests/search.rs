@@ -405,3 +405,42 @@ async fn migration_backfills_existing_entries() {
         2
     );
 }
+
+/// U+0000 separates words (PostgreSQL stores content as bytea and indexes
+/// it with NULs turned into spaces); content of the maximum size made of
+/// distinct short words — more than PostgreSQL's 1 MiB tsvector limit would
+/// take whole — is still accepted and found by its first words.
+#[tokio::test]
+async fn nul_bytes_and_huge_content() {
+    let db = DbDir::new();
+    let s = Server::start(&db, &[]).await;
+    session(&s, "n", "alice", &["before\u{0}after\u{0}\u{0} ibis"]).await;
+    for q in ["before", "after", "ibis", "before after"] {
+        let r = results(&search(&s, json!({"query": q})).await);
+        assert_eq!(keys_seqs(&r), vec![("n".into(), 2)], "query {q:?}");
+        assert!(!r[0]["snippet"].as_str().unwrap().is_empty());
+    }
+
+    let mut huge = String::from("heron ");
+    let mut i = 0u32;
+    while huge.len() < (1 << 20) - 16 {
+        huge.push_str(&format!("w{i:x} "));
+        i += 1;
+    }
+    let ack = s
+        .call(
+            "update_context",
+            json!({"session_key": "n", "context_type": "file", "content": huge}),
+        )
+        .await;
+    assert_eq!(ack.ok()["context_entry"]["sequence_number"], 3);
+    let r = results(&search(&s, json!({"query": "heron"})).await);
+    assert_eq!(keys_seqs(&r), vec![("n".into(), 3)]);
+    assert!(r[0]["snippet"].as_str().unwrap().contains("«heron»"));
+    let r = results(&search(&s, json!({"query": "w10"})).await);
+    assert_eq!(keys_seqs(&r), vec![("n".into(), 3)]);
+    // The entry reads back whole.
+    let all = common::all_entries(&s, "n").await;
+    assert_eq!(all[1]["content"], "before\u{0}after\u{0}\u{0} ibis");
+    assert_eq!(all[2]["content"].as_str().unwrap().len(), huge.len());
+}

@@ -1391,6 +1391,15 @@ mod tests {
         assert!(matches!(db.ping().await, Err(StoreError::Unavailable(_))));
     }
 
+    #[tokio::test]
+    async fn tenants_see_only_their_own_rows() {
+        let Some((scratch, db)) = Scratch::open().await else {
+            return;
+        };
+        crate::storage::analytics::isolation::check(&db).await;
+        scratch.drop_now().await;
+    }
+
     #[test]
     fn descriptions_never_show_a_password() {
         for url in [

@@ -805,6 +805,14 @@ pub fn fts5_query(text: &str) -> Option<String> {
 mod tests {
     use super::fts5_query;
 
+    #[tokio::test]
+    async fn tenants_see_only_their_own_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = super::SqliteDb::open(&url).await.unwrap();
+        crate::storage::analytics::isolation::check(&db).await;
+    }
+
     #[test]
     fn terms_are_quoted_phrases() {
         assert_eq!(fts5_query("  "), None);
