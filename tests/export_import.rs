@@ -170,6 +170,8 @@ async fn round_trip_between_backends_is_exact() {
             .contains("exported 4 sessions, 1115 entries, 2 handoffs"),
         "{out:?}"
     );
+    // stderr is a pipe here: no progress bar, no escape sequences.
+    assert!(!out.stderr.contains(&0x1b), "{out:?}");
     let exported = std::fs::read(&file).unwrap();
     let lines = body_lines(&exported);
     let kinds: Vec<String> = lines
