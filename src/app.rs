@@ -43,6 +43,7 @@ async fn hash_key(cfg: &Config, db: &Arc<dyn Database>) -> anyhow::Result<[u8; 3
 }
 
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    crate::mcp::analytics::mark_start();
     let cfg = Arc::new(cfg);
     let db = open_db(&cfg).await?;
     let key = hash_key(&cfg, &db).await?;

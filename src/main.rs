@@ -60,6 +60,32 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// Write sessions, their entries and handoffs as JSON Lines (see README,
+    /// "Export and import").
+    Export {
+        /// Only this session (repeatable); default: every session of the tenant.
+        #[arg(long = "session", value_name = "KEY")]
+        sessions: Vec<String>,
+        /// Where to write (`-` for stdout, the default).
+        #[arg(long, short, value_name = "FILE|-")]
+        output: Option<PathBuf>,
+        /// Tenant to export (`local` is the stdio tenant).
+        #[arg(long, default_value = "local")]
+        tenant: String,
+    },
+    /// Read a `handoff export` file into this database, keeping ids, sequence
+    /// numbers and content exactly.
+    Import {
+        /// The export file, or `-` for stdin.
+        #[arg(value_name = "FILE|-")]
+        input: PathBuf,
+        /// A session key that already exists: skip that session, or stop.
+        #[arg(long, value_enum, default_value = "fail")]
+        on_conflict: cli::import::OnConflict,
+        /// Import into this tenant (default: the tenant in the file's header).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,6 +163,16 @@ fn main() -> ExitCode {
             Cmd::Config {
                 cmd: ConfigCmd::Show,
             } => cli::config_show(&cfg).await,
+            Cmd::Export {
+                sessions,
+                output,
+                tenant,
+            } => cli::export::run(&cfg, &tenant, &sessions, output.as_deref()).await,
+            Cmd::Import {
+                input,
+                on_conflict,
+                tenant,
+            } => cli::import::run(&cfg, &input, tenant.as_deref(), on_conflict).await,
         };
         r.unwrap_or_else(|e| {
             tracing::error!(error = %logging::redact(&format!("{e:#}")), "fatal");

@@ -176,6 +176,8 @@ fn every_command_has_help() {
         vec!["sessions", "list", "--help"],
         vec!["context", "show", "--help"],
         vec!["config", "show", "--help"],
+        vec!["export", "--help"],
+        vec!["import", "--help"],
     ] {
         let out = handoff(&args, &[]);
         assert!(out.status.success(), "{args:?}");

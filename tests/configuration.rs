@@ -3,8 +3,7 @@
 //! audit rows they leave, persistence across restarts, and nested
 //! environment overrides at start-up.
 //!
-//! The configuration store is implemented for SQLite; with
-//! `HANDOFF_TEST_BACKEND=postgres` these tests are skipped.
+//! They run on SQLite, and on PostgreSQL with `HANDOFF_TEST_BACKEND=postgres`.
 
 mod common;
 
@@ -12,31 +11,13 @@ use std::process::{Command, Stdio};
 
 use common::{DbDir, Server};
 use serde_json::{json, Value};
-use sqlx::Connection;
-
-fn skip() -> bool {
-    if common::postgres_backend() {
-        eprintln!("configuration storage is SQLite-only for now; skipped");
-        return true;
-    }
-    false
-}
 
 async fn get(s: &Server) -> Value {
     s.call("get_configuration", json!({})).await.ok()["configuration"].clone()
 }
 
-async fn sqlite(db: &DbDir) -> sqlx::SqliteConnection {
-    sqlx::SqliteConnection::connect(&db.url())
-        .await
-        .expect("open the test database")
-}
-
 #[tokio::test]
 async fn get_configuration_shapes() {
-    if skip() {
-        return;
-    }
     let db = DbDir::new();
     let s = Server::start(&db, &[]).await;
 
@@ -100,9 +81,6 @@ async fn get_configuration_shapes() {
 
 #[tokio::test]
 async fn update_validates_applies_persists_and_audits() {
-    if skip() {
-        return;
-    }
     let db = DbDir::new();
     let s = Server::start(&db, &[]).await;
 
@@ -222,17 +200,15 @@ async fn update_validates_applies_persists_and_audits() {
     assert!(s.close().await.success());
 
     // Audited: one row for the update, no secrets, chain intact.
-    let mut conn = sqlite(&db).await;
-    let rows: Vec<(String, Option<String>, String)> = sqlx::query_as(
+    let rows = common::sql_rows(
+        &db,
         "SELECT action, actor, details FROM audit_log WHERE action LIKE 'configuration.%' ORDER BY seq",
     )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0].0, "configuration.updated");
-    assert_eq!(rows[0].1.as_deref(), Some("ops-bot"));
-    let details: Value = serde_json::from_str(&rows[0].2).unwrap();
+    assert_eq!(rows[0][0].as_deref(), Some("configuration.updated"));
+    assert_eq!(rows[0][1].as_deref(), Some("ops-bot"));
+    let details: Value = serde_json::from_str(rows[0][2].as_deref().unwrap()).unwrap();
     assert_eq!(details["changes"].as_array().unwrap().len(), 3);
     assert_eq!(
         details["restart_required"],
@@ -249,9 +225,6 @@ async fn update_validates_applies_persists_and_audits() {
 
 #[tokio::test]
 async fn backup_restore_round_trip_and_errors() {
-    if skip() {
-        return;
-    }
     let db = DbDir::new();
     let s = Server::start(&db, &[]).await;
 
@@ -345,16 +318,16 @@ async fn backup_restore_round_trip_and_errors() {
     .await
     .ok();
     {
-        let mut conn = sqlite(&db).await;
-        let n = sqlx::query(
-            "UPDATE configuration_backups SET body = replace(body, '\"7d\"', '\"6d\"') WHERE id = ?",
+        let id = id.as_str();
+        let changed = common::sql_rows(
+            &db,
+            &format!(
+                "UPDATE configuration_backups SET body = replace(body, '\"7d\"', '\"6d\"') \
+                 WHERE CAST(id AS TEXT) = '{id}' RETURNING id"
+            ),
         )
-        .bind(&id)
-        .execute(&mut conn)
-        .await
-        .unwrap()
-        .rows_affected();
-        assert_eq!(n, 1);
+        .await;
+        assert_eq!(changed.len(), 1);
     }
     let e = s
         .call(
@@ -384,13 +357,14 @@ async fn backup_restore_round_trip_and_errors() {
 
     // Audited: create, update, restore, update, delete (the refused restore
     // changed nothing and left no row).
-    let mut conn = sqlite(&db).await;
-    let actions: Vec<String> = sqlx::query_scalar(
+    let actions: Vec<String> = common::sql_rows(
+        &db,
         "SELECT action FROM audit_log WHERE action LIKE 'configuration.%' ORDER BY seq",
     )
-    .fetch_all(&mut conn)
     .await
-    .unwrap();
+    .into_iter()
+    .map(|r| r[0].clone().unwrap())
+    .collect();
     assert_eq!(
         actions,
         [
@@ -405,9 +379,6 @@ async fn backup_restore_round_trip_and_errors() {
 
 #[tokio::test]
 async fn max_backups_prunes_the_oldest() {
-    if skip() {
-        return;
-    }
     let db = DbDir::new();
     let s = Server::start(&db, &[("HANDOFF_BACKUPS__MAX_BACKUPS", "2")]).await;
     let mut ids = Vec::new();
@@ -438,9 +409,6 @@ async fn max_backups_prunes_the_oldest() {
 
 #[tokio::test]
 async fn nested_env_overrides_at_start_up() {
-    if skip() {
-        return;
-    }
     let db = DbDir::new();
     let s = Server::start(
         &db,

@@ -1,6 +1,7 @@
 //! `search_context`: ranked full-text search with snippets, its filters, and
 //! that the index follows every write and every erasure in the same
-//! transaction. (Tenant isolation cannot be shown over stdio: one tenant.)
+//! transaction, on SQLite (FTS5) and PostgreSQL (tsvector). (Tenant
+//! isolation cannot be shown over stdio: one tenant.)
 
 mod common;
 
@@ -46,20 +47,8 @@ fn keys_seqs(r: &[Value]) -> Vec<(String, i64)> {
         .collect()
 }
 
-/// Full-text search exists for SQLite (FTS5) only so far.
-fn sqlite_only() -> bool {
-    if common::postgres_backend() {
-        eprintln!("search is SQLite-only for now; skipped");
-        return true;
-    }
-    false
-}
-
 #[tokio::test]
 async fn ranked_with_snippets_and_every_term_required() {
-    if sqlite_only() {
-        return;
-    }
     let db = DbDir::new();
     let s = Server::start(&db, &[]).await;
     // Background text so that the searched words are rare in the index.
@@ -148,9 +137,6 @@ async fn ranked_with_snippets_and_every_term_required() {
 
 #[tokio::test]
 async fn session_key_and_agent_filters() {
-    if sqlite_only() {
-        return;
-    }
     let db = DbDir::new();
     let s = Server::start(&db, &[]).await;
     session(&s, "f-a", "alice", &["walrus on the ice"]).await;
@@ -212,9 +198,6 @@ async fn session_key_and_agent_filters() {
 
 #[tokio::test]
 async fn an_erased_session_is_not_found() {
-    if sqlite_only() {
-        return;
-    }
     let db = DbDir::new();
     let s = Server::start(&db, &[]).await;
     session(&s, "gone", "alice", &["narwhal tusk notes", "more narwhal"]).await;
@@ -241,9 +224,6 @@ async fn an_erased_session_is_not_found() {
 
 #[tokio::test]
 async fn a_batch_is_searchable_once_acknowledged() {
-    if sqlite_only() {
-        return;
-    }
     let db = DbDir::new();
     let s = Server::start(&db, &[]).await;
     session(&s, "b", "alice", &[]).await;
@@ -277,9 +257,6 @@ async fn a_batch_is_searchable_once_acknowledged() {
 
 #[tokio::test]
 async fn query_syntax_is_never_an_error() {
-    if sqlite_only() {
-        return;
-    }
     let db = DbDir::new();
     let s = Server::start(&db, &[]).await;
     session(
@@ -354,9 +331,6 @@ async fn query_syntax_is_never_an_error() {
 
 #[tokio::test]
 async fn invalid_arguments() {
-    if sqlite_only() {
-        return;
-    }
     let db = DbDir::new();
     let s = Server::start(&db, &[]).await;
     session(&s, "v", "alice", &["something"]).await;
@@ -383,21 +357,25 @@ async fn invalid_arguments() {
 }
 
 /// The migration indexes what was stored before it: take a database back to
-/// the state before 0002 and let the server migrate it again.
+/// the state before the search migration (SQLite 0002, PostgreSQL 0003) and
+/// let the server migrate it again.
 #[tokio::test]
 async fn migration_backfills_existing_entries() {
-    if common::postgres_backend() {
-        return;
-    }
-    if sqlite_only() {
-        return;
-    }
     let db = DbDir::new();
     let s = Server::start(&db, &[]).await;
     session(&s, "old", "alice", &["an aardvark before search existed"]).await;
     s.close().await;
 
-    {
+    if common::postgres_backend() {
+        common::sql_execute(
+            &db,
+            "ALTER TABLE context_entries DROP COLUMN search; \
+             DROP FUNCTION handoff_search_content(bytea); \
+             DROP FUNCTION handoff_search_words(text); \
+             DELETE FROM _sqlx_migrations WHERE version = 3",
+        )
+        .await;
+    } else {
         use sqlx::Connection;
         let mut c = sqlx::SqliteConnection::connect(&db.url()).await.unwrap();
         for stmt in [
@@ -426,4 +404,43 @@ async fn migration_backfills_existing_entries() {
         results(&search(&s, json!({"query": "aardvark"})).await).len(),
         2
     );
+}
+
+/// U+0000 separates words (PostgreSQL stores content as bytea and indexes
+/// it with NULs turned into spaces); content of the maximum size made of
+/// distinct short words — more than PostgreSQL's 1 MiB tsvector limit would
+/// take whole — is still accepted and found by its first words.
+#[tokio::test]
+async fn nul_bytes_and_huge_content() {
+    let db = DbDir::new();
+    let s = Server::start(&db, &[]).await;
+    session(&s, "n", "alice", &["before\u{0}after\u{0}\u{0} ibis"]).await;
+    for q in ["before", "after", "ibis", "before after"] {
+        let r = results(&search(&s, json!({"query": q})).await);
+        assert_eq!(keys_seqs(&r), vec![("n".into(), 2)], "query {q:?}");
+        assert!(!r[0]["snippet"].as_str().unwrap().is_empty());
+    }
+
+    let mut huge = String::from("heron ");
+    let mut i = 0u32;
+    while huge.len() < (1 << 20) - 16 {
+        huge.push_str(&format!("w{i:x} "));
+        i += 1;
+    }
+    let ack = s
+        .call(
+            "update_context",
+            json!({"session_key": "n", "context_type": "file", "content": huge}),
+        )
+        .await;
+    assert_eq!(ack.ok()["context_entry"]["sequence_number"], 3);
+    let r = results(&search(&s, json!({"query": "heron"})).await);
+    assert_eq!(keys_seqs(&r), vec![("n".into(), 3)]);
+    assert!(r[0]["snippet"].as_str().unwrap().contains("«heron»"));
+    let r = results(&search(&s, json!({"query": "w10"})).await);
+    assert_eq!(keys_seqs(&r), vec![("n".into(), 3)]);
+    // The entry reads back whole.
+    let all = common::all_entries(&s, "n").await;
+    assert_eq!(all[1]["content"], "before\u{0}after\u{0}\u{0} ibis");
+    assert_eq!(all[2]["content"].as_str().unwrap().len(), huge.len());
 }

@@ -1,6 +1,10 @@
 //! Operator commands other than `serve`. Their output goes to stdout: they
 //! are not MCP servers.
 
+pub mod dump;
+pub mod export;
+pub mod import;
+
 use std::process::ExitCode;
 
 use crate::app;

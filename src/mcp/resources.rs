@@ -1,7 +1,7 @@
 //! The resources (contract §4): `handoff://sessions`,
 //! `handoff://context/{session_key}` (paged with `?after=N&limit=M`),
 //! `handoff://summary/{session_key}`, `handoff://health`,
-//! `handoff://metrics`, `handoff://configuration`,
+//! `handoff://metrics`, `handoff://analytics/{type}`, `handoff://configuration`,
 //! `handoff://configuration/backups`. Keys in URIs are percent-decoded.
 
 use handoff_actors::breaker::Dependency;
@@ -95,6 +95,12 @@ pub fn templates() -> Vec<ResourceTemplate> {
             "handoff://agents/{agent_id}/handoffs",
             "agent-handoffs",
             "Handoffs addressed to the agent, newest first; ?status=pending|accepted&limit=&cursor=",
+        ),
+        (
+            "handoff://analytics/{type}",
+            "analytics",
+            "Analytics computed from live data; type: sessions, handoffs, context (your tenant), \
+             performance (this process's metrics), resources (process and database)",
         ),
     ]
     .into_iter()
@@ -325,6 +331,10 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), Handof
         ("jobs", Some(name)) => match ctx.core.job_status(Some(name)) {
             Ok(s) => s[0].to_json(true),
             Err(_) => return Err(not_found(uri)),
+        },
+        ("analytics", Some(kind)) => match super::analytics::read(ctx, kind).await {
+            Some(r) => r?,
+            None => return Err(not_found(uri)),
         },
         ("health", None) => health(ctx).await,
         ("metrics", None) => return Ok(("text/plain", handoff_actors::metrics::render())),

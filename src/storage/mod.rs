@@ -2,8 +2,13 @@
 //! `Store` port); reads that need no session state (context pages, listings)
 //! come straight here, behind the same breaker and timeout.
 
+pub mod analytics;
 pub mod postgres;
+mod postgres_analytics;
+mod postgres_config;
+mod postgres_search;
 pub mod sqlite;
+mod sqlite_analytics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +19,8 @@ use handoff_actors::model::{AuditRow, ContextType};
 use handoff_actors::store::Store;
 use handoff_actors::{HandoffError, StoreError};
 use serde_json::Value;
+
+use self::analytics::{ContextAnalytics, Counted, HandoffAnalytics, SessionAnalytics};
 
 /// One entry as read back.
 #[derive(Debug, Clone)]
@@ -205,6 +212,18 @@ pub trait Database: Store {
         )))
     }
 
+    /// Every handoff of one session, oldest first (export).
+    async fn session_handoffs(
+        &self,
+        _tenant: &str,
+        _session_key: &str,
+    ) -> Result<Vec<HandoffListing>, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "handoff listings are not supported by {}",
+            self.describe()
+        )))
+    }
+
     /// Sessions the agent registered or joined (as a collaborator), by key.
     async fn agent_sessions(
         &self,
@@ -367,6 +386,47 @@ pub trait Database: Store {
 
     /// A per-deployment secret kept in the database (created on first use).
     async fn setting_or_init(&self, key: &str, init: &str) -> Result<String, StoreError>;
+
+    // ---- analytics (handoff://analytics/{type}; see analytics.rs) ---------
+    // `since` bounds the per-day series (RFC 3339 UTC).
+
+    async fn session_analytics(
+        &self,
+        _tenant: &str,
+        _since: &str,
+    ) -> Result<SessionAnalytics, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "analytics are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    async fn handoff_analytics(&self, _tenant: &str) -> Result<HandoffAnalytics, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "analytics are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    async fn context_analytics(
+        &self,
+        _tenant: &str,
+        _since: &str,
+    ) -> Result<ContextAnalytics, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "analytics are not supported by {}",
+            self.describe()
+        )))
+    }
+
+    /// Bytes on disk, per file (SQLite: the database and its WAL) or for
+    /// the whole database (PostgreSQL).
+    async fn database_size(&self) -> Result<Vec<Counted>, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "database sizes are not supported by {}",
+            self.describe()
+        )))
+    }
 
     fn describe(&self) -> String;
 }

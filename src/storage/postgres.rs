@@ -58,8 +58,10 @@ use sqlx::{Connection, Executor, PgConnection, Postgres, QueryBuilder, Row};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use super::analytics::{ContextAnalytics, Counted, HandoffAnalytics, SessionAnalytics};
 use super::{
-    Candidate, ContextPage, Database, HandoffListing, LifecycleListing, PageQuery, SessionListing,
+    postgres_analytics, postgres_config, Candidate, ConfigBackup, ConfigBackupInfo, ConfigOverride,
+    ContextPage, Database, HandoffListing, LifecycleListing, PageQuery, SearchHit, SessionListing,
     StoredEntry,
 };
 use crate::logging::redact;
@@ -192,7 +194,7 @@ fn describe_opts(opts: &PgConnectOptions) -> String {
 /// unit fails. Everything else — connection refused or lost, timeouts, I/O,
 /// disk full, a server shutting down, serialization failures — is the
 /// database being unavailable.
-fn classify(e: sqlx::Error) -> StoreError {
+pub(super) fn classify(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         if let Some(code) = db.code() {
             if code.starts_with("23") || code.starts_with("22") {
@@ -314,6 +316,12 @@ fn audit_from_row(r: &PgRow) -> AuditRow {
         prev_hash: r.get("prev_hash"),
         hash: r.get("hash"),
     }
+}
+
+fn since_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| StoreError::Rejected(format!("not an RFC 3339 time: {s}")))
 }
 
 fn time_of(r: &PgRow, col: &str) -> String {
@@ -1121,6 +1129,88 @@ impl Database for PgDb {
         Ok(row.as_ref().map(handoff_from_row))
     }
 
+    async fn session_handoffs(
+        &self,
+        tenant: &str,
+        session_key: &str,
+    ) -> Result<Vec<HandoffListing>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM handoffs WHERE tenant = $1 AND session_key = $2 ORDER BY id",
+        )
+        .bind(tenant)
+        .bind(session_key)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows.iter().map(handoff_from_row).collect())
+    }
+
+    // Analytics: see `postgres_analytics`.
+    async fn session_analytics(
+        &self,
+        tenant: &str,
+        since: &str,
+    ) -> Result<SessionAnalytics, StoreError> {
+        postgres_analytics::sessions(&self.reader, tenant, since_time(since)?).await
+    }
+
+    async fn handoff_analytics(&self, tenant: &str) -> Result<HandoffAnalytics, StoreError> {
+        postgres_analytics::handoffs(&self.reader, tenant).await
+    }
+
+    async fn context_analytics(
+        &self,
+        tenant: &str,
+        since: &str,
+    ) -> Result<ContextAnalytics, StoreError> {
+        postgres_analytics::context(&self.reader, tenant, since_time(since)?).await
+    }
+
+    async fn database_size(&self) -> Result<Vec<Counted>, StoreError> {
+        postgres_analytics::size(&self.reader).await
+    }
+
+    // Configuration: see `postgres_config`.
+    async fn config_overrides(&self) -> Result<Vec<ConfigOverride>, StoreError> {
+        postgres_config::overrides(&self.reader).await
+    }
+
+    async fn replace_config_overrides(&self, rows: &[ConfigOverride]) -> Result<(), StoreError> {
+        postgres_config::replace_overrides(&self.reader, rows).await
+    }
+
+    async fn insert_config_backup(
+        &self,
+        backup: &ConfigBackup,
+        keep: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        postgres_config::insert_backup(&self.reader, backup, keep).await
+    }
+
+    async fn config_backups(&self) -> Result<Vec<ConfigBackupInfo>, StoreError> {
+        postgres_config::backups(&self.reader).await
+    }
+
+    async fn config_backup(&self, id: &str) -> Result<Option<ConfigBackup>, StoreError> {
+        postgres_config::backup(&self.reader, id).await
+    }
+
+    async fn delete_config_backup(&self, id: &str) -> Result<bool, StoreError> {
+        postgres_config::delete_backup(&self.reader, id).await
+    }
+
+    /// See `postgres_search`.
+    async fn search(
+        &self,
+        tenant: &str,
+        query: &str,
+        session_key: Option<&str>,
+        agent: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        super::postgres_search::search(&self.reader, tenant, query, session_key, agent, limit).await
+    }
+
     async fn agent_sessions(
         &self,
         tenant: &str,
@@ -1556,6 +1646,15 @@ mod tests {
         let r = db.commit(&[&unit(Some(session(id, "k", 0)), vec![])]).await;
         assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
         assert!(matches!(db.ping().await, Err(StoreError::Unavailable(_))));
+    }
+
+    #[tokio::test]
+    async fn tenants_see_only_their_own_rows() {
+        let Some((scratch, db)) = Scratch::open().await else {
+            return;
+        };
+        crate::storage::analytics::isolation::check(&db).await;
+        scratch.drop_now().await;
     }
 
     #[test]

@@ -23,9 +23,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
+use super::analytics::{ContextAnalytics, Counted, HandoffAnalytics, SessionAnalytics};
 use super::{
-    Candidate, ConfigBackup, ConfigBackupInfo, ConfigOverride, ContextPage, Database,
-    HandoffListing, LifecycleListing, PageQuery, SearchHit, SessionListing, StoredEntry,
+    sqlite_analytics, Candidate, ConfigBackup, ConfigBackupInfo, ConfigOverride, ContextPage,
+    Database, HandoffListing, LifecycleListing, PageQuery, SearchHit, SessionListing, StoredEntry,
 };
 
 /// SQLite's bound-parameter limit is 32766; stay well under it.
@@ -72,7 +73,7 @@ impl SqliteDb {
 
 /// Constraint violations are the data's fault; anything else is the
 /// database's (and counts against the breaker).
-fn classify(e: sqlx::Error) -> StoreError {
+pub(super) fn classify(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.kind() != sqlx::error::ErrorKind::Other => {
             StoreError::Rejected(db.message().to_string())
@@ -901,6 +902,46 @@ impl Database for SqliteDb {
         Ok(rows.iter().map(listing_from_row).collect())
     }
 
+    async fn session_handoffs(
+        &self,
+        tenant: &str,
+        session_key: &str,
+    ) -> Result<Vec<HandoffListing>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM handoffs WHERE tenant = ? AND session_key = ? ORDER BY id")
+                .bind(tenant)
+                .bind(session_key)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(classify)?;
+        Ok(rows.iter().map(handoff_from_row).collect())
+    }
+
+    // Analytics: see `sqlite_analytics`.
+    async fn session_analytics(
+        &self,
+        tenant: &str,
+        since: &str,
+    ) -> Result<SessionAnalytics, StoreError> {
+        sqlite_analytics::sessions(&self.reader, tenant, since).await
+    }
+
+    async fn handoff_analytics(&self, tenant: &str) -> Result<HandoffAnalytics, StoreError> {
+        sqlite_analytics::handoffs(&self.reader, tenant).await
+    }
+
+    async fn context_analytics(
+        &self,
+        tenant: &str,
+        since: &str,
+    ) -> Result<ContextAnalytics, StoreError> {
+        sqlite_analytics::context(&self.reader, tenant, since).await
+    }
+
+    async fn database_size(&self) -> Result<Vec<Counted>, StoreError> {
+        Ok(sqlite_analytics::size(&self.path))
+    }
+
     /// FTS5 over `context_fts` (migrations/sqlite/0002_search.sql), ranked
     /// by bm25 (reported negated, so higher is better), ties by session key
     /// and sequence. The join to `sessions` scopes the tenant.
@@ -980,6 +1021,14 @@ pub fn fts5_query(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::fts5_query;
+
+    #[tokio::test]
+    async fn tenants_see_only_their_own_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = super::SqliteDb::open(&url).await.unwrap();
+        crate::storage::analytics::isolation::check(&db).await;
+    }
 
     #[test]
     fn terms_are_quoted_phrases() {

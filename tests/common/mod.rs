@@ -55,6 +55,14 @@ impl DbDir {
     pub fn pg_name(&self) -> Option<&str> {
         self.pg.as_ref().map(|p| p.name.as_str())
     }
+    /// A SQLite database whatever `HANDOFF_TEST_BACKEND` says (for tests
+    /// that move data between backends).
+    pub fn sqlite() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            pg: None,
+        }
+    }
     pub fn url(&self) -> String {
         match &self.pg {
             Some(pg) => pg.url(),
@@ -359,5 +367,102 @@ impl Server {
             .await
             .expect("server did not exit")
             .expect("wait")
+    }
+}
+
+// ---- Direct SQL on the test database, for either backend (for tests that
+// ---- inspect or tamper with stored rows). Values are formatted into the
+// ---- SQL by the test: only for trusted literals (ids, fixed strings).
+
+/// Run one or more statements.
+pub async fn sql_execute(db: &DbDir, sql: &str) {
+    if let Some(pg) = &db.pg {
+        let out = std::process::Command::new("psql")
+            .arg(pg.url())
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&db.url())
+            .await
+            .expect("open the test database");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{sql:?}: {e}"));
+        c.close().await.ok();
+    }
+}
+
+/// Rows of a query, each column as text (NULL as `None`).
+pub async fn sql_rows(db: &DbDir, sql: &str) -> Vec<Vec<Option<String>>> {
+    if let Some(pg) = &db.pg {
+        // Unit and record separators cannot occur in what the tests read.
+        let out = std::process::Command::new("psql")
+            .arg(pg.url())
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-P",
+                "null=\u{1}",
+                "-F",
+                "\u{1f}",
+                "-R",
+                "\u{1e}",
+                "-c",
+                sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        text.trim_end_matches('\n')
+            .split('\u{1e}')
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                r.split('\u{1f}')
+                    .map(|c| (c != "\u{1}").then(|| c.to_string()))
+                    .collect()
+            })
+            .collect()
+    } else {
+        use sqlx::{Connection, Row};
+        let mut c = sqlx::SqliteConnection::connect(&db.url())
+            .await
+            .expect("open the test database");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_all(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{sql:?}: {e}"));
+        c.close().await.ok();
+        rows.iter()
+            .map(|r| {
+                (0..r.columns().len())
+                    .map(|i| {
+                        r.try_get::<Option<String>, _>(i)
+                            .or_else(|_| {
+                                r.try_get::<Option<i64>, _>(i)
+                                    .map(|v| v.map(|v| v.to_string()))
+                            })
+                            .or_else(|_| {
+                                r.try_get::<Option<f64>, _>(i)
+                                    .map(|v| v.map(|v| v.to_string()))
+                            })
+                            .expect("a text or numeric column")
+                    })
+                    .collect()
+            })
+            .collect()
     }
 }

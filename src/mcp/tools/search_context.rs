@@ -12,8 +12,8 @@ use crate::storage::SearchHit;
 pub const NAME: &str = "search_context";
 pub const DESCRIPTION: &str =
     "Full-text search across your sessions' context entries, best match first. Every \
-whitespace-separated term of query must occur (words, case- and accent-insensitive; no operators, \
-quotes or wildcards). Optionally only one session_key, or only sessions an agent registered or \
+whitespace-separated term of query must occur (words, case-insensitive, accent-insensitive on \
+SQLite; no operators, quotes or wildcards). Optionally only one session_key, or only sessions an agent registered or \
 was handed. Each result has a snippet with the matches between « and ».";
 
 const QUERY_MAX_BYTES: usize = 1000;
@@ -44,7 +44,8 @@ pub struct Hit {
     /// Excerpt around the matches: matched words between « and », elided
     /// text marked with ….
     pub snippet: String,
-    /// Relevance (negated bm25): higher is better; compare within one reply.
+    /// Relevance (SQLite: negated bm25; PostgreSQL: ts_rank): higher is
+    /// better; compare within one reply.
     pub score: f64,
     pub created_at: String,
 }
