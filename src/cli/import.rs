@@ -185,12 +185,16 @@ impl Importer {
             serde_json::from_value(Value::String(h.request_type.clone()))
                 .map_err(|_| anyhow!("unknown request_type {:?}", h.request_type))?;
         let id = uuid(&h.id, "handoff id")?;
+        let mut status = h.status;
         if let (Some(at), Some(agent)) = (&h.accepted_at, &h.accepted_by) {
             p.accepts.push(HandoffAccept {
                 id,
                 agent: agent.clone(),
                 at: time(at, "accepted_at")?,
             });
+            // Stored pending, then accepted by the same update the server
+            // uses (which refuses to accept a handoff twice).
+            status = "pending".into();
         }
         p.handoffs.push(HandoffRow {
             id,
@@ -200,7 +204,7 @@ impl Importer {
             source_agent: h.source_agent,
             target_agent: h.target_agent,
             request_type,
-            status: h.status,
+            status,
             request_data: h.request_data,
             context_summary: h.context_summary,
             context_entries: h.context_entries,

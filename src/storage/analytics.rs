@@ -75,6 +75,7 @@ pub(crate) mod isolation {
         let id = Uuid::now_v7();
         let t = now();
         CommitUnit {
+            session_is_new: true,
             session: Some(SessionRow {
                 id,
                 tenant: Arc::from(tenant),
