@@ -1840,8 +1840,10 @@ async fn escape_heavy_large_entries_stay_readable() {
         .await
         .ok();
     }
+    // Generous: this catches a reply that never comes (dropped by the
+    // client), not slowness; a loaded CI machine takes seconds here.
     let entries = tokio::time::timeout(
-        std::time::Duration::from_secs(4),
+        std::time::Duration::from_secs(30),
         common::all_entries(&s, "k"),
     )
     .await
@@ -1849,7 +1851,7 @@ async fn escape_heavy_large_entries_stay_readable() {
     assert_eq!(entries.len(), 6);
     assert_eq!(entries[5]["content"].as_str().unwrap().len(), MIB);
     let page = tokio::time::timeout(
-        std::time::Duration::from_secs(4),
+        std::time::Duration::from_secs(30),
         s.read("handoff://context/k"),
     )
     .await
