@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{DbDir, Server};
+use common::{audit_verify, DbDir, Server};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -30,21 +29,6 @@ async fn audit_actions(db: &DbDir) -> Vec<(String, String)> {
         let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
         sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
     }
-}
-
-fn audit_verify(db: &DbDir) {
-    let out = Command::new(common::BIN)
-        .args(["audit", "verify"])
-        .env("HANDOFF_DATABASE_URL", db.url())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run handoff audit verify");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("audit chain intact"),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test]

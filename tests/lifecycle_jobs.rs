@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{DbDir, Server};
+use common::{audit_verify, DbDir, Server};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -32,21 +31,6 @@ async fn audit_rows(db: &DbDir) -> Vec<(String, Option<String>, String)> {
         let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
         sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
     }
-}
-
-fn audit_verify(db: &DbDir) {
-    let out = Command::new(common::BIN)
-        .args(["audit", "verify"])
-        .env("HANDOFF_DATABASE_URL", db.url())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run handoff audit verify");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("audit chain intact"),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 async fn run(s: &Server, job: &str) -> Value {

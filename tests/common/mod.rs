@@ -466,3 +466,19 @@ pub async fn sql_rows(db: &DbDir, sql: &str) -> Vec<Vec<Option<String>>> {
             .collect()
     }
 }
+
+/// `handoff audit verify` on `db` must report an intact chain.
+pub fn audit_verify(db: &DbDir) {
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "verify"])
+        .env("HANDOFF_DATABASE_URL", db.url())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run handoff audit verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("audit chain intact"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
