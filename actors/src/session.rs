@@ -570,7 +570,12 @@ impl SessionState {
                         // An acceptance may have lost to one made elsewhere:
                         // then the retry must refuse it, not try again.
                         if let OpInput::Accept { handoff_id, .. } = &input {
-                            if let Ok(true) = self.deps.store.handoff_accepted(*handoff_id).await {
+                            if let Ok(true) = self
+                                .deps
+                                .store
+                                .handoff_accepted(&self.key.tenant, *handoff_id)
+                                .await
+                            {
                                 self.accepted.insert(*handoff_id);
                             }
                         }

@@ -27,7 +27,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the handoff has been accepted (by any process). Asked only
     /// after an acceptance lost a write race.
-    async fn handoff_accepted(&self, _id: uuid::Uuid) -> Result<bool, StoreError> {
+    async fn handoff_accepted(&self, _tenant: &str, _id: uuid::Uuid) -> Result<bool, StoreError> {
         Ok(false)
     }
 

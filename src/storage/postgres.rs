@@ -416,14 +416,10 @@ impl Store for PgDb {
         Ok(row.as_ref().map(audit_from_row))
     }
 
-    async fn handoff_accepted(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM handoffs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(classify)?;
-        Ok(status.as_deref() == Some("accepted"))
+    /// The same lookup `accept_handoff` makes (tenant-scoped).
+    async fn handoff_accepted(&self, tenant: &str, id: uuid::Uuid) -> Result<bool, StoreError> {
+        let h = Database::get_handoff(self, tenant, &id.to_string()).await?;
+        Ok(h.is_some_and(|h| h.status == "accepted"))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

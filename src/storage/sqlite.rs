@@ -185,13 +185,10 @@ impl Store for SqliteDb {
         Ok(rows.iter().map(audit_from_row).next())
     }
 
-    async fn handoff_accepted(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM handoffs WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(classify)?;
-        Ok(status.as_deref() == Some("accepted"))
+    /// The same lookup `accept_handoff` makes (tenant-scoped).
+    async fn handoff_accepted(&self, tenant: &str, id: uuid::Uuid) -> Result<bool, StoreError> {
+        let h = Database::get_handoff(self, tenant, &id.to_string()).await?;
+        Ok(h.is_some_and(|h| h.status == "accepted"))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
