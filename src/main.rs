@@ -1,6 +1,21 @@
 //! `handoff`: an MCP server that lets AI agents hand work to each other
 //! without losing context. See README.md.
 
+/// jemalloc, not glibc's malloc: measured on the PostgreSQL bench at c=32,
+/// server CPU per call 0.113 -> 0.091 ms (glibc spent a third of the
+/// server's time in malloc/free), and after 100,000 sessions passivated RSS
+/// 145 -> 61 MiB. `malloc_conf` makes freed pages go back to the OS within
+/// about a second (a background thread purges them), so memory follows the
+/// active sessions without a trim call. mimalloc was as fast but kept
+/// 168 MiB.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Read by jemalloc at start-up (the unprefixed build exports this name).
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "malloc_conf")]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 mod analysis;
 mod app;
 mod cache;

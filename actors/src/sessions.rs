@@ -4,8 +4,6 @@
 //! fresh actor that loads it; other sessions never notice.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
-
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
     SupervisionEvent,
@@ -28,8 +26,6 @@ pub enum SessionsMsg {
     },
     /// Refuse new sessions: the process is shutting down.
     Close,
-    /// Many session actors stopped: give their memory back (self-sent).
-    ReleaseMemory,
 }
 
 pub struct SessionSupervisor;
@@ -42,10 +38,6 @@ pub struct SessionsState {
     by_age: BTreeMap<u64, ActorCell>,
     age_of: HashMap<ActorId, u64>,
     started: u64,
-    /// Most live actors since the last memory release.
-    peak: i64,
-    last_trim: Instant,
-    trim_scheduled: bool,
     closed: bool,
 }
 
@@ -65,9 +57,6 @@ impl Actor for SessionSupervisor {
             by_age: BTreeMap::new(),
             age_of: HashMap::new(),
             started: 0,
-            peak: 0,
-            last_trim: Instant::now(),
-            trim_scheduled: false,
             closed: false,
         })
     }
@@ -104,7 +93,6 @@ impl Actor for SessionSupervisor {
                 {
                     Ok((actor, _)) => {
                         st.live += 1;
-                        st.peak = st.peak.max(st.live);
                         st.started += 1;
                         st.by_age.insert(st.started, actor.get_cell());
                         st.age_of.insert(actor.get_id(), st.started);
@@ -123,19 +111,13 @@ impl Actor for SessionSupervisor {
                 let _ = reply.send(r);
             }
             SessionsMsg::Close => st.closed = true,
-            SessionsMsg::ReleaseMemory => {
-                st.trim_scheduled = false;
-                st.last_trim = Instant::now();
-                st.peak = st.live;
-                tokio::task::spawn_blocking(release_memory);
-            }
         }
         Ok(())
     }
 
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<SessionsMsg>,
+        _myself: ActorRef<SessionsMsg>,
         evt: SupervisionEvent,
         st: &mut SessionsState,
     ) -> Result<(), ActorProcessingErr> {
@@ -143,13 +125,6 @@ impl Actor for SessionSupervisor {
             SupervisionEvent::ActorTerminated(cell, ..) => {
                 st.live -= 1;
                 st.forget(&cell);
-                // Memory follows active sessions: once half of the peak
-                // has passivated, give the freed heap back (at most 1/s).
-                if st.live <= st.peak / 2 && !st.trim_scheduled {
-                    let wait = Duration::from_secs(1).saturating_sub(st.last_trim.elapsed());
-                    st.trim_scheduled = true;
-                    myself.send_after(wait, || SessionsMsg::ReleaseMemory);
-                }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 st.live -= 1;
@@ -194,16 +169,5 @@ impl SessionsState {
             self.age_of.remove(&oldest.get_id());
             let _ = oldest.drain();
         }
-    }
-}
-
-/// Hand freed heap back to the OS. Session actors are many small
-/// allocations; without this glibc keeps the peak's pages, and memory would
-/// follow the busiest moment instead of the active sessions.
-fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -1,6 +1,6 @@
 //! PostgreSQL, selected by `HANDOFF_DATABASE_URL=postgres://…`: the same
-//! contract and durability as the SQLite adapter, for a SINGLE replica (see
-//! "Sequence numbers" below for what more replicas would need).
+//! contract and durability as the SQLite adapter, also with several replicas
+//! on one database (see `BATCH_SQL` for how races between them end).
 //!
 //! Durability: a batch is acknowledged after PostgreSQL reports its commit,
 //! which with `synchronous_commit` on (enforced on every connection here,
