@@ -371,8 +371,8 @@ async fn migration_backfills_existing_entries() {
             &db,
             "ALTER TABLE context_entries DROP COLUMN search; \
              DROP FUNCTION handoff_search_content(bytea); \
-             DROP FUNCTION handoff_search_words(text); \
-             DELETE FROM _sqlx_migrations WHERE version = 3",
+             DROP FUNCTION IF EXISTS handoff_search_words(text); \
+             DELETE FROM _sqlx_migrations WHERE version IN (3, 5)",
         )
         .await;
     } else {

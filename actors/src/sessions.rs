@@ -3,11 +3,11 @@
 //! its state is in the database, so the next call for that session starts a
 //! fresh actor that loads it; other sessions never notice.
 
-use std::collections::{BTreeMap, HashMap};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
     SupervisionEvent,
 };
+use std::collections::{BTreeMap, HashMap};
 
 use crate::audit::{AuditEvent, AuditMsg};
 use crate::error::HandoffError;

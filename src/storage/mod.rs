@@ -7,6 +7,7 @@ pub mod postgres;
 mod postgres_analytics;
 mod postgres_config;
 mod postgres_search;
+mod search_words;
 pub mod sqlite;
 mod sqlite_analytics;
 

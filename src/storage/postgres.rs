@@ -505,11 +505,12 @@ checkpoints AS (
 ),
 entries AS (
     INSERT INTO context_entries (session_id, seq, id, context_type, content, metadata,
-                                 created_at)
-    SELECT session_id, seq, id, context_type, content, metadata::json, created_at
+                                 created_at, search)
+    SELECT session_id, seq, id, context_type, content, metadata::json, created_at,
+           search::tsvector
     FROM unnest($12::uuid[], $13::int8[], $14::uuid[], $15::text[], $16::bytea[],
-                $17::text[], $18::timestamptz[])
-         AS t(session_id, seq, id, context_type, content, metadata, created_at)
+                $17::text[], $18::timestamptz[], $53::text[])
+         AS t(session_id, seq, id, context_type, content, metadata, created_at, search)
 ),
 new_handoffs AS (
     INSERT INTO handoffs (id, tenant, session_id, session_key, source_agent, target_agent,
@@ -572,6 +573,8 @@ struct Columns<'a> {
     e_content: Vec<&'a [u8]>,
     e_metadata: Vec<Option<String>>,
     e_created: Vec<DateTime<Utc>>,
+    /// The search index's words (see `search_words`).
+    e_search: Vec<String>,
     // handoffs
     h_id: Vec<Uuid>,
     h_tenant: Vec<&'a str>,
@@ -709,6 +712,8 @@ impl<'a> Columns<'a> {
         self.e_content.push(e.content.as_bytes());
         self.e_metadata.push(metadata);
         self.e_created.push(e.created_at);
+        self.e_search
+            .push(super::search_words::tsvector_text(&e.content));
     }
 
     async fn execute(self, conn: &mut PgConnection) -> Result<(), StoreError> {
@@ -766,6 +771,7 @@ impl<'a> Columns<'a> {
             .bind(self.v_reason)
             .bind(self.s_fresh)
             .bind(accepts)
+            .bind(self.e_search)
             .execute(&mut *conn)
             .await
             .map(|_| ())

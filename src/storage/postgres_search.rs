@@ -30,23 +30,14 @@ pub(super) async fn search(
     agent: Option<&str>,
     limit: u32,
 ) -> Result<Vec<SearchHit>, StoreError> {
-    let terms: Vec<&str> = query.split_whitespace().collect();
-    if terms.is_empty() {
+    // Each term is a phrase of its words, the phrases are ANDed (built by
+    // the same split the index uses); a query without any word matches
+    // nothing.
+    let Some(tsquery) = super::search_words::tsquery_text(query) else {
         return Ok(Vec::new());
-    }
-    // Each term is a phrase of its words (split by the same function the
-    // index uses), and the phrases are ANDed. A term without any word
-    // (`*`, `«`) is an empty query that `&&` drops; a query of nothing but
-    // such terms matches nothing.
+    };
     let mut q = QueryBuilder::<Postgres>::new("WITH q AS (SELECT ");
-    for (i, t) in terms.iter().enumerate() {
-        if i > 0 {
-            q.push(" && ");
-        }
-        q.push("phraseto_tsquery('simple', handoff_search_words(")
-            .push_bind(*t)
-            .push("))");
-    }
+    q.push_bind(tsquery).push("::tsquery");
     q.push(
         " AS q), hits AS (\
          SELECT s.session_key, e.seq, e.context_type, e.created_at, e.content, \
