@@ -330,7 +330,16 @@ async fn the_audit_chain_stays_intact_with_two_writers() {
         .filter_map(|t| t.parse().ok())
         .max()
         .unwrap_or(0);
-    assert!(rows >= 120, "audit verify counted {rows} rows: {stdout}");
+    let warnings: Vec<String> = std::fs::read_to_string(db.stderr_log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        rows >= 120,
+        "audit verify counted {rows} rows: {stdout}; server warnings: {warnings:#?}"
+    );
 }
 
 use futures::StreamExt;

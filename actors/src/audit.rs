@@ -21,6 +21,9 @@ pub const AUDIT_NAME: &str = "audit";
 const LINGER: Duration = Duration::from_millis(50);
 /// …unless this many are waiting.
 const LINGER_MAX: usize = 256;
+/// How long a stopping audit actor keeps trying to write its last rows
+/// (inside the root's drain timeout).
+const SHUTDOWN_RETRY: Duration = Duration::from_secs(5);
 /// The hash the first row links to.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -204,10 +207,19 @@ impl Actor for AuditActor {
         _myself: ActorRef<AuditMsg>,
         st: &mut AuditState,
     ) -> Result<(), ActorProcessingErr> {
-        for _ in 0..8 {
-            if !matches!(st.flush().await, Flushed::Conflict) {
-                break;
+        // The last rows have no later flush to retry them: keep trying (lost
+        // races at once, failures after a pause) until the drain deadline
+        // is near, and say so if they could not be written.
+        let deadline = std::time::Instant::now() + SHUTDOWN_RETRY;
+        while std::time::Instant::now() < deadline {
+            match st.flush().await {
+                Flushed::Done => break,
+                Flushed::Conflict => {}
+                Flushed::Failed => tokio::time::sleep(Duration::from_millis(100)).await,
             }
+        }
+        if !st.buffer.is_empty() {
+            tracing::error!(rows = st.buffer.len(), "audit rows not written at shutdown");
         }
         Ok(())
     }

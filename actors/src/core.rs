@@ -24,6 +24,10 @@ use crate::sessions::{SessionsMsg, SESSIONS_NAME};
 use crate::store::Store;
 use crate::summary::SummaryView;
 
+/// How long a call keeps trying to reach a session actor that is being
+/// replaced (passivating, crashed) before it gives up with INTERNAL_ERROR.
+const REACH_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct Core {
     pub store: Arc<dyn Store>,
@@ -241,15 +245,23 @@ impl Core {
     ) -> Result<T, HandoffError> {
         let (tx, rx) = oneshot();
         let mut msg = build(tx.into());
-        let mut attempts = 0;
+        // A stopping or crashed actor keeps its name until ractor has
+        // cleaned it up, which takes longer on a loaded machine: retry for
+        // a bounded time, not a number of turns.
+        let started = std::time::Instant::now();
+        let mut attempts = 0u32;
         loop {
             let actor = self.session_actor(key).await?;
             match actor.cast(msg) {
                 Ok(()) => break,
-                Err(MessagingErr::SendErr(m)) if attempts < 1000 => {
+                Err(MessagingErr::SendErr(m)) if started.elapsed() < REACH_TIMEOUT => {
                     msg = m;
                     attempts += 1;
-                    tokio::task::yield_now().await;
+                    if attempts < 100 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
                 Err(_) => return Err(HandoffError::internal("could not reach the session actor")),
             }
@@ -263,7 +275,8 @@ impl Core {
 
     async fn session_actor(&self, key: &SessionKey) -> Result<ActorRef<SessionMsg>, HandoffError> {
         let name = key.actor_name();
-        for _ in 0..1000 {
+        let started = std::time::Instant::now();
+        while started.elapsed() < REACH_TIMEOUT {
             if let Some(a) = ActorRef::<SessionMsg>::where_is(name.clone()) {
                 return Ok(a);
             }

@@ -112,7 +112,7 @@ impl PgDb {
             .map_err(|e| anyhow::anyhow!("invalid PostgreSQL URL: {}", redact(&e.to_string())))?
             .application_name("handoff");
         let name = describe_opts(&opts);
-        let mut writer = tokio::time::timeout(CONNECT_TIMEOUT, connect(&opts))
+        let mut writer = tokio::time::timeout(CONNECT_TIMEOUT, connect(&opts, false))
             .await
             .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut))
             .map_err(|e| {
@@ -150,6 +150,7 @@ impl PgDb {
         let fsync: String = sqlx::query_scalar("SELECT current_setting('fsync')")
             .fetch_one(&mut writer)
             .await?;
+        writer.execute(sqlx::raw_sql(WRITER_SETUP)).await?;
         if fsync != "on" {
             tracing::warn!(
                 database = %name,
@@ -171,11 +172,14 @@ impl PgDb {
     }
 }
 
-/// The writer connection: `SESSION_SETUP` plus `WRITER_SETUP`.
-async fn connect(opts: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+/// A writer connection: `SESSION_SETUP`, and `WRITER_SETUP` unless it is
+/// the start-up one, which migrates first (migrations are planned normally).
+async fn connect(opts: &PgConnectOptions, for_batches: bool) -> Result<PgConnection, sqlx::Error> {
     let mut conn = PgConnection::connect_with(opts).await?;
     setup(&mut conn).await?;
-    conn.execute(sqlx::raw_sql(WRITER_SETUP)).await?;
+    if for_batches {
+        conn.execute(sqlx::raw_sql(WRITER_SETUP)).await?;
+    }
     Ok(conn)
 }
 
@@ -400,7 +404,7 @@ impl Store for PgDb {
         let mut slot = self.writer.lock().await;
         let mut conn = match slot.take() {
             Some(conn) => conn,
-            None => connect(&self.opts).await.map_err(classify)?,
+            None => connect(&self.opts, true).await.map_err(classify)?,
         };
         let mut in_transaction = false;
         match write_batch(&mut conn, units, self.chunk_bytes, &mut in_transaction).await {
