@@ -333,12 +333,18 @@ async fn the_audit_chain_stays_intact_with_two_writers() {
     let warnings: Vec<String> = std::fs::read_to_string(db.stderr_log())
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+        .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\"") || l.contains("audit"))
         .map(str::to_string)
         .collect();
+    let by_action = common::sql_rows(
+        &db,
+        "SELECT action, count(*) FROM audit_log GROUP BY action ORDER BY action",
+    )
+    .await;
     assert!(
         rows >= 120,
-        "audit verify counted {rows} rows: {stdout}; server warnings: {warnings:#?}"
+        "audit verify counted {rows} rows: {stdout}; by action: {by_action:?}; \
+         server log: {warnings:#?}"
     );
 }
 

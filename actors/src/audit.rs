@@ -175,7 +175,10 @@ impl Actor for AuditActor {
                 st.buffer.push(e);
                 if st.buffer.len() >= LINGER_MAX {
                     st.flush_scheduled = true;
-                    myself.cast(AuditMsg::Flush)?;
+                    // Refused only while draining; post_stop writes the
+                    // buffer then. An error here would fail the actor and
+                    // lose the buffer instead.
+                    let _ = myself.cast(AuditMsg::Flush);
                 } else if !st.flush_scheduled {
                     st.flush_scheduled = true;
                     myself.send_after(LINGER, || AuditMsg::Flush);
@@ -189,7 +192,7 @@ impl Actor for AuditActor {
                     // from its head at once.
                     Flushed::Conflict => {
                         st.flush_scheduled = true;
-                        myself.cast(AuditMsg::Flush)?;
+                        let _ = myself.cast(AuditMsg::Flush);
                     }
                     // Keep the rows and try again: the chain must not skip.
                     Flushed::Failed => {
@@ -210,6 +213,7 @@ impl Actor for AuditActor {
         // The last rows have no later flush to retry them: keep trying (lost
         // races at once, failures after a pause) until the drain deadline
         // is near, and say so if they could not be written.
+        let pending = st.buffer.len();
         let deadline = std::time::Instant::now() + SHUTDOWN_RETRY;
         while std::time::Instant::now() < deadline {
             match st.flush().await {
@@ -220,6 +224,8 @@ impl Actor for AuditActor {
         }
         if !st.buffer.is_empty() {
             tracing::error!(rows = st.buffer.len(), "audit rows not written at shutdown");
+        } else {
+            tracing::info!(rows = pending, next_seq = st.next_seq, "audit log flushed");
         }
         Ok(())
     }

@@ -149,7 +149,11 @@ impl Actor for PersistenceActor {
                     st.flush().await;
                 } else if !st.flush_scheduled {
                     st.flush_scheduled = true;
-                    myself.cast(PersistMsg::Flush)?;
+                    // Refused only while draining: commit now rather than
+                    // fail the actor (which would drop the buffer unanswered).
+                    if myself.cast(PersistMsg::Flush).is_err() {
+                        st.flush().await;
+                    }
                 }
             }
             PersistMsg::Flush => {

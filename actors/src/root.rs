@@ -291,6 +291,11 @@ impl Actor for RootActor {
             return Ok(());
         };
         if st.shutting_down {
+            // A child that fails while draining skips its post_stop (and
+            // whatever that would have written): never silently.
+            if let Some(err) = failure {
+                tracing::error!(child = %name, error = %err, "child failed during shutdown");
+            }
             return Ok(());
         }
         metrics().actors_live.with_label_values(&[&name]).set(0);

@@ -583,6 +583,14 @@ impl SessionState {
                             self.pending.push_front(op);
                         }
                     }
+                    // Two writers that keep colliding (a slow machine, a hot
+                    // session) must stop moving in step: after the second
+                    // loss in a row, wait a random few milliseconds.
+                    if self.conflicts >= 2 {
+                        let cap = 1u64 << self.conflicts.min(5);
+                        let jitter = u64::from(Uuid::new_v4().as_bytes()[0]) % (cap + 1);
+                        tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    }
                 }
             }
         }
