@@ -82,8 +82,8 @@ pub struct Config {
     /// Key for the keyed hashes of session keys in logs and audit rows. When
     /// unset, one is generated and kept in the database.
     pub log_hash_key: Option<String>,
-    /// Tokio worker threads; 0 runs everything on one thread (the actors
-    /// then never wake each other across threads; SQLite keeps its own).
+    /// Tokio worker threads: 0 one per core (default), 1 everything on one
+    /// thread (less CPU per call, lower peak throughput), n that many.
     pub runtime_threads: usize,
     /// Enables test-only tools (`debug_crash_session`). Never in production.
     pub test_hooks: bool,

@@ -152,10 +152,7 @@ fn main() -> ExitCode {
     if !ignored_env.is_empty() {
         tracing::warn!(variables = ?ignored_env, "ignoring unknown HANDOFF_* environment variables");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(cfg.runtime_threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("handoff: cannot start the runtime: {e}");
@@ -198,4 +195,24 @@ fn main() -> ExitCode {
     // The blocking stdin reader (terminal fallback) cannot be cancelled;
     // do not let runtime shutdown wait for it.
     std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
+}
+
+/// `runtime_threads`: 0 (default) a multi-thread runtime with a worker per
+/// core; 1 everything on this one thread; n > 1 that many workers. Measured
+/// on the PostgreSQL bench (2 cores): one thread costs less CPU per call
+/// (0.084 vs 0.102 ms) and answers faster alone (c=1: 990 vs 884 calls/s),
+/// but two workers carry more at c=32 (7,380 vs 7,048 calls/s).
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
 }
