@@ -247,14 +247,15 @@ impl Core {
         let mut msg = build(tx.into());
         // A stopping or crashed actor keeps its name until ractor has
         // cleaned it up, which takes longer on a loaded machine: retry for
-        // a bounded time, not a number of turns.
-        let started = std::time::Instant::now();
+        // a bounded time, not a number of turns. One deadline covers
+        // finding the actor and getting the message in.
+        let deadline = std::time::Instant::now() + REACH_TIMEOUT;
         let mut attempts = 0u32;
         loop {
-            let actor = self.session_actor(key).await?;
+            let actor = self.session_actor(key, deadline).await?;
             match actor.cast(msg) {
                 Ok(()) => break,
-                Err(MessagingErr::SendErr(m)) if started.elapsed() < REACH_TIMEOUT => {
+                Err(MessagingErr::SendErr(m)) if std::time::Instant::now() < deadline => {
                     msg = m;
                     attempts += 1;
                     if attempts < 100 {
@@ -273,10 +274,13 @@ impl Core {
         })
     }
 
-    async fn session_actor(&self, key: &SessionKey) -> Result<ActorRef<SessionMsg>, HandoffError> {
+    async fn session_actor(
+        &self,
+        key: &SessionKey,
+        deadline: std::time::Instant,
+    ) -> Result<ActorRef<SessionMsg>, HandoffError> {
         let name = key.actor_name();
-        let started = std::time::Instant::now();
-        while started.elapsed() < REACH_TIMEOUT {
+        while std::time::Instant::now() < deadline {
             if let Some(a) = ActorRef::<SessionMsg>::where_is(name.clone()) {
                 return Ok(a);
             }
