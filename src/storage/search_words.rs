@@ -14,6 +14,7 @@
 //! A word holds only alphanumeric characters, so it never needs escaping.
 
 use std::collections::HashMap;
+use std::fmt::Write;
 
 /// Characters of an entry that are indexed: a tsvector may not exceed
 /// 1 MiB, which 131,072 characters of any content stay under (see
@@ -57,7 +58,7 @@ pub fn tsvector_text(content: &str) -> String {
             }
         }
     }
-    let mut out = String::with_capacity(content.len().min(end) + order.len() * 6);
+    let mut out = String::with_capacity(end + order.len() * 6);
     for w in &order {
         if !out.is_empty() {
             out.push(' ');
@@ -69,7 +70,8 @@ pub fn tsvector_text(content: &str) -> String {
             if k > 0 {
                 out.push(',');
             }
-            out.push_str(&p.to_string());
+            // Into the buffer: no string per position on the write path.
+            let _ = write!(out, "{p}");
         }
     }
     out
