@@ -66,6 +66,29 @@ pub struct HandoffListing {
     pub accepted_by: Option<String>,
 }
 
+/// The `search_context` filters, the same clause on both adapters: the
+/// session key, and an agent that registered the session or was the target
+/// of one of its handoffs (`s` is the sessions row of the match).
+fn push_search_filters<DB>(
+    q: &mut sqlx::QueryBuilder<DB>,
+    session_key: Option<&str>,
+    agent: Option<&str>,
+) where
+    DB: sqlx::Database,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    if let Some(k) = session_key {
+        q.push(" AND s.session_key = ").push_bind(k);
+    }
+    if let Some(a) = agent {
+        q.push(" AND (s.agent_from = ")
+            .push_bind(a)
+            .push(" OR EXISTS (SELECT 1 FROM handoffs h WHERE h.session_id = s.id AND h.target_agent = ")
+            .push_bind(a)
+            .push("))");
+    }
+}
+
 /// One full-text match (`Database::search`).
 #[derive(Debug, Clone)]
 pub struct SearchHit {

@@ -46,16 +46,7 @@ pub(super) async fn search(
          WHERE e.search @@ q.q AND s.tenant = ",
     );
     q.push_bind(tenant);
-    if let Some(k) = session_key {
-        q.push(" AND s.session_key = ").push_bind(k);
-    }
-    if let Some(a) = agent {
-        q.push(" AND (s.agent_from = ")
-            .push_bind(a)
-            .push(" OR EXISTS (SELECT 1 FROM handoffs h WHERE h.session_id = s.id AND h.target_agent = ")
-            .push_bind(a)
-            .push("))");
-    }
+    super::push_search_filters(&mut q, session_key, agent);
     q.push(" ORDER BY rank DESC, s.session_key, e.seq LIMIT ")
         .push_bind(limit as i64);
     // Excerpts only for the hits returned, from the text that was indexed.

@@ -963,16 +963,7 @@ impl Database for SqliteDb {
              WHERE context_fts MATCH ",
         );
         q.push_bind(expr).push(" AND s.tenant = ").push_bind(tenant);
-        if let Some(k) = session_key {
-            q.push(" AND s.session_key = ").push_bind(k);
-        }
-        if let Some(a) = agent {
-            q.push(" AND (s.agent_from = ")
-                .push_bind(a)
-                .push(" OR EXISTS (SELECT 1 FROM handoffs h WHERE h.session_id = s.id AND h.target_agent = ")
-                .push_bind(a)
-                .push("))");
-        }
+        super::push_search_filters(&mut q, session_key, agent);
         q.push(" ORDER BY rank, s.session_key, e.seq LIMIT ")
             .push_bind(limit as i64);
         let rows = q
