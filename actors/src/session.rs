@@ -481,6 +481,7 @@ impl Actor for SessionActor {
             st.submit(&myself).await;
         }
         st.checkpoint().await;
+        st.park_in_cache().await;
         Ok(())
     }
 }
@@ -518,7 +519,9 @@ impl SessionState {
                 }
                 row
             }));
-            if let Some(Some(row)) = &self.committed {
+            if !self.deps.cache.shared() {
+                self.deps.cache.evict(&self.key).await;
+            } else if let Some(Some(row)) = &self.committed {
                 self.deps.cache.put(&self.key, row).await;
             }
         }
@@ -683,7 +686,7 @@ impl SessionState {
         let changes = self.deps.changes.clone();
         let cache = self.deps.cache.clone();
         let cache_key = self.key.clone();
-        let snapshot = spec.clone();
+        let snapshot = if cache.shared() { spec.clone() } else { None };
         let counts = (
             unit.entries.len() as u64,
             unit.handoffs.len() as u64,
@@ -725,7 +728,7 @@ impl SessionState {
             };
             // After the replies: a live actor answers this process's reads
             // itself, so only other replicas read what this writes.
-            if ok {
+            if ok && cache.shared() {
                 match &snapshot {
                     Some(row) => cache.put(&cache_key, row).await,
                     None => cache.forget(&cache_key).await,
@@ -752,6 +755,20 @@ impl SessionState {
             checkpoint,
             done: done_rx,
         });
+    }
+
+    /// A cache only this process reads gets the final row now (see
+    /// `crate::cache`); an unknown state (a failed unit) leaves no copy.
+    async fn park_in_cache(&self) {
+        let cache = &self.deps.cache;
+        if cache.shared() {
+            return;
+        }
+        match &self.committed {
+            Some(Some(row)) => cache.put(&self.key, row).await,
+            Some(None) => cache.forget(&self.key).await,
+            None => cache.evict(&self.key).await,
+        }
     }
 
     /// Write the session row if entries arrived since the last checkpoint

@@ -39,6 +39,11 @@ impl LocalCache {
             });
     }
 
+    /// Drop the key, whatever version it holds.
+    pub fn evict(&self, key: &SessionKey) {
+        self.rows.invalidate(key);
+    }
+
     /// Run moka's pending evictions; entries held afterwards.
     pub fn maintain(&self) -> u64 {
         self.rows.run_pending_tasks();

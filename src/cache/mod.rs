@@ -2,14 +2,19 @@
 //! Redis when `HANDOFF_REDIS_URL` is set (shared by every replica), else a
 //! bounded cache inside the process.
 //!
-//! Freshness. Session actors write every committed row through (newest
-//! version wins, see `codec::version`), and a live actor answers its own
-//! process's reads, so a read served here reflects every write this process
-//! acknowledged — except when a cache write failed: that key is then not
-//! served from the cache by this process until `cache_ttl` has passed, by
-//! which time the stale copy has expired everywhere. Other replicas see a
+//! Freshness. With Redis, session actors write every committed row through
+//! (newest version wins, see `codec::version`), and a live actor answers its
+//! own process's reads, so a read served here reflects every write this
+//! process acknowledged — except when a cache write failed: that key is then
+//! not served from the cache by this process until `cache_ttl` has passed,
+//! by which time the stale copy has expired everywhere. Other replicas see a
 //! write as soon as its write-through lands (normally well under a
 //! millisecond after the acknowledgement), and at worst after `cache_ttl`.
+//!
+//! The cache inside the process is read by nobody else, so it holds only
+//! sessions whose actor has stopped: a loading actor evicts its key and a
+//! stopping one puts its final row (see `handoff_actors::cache`). A read
+//! finds either the live actor or that final row.
 //!
 //! Failures never reach a client: every call is bounded by `cache_timeout`,
 //! reported to the cache breaker, and skipped while that breaker is open.
@@ -192,6 +197,16 @@ impl SessionCache for Cache {
             Backend::Redis(r) => self.bounded(r.put(key, None, self.ttl)).await,
         };
         self.settle_write("forget", key, r);
+    }
+
+    fn shared(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
+    }
+
+    async fn evict(&self, key: &SessionKey) {
+        if let Backend::Local(l) = &self.backend {
+            l.evict(key);
+        }
     }
 }
 

@@ -71,6 +71,9 @@ use crate::logging::redact;
 /// in principle carry `batch_max` units of a few MiB each.
 const CHUNK_BYTES: usize = 64 * 1024 * 1024;
 
+/// A pooled read connection idle this long is pinged before it is used.
+const READER_CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
+
 /// How long start-up waits for the first connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -157,9 +160,22 @@ impl PgDb {
                 "PostgreSQL runs with fsync = off: acknowledged writes may be lost in a crash"
             );
         }
+        // sqlx pings a connection before handing it out by default: a round
+        // trip (and a PostgreSQL wake-up) per read. Only a connection that
+        // sat idle long enough to have been cut is checked; a busy one that
+        // broke fails its query, which is retryable, and is then dropped.
         let reader = PgPoolOptions::new()
             .max_connections(4)
             .min_connections(0)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= READER_CHECK_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(|conn, _| Box::pin(async move { setup(conn).await }))
             .connect_lazy_with(opts.clone());
         Ok(Self {
