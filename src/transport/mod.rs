@@ -1,4 +1,5 @@
 //! Transports: each runs as an actor under the root supervisor and turns
 //! MCP traffic into calls on the server.
 
+pub mod coalesce;
 pub mod stdio;

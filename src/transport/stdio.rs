@@ -15,7 +15,11 @@ use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::ServiceExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::coalesce::CoalescingWriter;
 use crate::mcp::HandoffServer;
+
+/// How long the end of a connection waits for its last replies to go out.
+const FINISH_WRITES: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub const NAME: &str = "transport.stdio";
 
@@ -75,6 +79,7 @@ impl Actor for StdioTransport {
     ) -> Result<(), ActorProcessingErr> {
         let (r, w, kind) = standard_streams();
         tracing::debug!(kind, "stdio transport");
+        let (w, finish) = CoalescingWriter::new(w);
         let transport =
             AsyncRwTransport::new_server(r, w).with_max_line_length(args.max_message_bytes);
         tokio::spawn(async move {
@@ -85,6 +90,9 @@ impl Actor for StdioTransport {
                 },
                 Err(e) => format!("initialisation failed: {e}"),
             };
+            // The last replies may still be buffered; a client that is gone
+            // must not hold the shutdown up.
+            let _ = tokio::time::timeout(FINISH_WRITES, finish.finish()).await;
             let _ = myself.cast(TransportMsg::Closed(reason));
         });
         Ok(())

@@ -1,0 +1,201 @@
+//! Replies that finish together leave in one write.
+//!
+//! rmcp flushes after every message, so each reply is a `write(2)` of its
+//! own and wakes the client once per reply. Replies finish in crowds (a
+//! group commit acknowledges a dozen calls at once), so this writer takes
+//! rmcp's writes into a buffer and a small task writes the buffer out after
+//! giving the rest of that crowd one scheduler turn to join. Measured with
+//! `ops/bench`: fewer system calls here and fewer wake-ups in the client.
+//!
+//! A reply is never held back for longer than that one turn, and the buffer
+//! is bounded: past `MAX_BUFFERED` bytes, writers wait for the client.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// Bytes buffered before writers are made to wait.
+const MAX_BUFFERED: usize = 1 << 20;
+
+#[derive(Default)]
+struct State {
+    buf: Vec<u8>,
+    /// The underlying writer failed; every later write reports it.
+    failed: Option<io::ErrorKind>,
+    shutdown: bool,
+    /// A writer waiting for room in the buffer.
+    waiting: Option<Waker>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    dirty: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub struct CoalescingWriter {
+    shared: Arc<Shared>,
+}
+
+/// Ends the writing task once everything buffered is out (the connection
+/// is over: the last replies must not be lost when the process exits).
+pub struct Finish {
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Finish {
+    pub async fn finish(self) {
+        self.shared.lock().shutdown = true;
+        self.shared.dirty.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+impl CoalescingWriter {
+    /// Wrap `inner`; the task that writes to it runs until shutdown (by
+    /// rmcp or `Finish`) or the first write error.
+    pub fn new<W: AsyncWrite + Send + Unpin + 'static>(inner: W) -> (Self, Finish) {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            dirty: Notify::new(),
+        });
+        let task = tokio::spawn(drain(inner, shared.clone()));
+        (
+            CoalescingWriter {
+                shared: shared.clone(),
+            },
+            Finish { shared, task },
+        )
+    }
+}
+
+async fn drain<W: AsyncWrite + Unpin>(mut inner: W, shared: Arc<Shared>) {
+    let mut out = Vec::new();
+    loop {
+        shared.dirty.notified().await;
+        // Replies completing in this turn join the same write.
+        tokio::task::yield_now().await;
+        let shutdown = {
+            let mut st = shared.lock();
+            std::mem::swap(&mut out, &mut st.buf);
+            if let Some(w) = st.waiting.take() {
+                w.wake();
+            }
+            st.shutdown
+        };
+        let mut r = Ok(());
+        if !out.is_empty() {
+            r = inner.write_all(&out).await;
+            if r.is_ok() {
+                r = inner.flush().await;
+            }
+            out.clear();
+        }
+        if r.is_ok() && shutdown {
+            r = inner.shutdown().await;
+        }
+        if let Err(e) = r {
+            let mut st = shared.lock();
+            st.failed = Some(e.kind());
+            if let Some(w) = st.waiting.take() {
+                w.wake();
+            }
+            return;
+        }
+        if shutdown {
+            return;
+        }
+    }
+}
+
+impl AsyncWrite for CoalescingWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut st = self.shared.lock();
+        if let Some(kind) = st.failed {
+            return Poll::Ready(Err(kind.into()));
+        }
+        if st.shutdown {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if st.buf.len() >= MAX_BUFFERED {
+            st.waiting = Some(cx.waker().clone());
+            drop(st);
+            self.shared.dirty.notify_one();
+            return Poll::Pending;
+        }
+        st.buf.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    /// Hands the buffer to the writing task; it goes out within a turn.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(kind) = self.shared.lock().failed {
+            return Poll::Ready(Err(kind.into()));
+        }
+        self.shared.dirty.notify_one();
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared.lock().shutdown = true;
+        self.shared.dirty.notify_one();
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn everything_written_arrives_in_order() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let (mut w, finish) = CoalescingWriter::new(server);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut want = Vec::new();
+        for i in 0..2_000u32 {
+            let line = format!("{{\"id\":{i}}}\n");
+            w.write_all(line.as_bytes()).await.unwrap();
+            w.flush().await.unwrap();
+            want.extend_from_slice(line.as_bytes());
+        }
+        // The last lines are still buffered: `finish` writes them out.
+        finish.finish().await;
+        assert_eq!(reader.await.unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn a_closed_reader_becomes_an_error() {
+        let (client, server) = tokio::io::duplex(64);
+        drop(client);
+        let (mut w, _finish) = CoalescingWriter::new(server);
+        let mut failed = false;
+        for _ in 0..100 {
+            if w.write_all(b"x\n").await.is_err() || w.flush().await.is_err() {
+                failed = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(failed, "writes to a closed reader kept succeeding");
+    }
+}
