@@ -211,6 +211,7 @@ impl PersistenceState {
         }
         let units: Vec<&CommitUnit> = batch.iter().map(|(u, _, _)| u).collect();
         let result = self.commit(&units, budget).await;
+        drop(units);
         self.totals.0 += 1;
         self.totals.1 += batch.len() as u64;
         self.totals.2 += started.elapsed();
@@ -218,19 +219,24 @@ impl PersistenceState {
             .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
             .observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(()) => {
-                for (_, reply, _) in batch {
-                    let _ = reply.send(Ok(()));
+            Ok(lost) => {
+                for (i, (_, reply, _)) in batch.into_iter().enumerate() {
+                    let _ = reply.send(if lost.contains(&i) {
+                        Err(lost_registration())
+                    } else {
+                        Ok(())
+                    });
                 }
             }
             // One unit's data was refused (a constraint, another replica won
             // a race): commit the units one by one so only it fails.
             Err(StoreError::Rejected(_) | StoreError::Conflict(_)) if batch.len() > 1 => {
                 for (unit, reply, _) in batch {
-                    let r = self
-                        .commit(&[&unit], self.config.timeout)
-                        .await
-                        .map_err(HandoffError::from);
+                    let r = match self.commit(&[&unit], self.config.timeout).await {
+                        Ok(lost) if lost.is_empty() => Ok(()),
+                        Ok(_) => Err(lost_registration()),
+                        Err(e) => Err(HandoffError::from(e)),
+                    };
                     let _ = reply.send(r);
                 }
             }
@@ -244,9 +250,14 @@ impl PersistenceState {
         self.buffer = Vec::with_capacity(self.config.max_batch);
     }
 
-    /// One transaction, bounded in time, reported to the breaker.
-    async fn commit(&self, units: &[&CommitUnit], budget: Duration) -> Result<(), StoreError> {
-        let r = match tokio::time::timeout(budget, self.store.commit(units)).await {
+    /// One transaction, bounded in time, reported to the breaker. Returns
+    /// the indexes of units left out as lost registrations.
+    async fn commit(
+        &self,
+        units: &[&CommitUnit],
+        budget: Duration,
+    ) -> Result<Vec<usize>, StoreError> {
+        let r = match tokio::time::timeout(budget, self.store.commit_partial(units)).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Unavailable(format!(
                 "commit took longer than {:?}",
@@ -264,8 +275,21 @@ impl PersistenceState {
             }
             Err(StoreError::Conflict(_)) => {}
             Err(e) => tracing::error!(error = %e, units = units.len(), "batch commit failed"),
-            Ok(()) => {}
+            Ok(lost) => {
+                if !lost.is_empty() {
+                    metrics().write_conflicts.inc_by(lost.len() as u64);
+                }
+            }
         }
         r
     }
+}
+
+/// A unit registered a key that another writer (a replica, or an earlier
+/// life of the session) had registered: its session actor reloads the key
+/// and applies the operations again (SESSION_EXISTS, or a reactivation).
+fn lost_registration() -> HandoffError {
+    HandoffError::from(StoreError::Conflict(
+        "the session key was registered by another writer".into(),
+    ))
 }

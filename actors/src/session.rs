@@ -528,6 +528,29 @@ impl SessionState {
         Ok(self.committed.as_ref().expect("loaded above"))
     }
 
+    /// A registration of a key this actor has not looked up is built as if
+    /// the key were new, when the store leaves out a registration that lost
+    /// (`Store::registers_blind`): the common case then costs no read. If
+    /// the key did exist, the unit comes back as a write conflict and the
+    /// operations are applied again on the loaded row (SESSION_EXISTS, or a
+    /// reactivation). Only on the first try: a retry always loads.
+    async fn assume_new_for_registration(&mut self) {
+        let first_is_register = matches!(self.pending.front(), Some(Op::Register { .. }));
+        if self.committed.is_some()
+            || !first_is_register
+            || self.conflicts > 0
+            || !self.deps.store.registers_blind()
+        {
+            return;
+        }
+        if !self.deps.cache.shared() {
+            self.deps.cache.evict(&self.key).await;
+        }
+        self.committed = Some(None);
+        self.checkpoint_seq = 0;
+        self.synced_at = Instant::now();
+    }
+
     async fn summary(&mut self) -> Result<SummaryView, HandoffError> {
         let key = self.key.key.clone();
         match self.load().await? {
@@ -620,6 +643,7 @@ impl SessionState {
             }
             return;
         }
+        self.assume_new_for_registration().await;
         if let Err(e) = self.load().await {
             for op in self.pending.drain(..) {
                 op.fail(e.clone());

@@ -22,6 +22,23 @@ pub trait Store: Send + Sync + 'static {
     /// Commit every unit in one transaction: all or nothing.
     async fn commit(&self, units: &[&CommitUnit]) -> Result<(), StoreError>;
 
+    /// Commit in one transaction, except units that register a session key
+    /// another writer registered first: nothing of those is written, and
+    /// their indexes are returned (the persistence actor answers them with a
+    /// write conflict; their session actor reloads and applies again). An
+    /// adapter that cannot tell fails the whole batch instead, as `commit`.
+    async fn commit_partial(&self, units: &[&CommitUnit]) -> Result<Vec<usize>, StoreError> {
+        self.commit(units).await.map(|()| Vec::new())
+    }
+
+    /// Whether a session actor may register a key it has not looked up:
+    /// true when `commit_partial` leaves out a lost registration (so the
+    /// common case, a new key, costs no read), false when a lost one would
+    /// fail the batch of every other session.
+    fn registers_blind(&self) -> bool {
+        false
+    }
+
     /// The last row of the audit chain, to continue it.
     async fn audit_head(&self) -> Result<Option<AuditRow>, StoreError>;
 

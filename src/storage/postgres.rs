@@ -188,6 +188,41 @@ impl PgDb {
     }
 }
 
+impl PgDb {
+    /// One batch on the writer connection (see `Store::commit` below for
+    /// what happens to the connection when it fails); the ids of lost
+    /// registrations when `partial`.
+    async fn write(&self, units: &[&CommitUnit], partial: bool) -> Result<Vec<Uuid>, StoreError> {
+        let mut slot = self.writer.lock().await;
+        let mut conn = match slot.take() {
+            Some(conn) => conn,
+            None => connect(&self.opts, true).await.map_err(classify)?,
+        };
+        let mut in_transaction = false;
+        match write_batch(
+            &mut conn,
+            units,
+            self.chunk_bytes,
+            partial,
+            &mut in_transaction,
+        )
+        .await
+        {
+            Ok(lost) => {
+                *slot = Some(conn);
+                Ok(lost)
+            }
+            Err(e) => {
+                if in_transaction {
+                    let _ = conn.execute(sqlx::raw_sql("ROLLBACK")).await;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+                Err(e)
+            }
+        }
+    }
+}
+
 /// A writer connection: `SESSION_SETUP`, and `WRITER_SETUP` unless it is
 /// the start-up one, which migrates first (migrations are planned normally).
 async fn connect(opts: &PgConnectOptions, for_batches: bool) -> Result<PgConnection, sqlx::Error> {
@@ -417,25 +452,24 @@ impl Store for PgDb {
     /// still commit on the server, as with any database once the commit is
     /// on its way; the caller reported it as a retryable failure.)
     async fn commit(&self, units: &[&CommitUnit]) -> Result<(), StoreError> {
-        let mut slot = self.writer.lock().await;
-        let mut conn = match slot.take() {
-            Some(conn) => conn,
-            None => connect(&self.opts, true).await.map_err(classify)?,
-        };
-        let mut in_transaction = false;
-        match write_batch(&mut conn, units, self.chunk_bytes, &mut in_transaction).await {
-            Ok(()) => {
-                *slot = Some(conn);
-                Ok(())
-            }
-            Err(e) => {
-                if in_transaction {
-                    let _ = conn.execute(sqlx::raw_sql("ROLLBACK")).await;
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
-                Err(e)
-            }
-        }
+        self.write(units, false).await.map(|_| ())
+    }
+
+    /// `BATCH_SQL` leaves a lost registration out (see there).
+    async fn commit_partial(&self, units: &[&CommitUnit]) -> Result<Vec<usize>, StoreError> {
+        let lost = self.write(units, true).await?;
+        Ok(units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| {
+                u.session_is_new && u.session.as_ref().is_some_and(|s| lost.contains(&s.id))
+            })
+            .map(|(i, _)| i)
+            .collect())
+    }
+
+    fn registers_blind(&self) -> bool {
+        true
     }
 
     async fn audit_head(&self) -> Result<Option<AuditRow>, StoreError> {
@@ -486,8 +520,12 @@ impl Store for PgDb {
 /// - `UNIQUE (session_id, seq)`: a writer whose numbers were taken fails;
 ///   since it only ever numbers from what it last read, a number it may use
 ///   is exactly the next one, so numbers stay gap-free and unique;
-/// - a new session row is a plain INSERT: `UNIQUE (tenant, session_key)`
-///   fails the second registration of a key;
+/// - a new session row is an INSERT that `UNIQUE (tenant, session_key)`
+///   turns into nothing for the second registration of a key; that unit's
+///   rows are left out and its session id returned (`lost`), so a session
+///   actor may register a key it has not looked up (the common case: the
+///   key is new) and reload only when it lost — without failing the rest
+///   of the batch. `Store::commit` (all or nothing) aborts instead;
 /// - a checkpoint only UPDATEs (guarded by `last_seq`), so it never
 ///   resurrects a session deleted meanwhile; entries for it fail their
 ///   foreign key;
@@ -515,6 +553,14 @@ registered AS (
     SELECT id, tenant, session_key, agent_from, status, metadata::json,
            created_at, last_activity_at, last_seq, summary::json
     FROM rows WHERE fresh
+    ON CONFLICT (tenant, session_key) DO NOTHING
+    RETURNING id
+),
+-- New sessions whose key another writer registered first: nothing of them
+-- is written (their rows below are filtered out), and the final SELECT
+-- names them, or aborts the statement when $54 (partial) is false.
+lost AS (
+    SELECT id FROM rows WHERE fresh EXCEPT SELECT id FROM registered
 ),
 checkpoints AS (
     UPDATE sessions s SET agent_from = t.agent_from, status = t.status,
@@ -531,6 +577,7 @@ entries AS (
     FROM unnest($12::uuid[], $13::int8[], $14::uuid[], $15::text[], $16::bytea[],
                 $17::text[], $18::timestamptz[], $53::text[])
          AS t(session_id, seq, id, context_type, content, metadata, created_at, search)
+    WHERE t.session_id NOT IN (SELECT id FROM lost)
 ),
 new_handoffs AS (
     INSERT INTO handoffs (id, tenant, session_id, session_key, source_agent, target_agent,
@@ -545,6 +592,7 @@ new_handoffs AS (
          AS t(id, tenant, session_id, session_key, source_agent, target_agent,
               request_type, status, request_data, context_summary, context_entries,
               created_at)
+    WHERE t.session_id NOT IN (SELECT id FROM lost)
 ),
 accepted AS (
     UPDATE handoffs h SET status = 'accepted', accepted_at = a.at, accepted_by = a.agent
@@ -563,11 +611,19 @@ lifecycle AS (
                                   to_status, at, reason)
     SELECT * FROM unnest($43::uuid[], $44::text[], $45::uuid[], $46::text[], $47::text[],
                          $48::text[], $49::timestamptz[], $50::text[])
+         AS t(id, tenant, session_id, session_key, from_status, to_status, at, reason)
+    WHERE t.session_id IS NULL OR t.session_id NOT IN (SELECT id FROM lost)
 )
--- The cast fails (aborting the statement) only when an acceptance found its
--- handoff no longer pending; it depends on `n`, so it is not folded early.
-SELECT CASE WHEN n = $52 THEN 1 ELSE ('write_conflict ' || n)::int END
-FROM (SELECT count(*) AS n FROM accepted) c";
+-- The casts fail (aborting the statement) only when an acceptance found its
+-- handoff no longer pending, or a registration lost and the caller wants all
+-- or nothing; they depend on the CTEs, so they are not folded early.
+SELECT CASE WHEN n <> $52 THEN ('write_conflict ' || n)::int
+            WHEN NOT $54 AND lost IS NOT NULL
+                THEN ('write_conflict registrations ' || cardinality(lost))::int
+            ELSE 1 END AS ok,
+       lost
+FROM (SELECT count(*) AS n FROM accepted) c,
+     (SELECT array_agg(id) AS lost FROM lost) l";
 
 /// One execution's parameters, column by column.
 #[derive(Default)]
@@ -736,9 +792,15 @@ impl<'a> Columns<'a> {
             .push(super::search_words::tsvector_text(&e.content));
     }
 
-    async fn execute(self, conn: &mut PgConnection) -> Result<(), StoreError> {
+    /// Runs the statement; the ids of new sessions whose registration lost
+    /// (only when `partial`: otherwise such a loss aborts it).
+    async fn execute(
+        self,
+        conn: &mut PgConnection,
+        partial: bool,
+    ) -> Result<Vec<Uuid>, StoreError> {
         let accepts = self.a_id.len() as i64;
-        sqlx::query(BATCH_SQL)
+        let row = sqlx::query(BATCH_SQL)
             .bind(self.deletes)
             .bind(self.s_id)
             .bind(self.s_tenant)
@@ -792,10 +854,14 @@ impl<'a> Columns<'a> {
             .bind(self.s_fresh)
             .bind(accepts)
             .bind(self.e_search)
-            .execute(&mut *conn)
+            .bind(partial)
+            .fetch_one(&mut *conn)
             .await
-            .map(|_| ())
-            .map_err(classify_write)
+            .map_err(classify_write)?;
+        let lost: Option<Vec<Uuid>> = row
+            .try_get("lost")
+            .map_err(|e| StoreError::Rejected(format!("batch result: {e}")))?;
+        Ok(lost.unwrap_or_default())
     }
 }
 
@@ -808,8 +874,9 @@ async fn write_batch(
     conn: &mut PgConnection,
     units: &[&CommitUnit],
     chunk_bytes: usize,
+    partial: bool,
     in_transaction: &mut bool,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Uuid>, StoreError> {
     let mut chunks = vec![Columns::rows(units)];
     let mut bytes = 0usize;
     for e in units.iter().copied().flat_map(|u| u.entries.iter()) {
@@ -823,20 +890,28 @@ async fn write_batch(
         chunks.last_mut().expect("a chunk").entry(e, metadata);
     }
     if chunks.len() == 1 {
-        return chunks.pop().expect("one chunk").execute(conn).await;
+        return chunks
+            .pop()
+            .expect("one chunk")
+            .execute(conn, partial)
+            .await;
     }
     conn.execute(sqlx::raw_sql("BEGIN"))
         .await
         .map_err(classify)?;
     *in_transaction = true;
+    // Sessions travel in the first chunk: a lost one is known there, and
+    // its entries in later chunks fail their foreign key (the whole batch
+    // is then retried unit by unit).
+    let mut lost = Vec::new();
     for chunk in chunks {
-        chunk.execute(conn).await?;
+        lost.extend(chunk.execute(conn, partial).await?);
     }
     conn.execute(sqlx::raw_sql("COMMIT"))
         .await
         .map_err(classify)?;
     *in_transaction = false;
-    Ok(())
+    Ok(lost)
 }
 
 #[async_trait]
