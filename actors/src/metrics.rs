@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -26,19 +26,47 @@ pub struct Metrics {
     pub write_conflicts: prometheus::IntCounter,
     /// Cache lookups and writes by operation and outcome (hit, miss, error…).
     pub cache_ops: IntCounterVec,
+    /// Children of the vectors above that every call touches, resolved once
+    /// (a label lookup hashes and locks).
+    pub hot: Hot,
+}
+
+pub struct Hot {
+    pub session_messages: IntCounter,
+    pub persistence_messages: IntCounter,
+    pub created_entries: IntCounter,
+    pub created_handoffs: IntCounter,
+    pub created_sessions: IntCounter,
 }
 
 fn build() -> Metrics {
     let registry = Registry::new_custom(Some("handoff".into()), None).expect("metrics registry");
     let latency = exponential_buckets(0.00005, 2.0, 18).expect("buckets");
+    let actor_messages = IntCounterVec::new(
+        Opts::new("actor_messages_total", "Messages handled by actor kind"),
+        &["kind"],
+    )
+    .unwrap();
+    let created = IntCounterVec::new(
+        Opts::new(
+            "created_total",
+            "Sessions, context entries and handoffs created",
+        ),
+        &["what"],
+    )
+    .unwrap();
+    let hot = Hot {
+        session_messages: actor_messages.with_label_values(&["session"]),
+        persistence_messages: actor_messages.with_label_values(&["persistence"]),
+        created_entries: created.with_label_values(&["context_entries"]),
+        created_handoffs: created.with_label_values(&["handoffs"]),
+        created_sessions: created.with_label_values(&["sessions"]),
+    };
     let m = Metrics {
+        hot,
         actors_live: IntGaugeVec::new(Opts::new("actors_live", "Live actors by kind"), &["kind"])
             .unwrap(),
-        actor_messages: IntCounterVec::new(
-            Opts::new("actor_messages_total", "Messages handled by actor kind"),
-            &["kind"],
-        )
-        .unwrap(),
+        actor_messages,
         actor_handling_seconds: HistogramVec::new(
             HistogramOpts::new("actor_handling_seconds", "Time to handle one message")
                 .buckets(latency.clone()),
@@ -90,14 +118,7 @@ fn build() -> Metrics {
             &["tool"],
         )
         .unwrap(),
-        created: IntCounterVec::new(
-            Opts::new(
-                "created_total",
-                "Sessions, context entries and handoffs created",
-            ),
-            &["what"],
-        )
-        .unwrap(),
+        created,
         write_conflicts: prometheus::IntCounter::new(
             "write_conflicts_total",
             "Writes that lost a race to another replica and were retried",

@@ -137,6 +137,25 @@ pub struct SessionRow {
     pub summary: Summary,
 }
 
+impl SessionRow {
+    /// A copy of the row's own fields, with an empty summary: cheaper than
+    /// `clone` where only those are shown.
+    pub fn without_summary(&self) -> SessionRow {
+        SessionRow {
+            id: self.id,
+            tenant: self.tenant.clone(),
+            session_key: self.session_key.clone(),
+            agent_from: self.agent_from.clone(),
+            status: self.status,
+            metadata: self.metadata.clone(),
+            created_at: self.created_at,
+            last_activity_at: self.last_activity_at,
+            last_seq: self.last_seq,
+            summary: Summary::default(),
+        }
+    }
+}
+
 /// An entry as a client gives it, validated.
 #[derive(Debug, Clone)]
 pub struct NewEntry {

@@ -134,10 +134,7 @@ impl Actor for PersistenceActor {
         msg: PersistMsg,
         st: &mut PersistenceState,
     ) -> Result<(), ActorProcessingErr> {
-        metrics()
-            .actor_messages
-            .with_label_values(&["persistence"])
-            .inc();
+        metrics().hot.persistence_messages.inc();
         match msg {
             PersistMsg::Commit(unit, reply, submitted) => {
                 if let Err(e) = st.breaker.check(Dependency::Database) {

@@ -110,6 +110,8 @@ pub enum SessionMsg {
 
 #[derive(Debug, Clone)]
 pub struct Registered {
+    /// The row as registered; its `summary` is left empty (the reply shows
+    /// the session's own fields only).
     pub session: SessionRow,
     pub reactivated: bool,
 }
@@ -386,10 +388,7 @@ impl Actor for SessionActor {
         msg: SessionMsg,
         st: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
-        metrics()
-            .actor_messages
-            .with_label_values(&["session"])
-            .inc();
+        metrics().hot.session_messages.inc();
         let op = match msg {
             SessionMsg::Register {
                 agent_from,
@@ -650,7 +649,11 @@ impl SessionState {
             }
             return;
         }
-        let mut spec = self.committed.clone().expect("loaded");
+        // The state is moved, not copied, into the speculative copy: until
+        // the unit settles nothing reads `committed`, and a unit that fails
+        // leaves it unknown (reloaded on next use) anyway.
+        let was_new = matches!(self.committed, Some(None));
+        let mut spec = self.committed.take().expect("loaded");
         let mut unit = CommitUnit::default();
         let mut acks = Vec::new();
         let mut audits = Vec::new();
@@ -686,10 +689,12 @@ impl SessionState {
             }
         }
         if unit.is_empty() {
+            // Every operation was refused before changing anything.
+            self.committed = Some(spec);
             return;
         }
         let mut checkpoint = None;
-        unit.session_is_new = matches!(self.committed, Some(None));
+        unit.session_is_new = was_new;
         if let Some(row) = spec.as_ref().filter(|_| unit.delete.is_none()) {
             if structural || row.last_seq - self.checkpoint_seq >= CHECKPOINT_EVERY {
                 unit.session = Some(row.clone());
@@ -720,6 +725,7 @@ impl SessionState {
         );
         let rx = match self.deps.persistence.submit(unit) {
             Ok(rx) => rx,
+            // Nothing was written; `committed` stays unknown and reloads.
             Err(e) => {
                 let r = Err(e);
                 for (_, ack) in acks {
@@ -760,11 +766,9 @@ impl SessionState {
             }
             if ok {
                 let m = metrics();
-                m.created
-                    .with_label_values(&["context_entries"])
-                    .inc_by(counts.0);
-                m.created.with_label_values(&["handoffs"]).inc_by(counts.1);
-                m.created.with_label_values(&["sessions"]).inc_by(counts.2);
+                m.hot.created_entries.inc_by(counts.0);
+                m.hot.created_handoffs.inc_by(counts.1);
+                m.hot.created_sessions.inc_by(counts.2);
                 for e in audits {
                     AuditMsg::record(e);
                 }
@@ -933,7 +937,7 @@ impl SessionState {
                 Some(Ack::Register(
                     reply,
                     Registered {
-                        session: row.clone(),
+                        session: row.without_summary(),
                         reactivated,
                     },
                 ))
