@@ -584,3 +584,78 @@ async fn live_session_actors_are_capped() {
     assert!(live_session_actors(&s).await <= 6);
     assert!(s.close().await.success());
 }
+
+/// A process that has never seen a key registers it without looking it up
+/// first on PostgreSQL (the batch leaves out a registration that lost).
+/// Whatever the path, a fresh process must answer an existing key exactly
+/// as a warm one: SESSION_EXISTS for an active session, a reactivation for
+/// a dormant one, and nothing written for the refused call.
+#[tokio::test]
+async fn a_fresh_process_registering_known_keys_refuses_or_reactivates() {
+    let db = DbDir::new();
+    let first = Server::start(&db, &[]).await;
+    register(&first, "taken", "alice").await;
+    register(&first, "sleeper", "alice").await;
+    append_typed(&first, "taken", "message", "one").await;
+    assert!(first.close().await.success());
+    common::sql_execute(
+        &db,
+        "UPDATE sessions SET status = 'dormant' WHERE session_key = 'sleeper'",
+    )
+    .await;
+
+    let s = Server::start(&db, &[]).await;
+    // In a crowd of new keys sharing its batch: the first time blind (on
+    // PostgreSQL), the second time against the row the first one loaded.
+    for round in 0..2 {
+        let mut calls = Vec::new();
+        for i in 0..8 {
+            calls.push(s.call(
+                "register_session",
+                json!({"session_key": format!("new-{round}-{i}"), "agent_from": "carol"}),
+            ));
+        }
+        let taken = s.call(
+            "register_session",
+            json!({"session_key": "taken", "agent_from": "bob"}),
+        );
+        let (taken, news) = tokio::join!(taken, futures::future::join_all(calls));
+        let e = taken.err("SESSION_EXISTS");
+        assert_eq!(
+            e["details"]["existing_session"]["agent_from"], "alice",
+            "{e}"
+        );
+        for r in news {
+            assert_eq!(r.ok()["session"]["status"], "active");
+        }
+    }
+    let entries = all_entries(&s, "taken").await;
+    assert_eq!(
+        entries.len(),
+        2,
+        "the refused calls wrote nothing: {entries:?}"
+    );
+    assert_gap_free("taken", &entries);
+    assert_eq!(append_typed(&s, "taken", "message", "two").await, 3);
+
+    let r = s
+        .call(
+            "register_session",
+            json!({"session_key": "sleeper", "agent_from": "bob"}),
+        )
+        .await;
+    let b = r.ok();
+    assert_eq!(b["reactivated"], true, "{b}");
+    assert_eq!(b["session"]["status"], "active");
+    assert_eq!(b["session"]["agent_from"], "alice");
+    let entries = all_entries(&s, "sleeper").await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_gap_free("sleeper", &entries);
+    if common::postgres_backend() {
+        // "taken" (first round) and "sleeper" were tried blind and lost.
+        let text = s.read_text("handoff://metrics").await.unwrap();
+        let lost = prometheus_value(&text, "handoff_write_conflicts_total", &[]).unwrap_or(0.0);
+        assert_eq!(lost, 2.0, "lost registrations counted");
+    }
+    assert!(s.close().await.success());
+}
