@@ -518,9 +518,8 @@ impl SessionState {
                 }
                 row
             }));
-            if !self.deps.cache.shared() {
-                self.deps.cache.evict(&self.key).await;
-            } else if let Some(Some(row)) = &self.committed {
+            self.take_over_cached_copy().await;
+            if let (true, Some(Some(row))) = (self.deps.cache.shared(), &self.committed) {
                 self.deps.cache.put(&self.key, row).await;
             }
         }
@@ -542,9 +541,7 @@ impl SessionState {
         {
             return;
         }
-        if !self.deps.cache.shared() {
-            self.deps.cache.evict(&self.key).await;
-        }
+        self.take_over_cached_copy().await;
         self.committed = Some(None);
         self.checkpoint_seq = 0;
         self.synced_at = Instant::now();
@@ -783,6 +780,15 @@ impl SessionState {
             checkpoint,
             done: done_rx,
         });
+    }
+
+    /// From here this actor answers the session's reads: a cache only this
+    /// process reads drops its copy (see `crate::cache`) until
+    /// `park_in_cache` puts the final row back.
+    async fn take_over_cached_copy(&self) {
+        if !self.deps.cache.shared() {
+            self.deps.cache.evict(&self.key).await;
+        }
     }
 
     /// A cache only this process reads gets the final row now (see
