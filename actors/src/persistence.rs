@@ -208,7 +208,6 @@ impl PersistenceState {
         }
         let units: Vec<&CommitUnit> = batch.iter().map(|(u, _, _)| u).collect();
         let result = self.commit(&units, budget).await;
-        drop(units);
         self.totals.0 += 1;
         self.totals.1 += batch.len() as u64;
         self.totals.2 += started.elapsed();

@@ -186,9 +186,7 @@ impl PgDb {
             chunk_bytes: CHUNK_BYTES,
         })
     }
-}
 
-impl PgDb {
     /// One batch on the writer connection (see `Store::commit` below for
     /// what happens to the connection when it fails); the ids of lost
     /// registrations when `partial`.
