@@ -40,6 +40,22 @@ impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// No more writes: the task writes out what is buffered and ends.
+    fn close(&self) {
+        self.lock().shutdown = true;
+        self.dirty.notify_one();
+    }
+}
+
+impl State {
+    /// Let a writer that waited for room try again (there is room now, or
+    /// it will learn of the failure).
+    fn wake_writer(&mut self) {
+        if let Some(w) = self.waiting.take() {
+            w.wake();
+        }
+    }
 }
 
 pub struct CoalescingWriter {
@@ -55,8 +71,7 @@ pub struct Finish {
 
 impl Finish {
     pub async fn finish(self) {
-        self.shared.lock().shutdown = true;
-        self.shared.dirty.notify_one();
+        self.shared.close();
         let _ = self.task.await;
     }
 }
@@ -88,9 +103,7 @@ async fn drain<W: AsyncWrite + Unpin>(mut inner: W, shared: Arc<Shared>) {
         let shutdown = {
             let mut st = shared.lock();
             std::mem::swap(&mut out, &mut st.buf);
-            if let Some(w) = st.waiting.take() {
-                w.wake();
-            }
+            st.wake_writer();
             st.shutdown
         };
         let mut r = Ok(());
@@ -107,9 +120,7 @@ async fn drain<W: AsyncWrite + Unpin>(mut inner: W, shared: Arc<Shared>) {
         if let Err(e) = r {
             let mut st = shared.lock();
             st.failed = Some(e.kind());
-            if let Some(w) = st.waiting.take() {
-                w.wake();
-            }
+            st.wake_writer();
             return;
         }
         if shutdown {
@@ -151,8 +162,7 @@ impl AsyncWrite for CoalescingWriter {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.shared.lock().shutdown = true;
-        self.shared.dirty.notify_one();
+        self.shared.close();
         Poll::Ready(Ok(()))
     }
 }
