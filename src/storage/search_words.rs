@@ -14,7 +14,6 @@
 //! A word holds only alphanumeric characters, so it never needs escaping.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 
 /// Characters of an entry that are indexed: a tsvector may not exceed
 /// 1 MiB, which 131,072 characters of any content stay under (see
@@ -34,47 +33,102 @@ fn words(text: &str) -> impl Iterator<Item = &str> {
 
 /// The tsvector of an entry's content, in PostgreSQL's text form.
 pub fn tsvector_text(content: &str) -> String {
+    if content.is_ascii() {
+        return tsvector_ascii(&content[..content.len().min(INDEXED_CHARS)]);
+    }
     let end = content
         .char_indices()
         .nth(INDEXED_CHARS)
         .map_or(content.len(), |(i, _)| i);
-    let mut order: Vec<String> = Vec::new();
-    let mut positions: HashMap<String, Vec<u16>> = HashMap::new();
+    let mut lexemes = Lexemes::default();
     for (i, w) in words(&content[..end]).enumerate() {
         let w = w.to_lowercase();
-        if w.len() > MAX_WORD_BYTES {
-            continue;
+        if w.len() <= MAX_WORD_BYTES {
+            lexemes.add(w, i);
         }
+    }
+    lexemes.render(end)
+}
+
+/// The same rule for ASCII text (most content), without per-character
+/// Unicode work or a string per word: lower-cased once, split on bytes.
+/// For ASCII the two agree exactly (an ASCII character is alphanumeric
+/// for `char::is_alphanumeric` iff it is for `is_ascii_alphanumeric`, and
+/// lower-casing keeps it so); a test compares them.
+fn tsvector_ascii(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut lexemes = Lexemes::default();
+    let mut start = None;
+    let mut i = 0;
+    for (at, b) in lower.bytes().chain(std::iter::once(b' ')).enumerate() {
+        match (b.is_ascii_alphanumeric(), start) {
+            (true, None) => start = Some(at),
+            (false, Some(from)) => {
+                let w = &lower[from..at];
+                if w.len() <= MAX_WORD_BYTES {
+                    lexemes.add(w, i);
+                }
+                i += 1;
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    lexemes.render(text.len())
+}
+
+/// Distinct words in order of first appearance, with their positions.
+struct Lexemes<W> {
+    order: Vec<(W, Vec<u16>)>,
+    index: HashMap<W, usize, foldhash::fast::RandomState>,
+}
+
+impl<W> Default for Lexemes<W> {
+    fn default() -> Self {
+        Self {
+            order: Vec::new(),
+            index: HashMap::default(),
+        }
+    }
+}
+
+impl<W: AsRef<str> + Eq + std::hash::Hash + Clone> Lexemes<W> {
+    /// The word at 0-based index `i` of the text.
+    fn add(&mut self, w: W, i: usize) {
         let pos = (i + 1).min(MAX_POS) as u16;
-        match positions.get_mut(&w) {
-            Some(p) => {
+        match self.index.get(&w) {
+            Some(&k) => {
+                let p = &mut self.order[k].1;
                 if p.len() < MAX_POSITIONS && p.last() != Some(&pos) {
                     p.push(pos);
                 }
             }
             None => {
-                order.push(w.clone());
-                positions.insert(w, vec![pos]);
+                self.index.insert(w.clone(), self.order.len());
+                self.order.push((w, vec![pos]));
             }
         }
     }
-    let mut out = String::with_capacity(end + order.len() * 6);
-    for w in &order {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push('\'');
-        out.push_str(w);
-        out.push_str("':");
-        for (k, p) in positions[w].iter().enumerate() {
-            if k > 0 {
-                out.push(',');
+
+    fn render(&self, text_len: usize) -> String {
+        let mut out = String::with_capacity(text_len + self.order.len() * 6);
+        let mut digits = itoa::Buffer::new();
+        for (w, positions) in &self.order {
+            if !out.is_empty() {
+                out.push(' ');
             }
-            // Into the buffer: no string per position on the write path.
-            let _ = write!(out, "{p}");
+            out.push('\'');
+            out.push_str(w.as_ref());
+            out.push_str("':");
+            for (k, p) in positions.iter().enumerate() {
+                if k > 0 {
+                    out.push(',');
+                }
+                out.push_str(digits.format(*p));
+            }
         }
+        out
     }
-    out
 }
 
 /// The query for `search_context`: every whitespace-separated term must
@@ -119,6 +173,42 @@ mod tests {
         assert_eq!(v.matches(',').count(), MAX_POSITIONS - 1);
         let far = format!("{}z z", "y ".repeat(17_000));
         assert!(tsvector_text(&far).ends_with("'z':16383"));
+    }
+
+    /// The ASCII path against the general one, on text built to hit word
+    /// boundaries, repeats, case and over-long words.
+    #[test]
+    fn ascii_path_matches_the_general_rule() {
+        let general = |text: &str| {
+            let mut lexemes = Lexemes::default();
+            for (i, w) in words(text).enumerate() {
+                let w = w.to_lowercase();
+                if w.len() <= MAX_WORD_BYTES {
+                    lexemes.add(w, i);
+                }
+            }
+            lexemes.render(text.len())
+        };
+        let pieces = [
+            "a", "B", "ab", "Ab", " ", "  ", ".", "/", "\\", "'", "\"", "-", "0", "9z", "\n", "\t",
+            "\u{7f}", "\u{1}", "~", "_", "x_y",
+        ];
+        let mut seed = 0x9e37_79b9_u64;
+        for len in 0..400 {
+            let mut text = String::new();
+            for _ in 0..len {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                text.push_str(pieces[(seed >> 33) as usize % pieces.len()]);
+            }
+            if len % 50 == 7 {
+                text.push_str(&"Q".repeat(MAX_WORD_BYTES + 1));
+                text.push_str(" q");
+            }
+            assert!(text.is_ascii());
+            assert_eq!(tsvector_ascii(&text), general(&text), "text {text:?}");
+        }
     }
 
     #[test]
