@@ -196,6 +196,23 @@ fn depth(v: &Value) -> usize {
     }
 }
 
+/// Bytes of `v` as compact JSON, counted without building the text.
+fn serialised_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    let _ = serde_json::to_writer(&mut n, v);
+    n.0
+}
+
 pub fn metadata(cfg: &Config, field: &str, v: &Option<Value>) -> Result<(), HandoffError> {
     let Some(v) = v else { return Ok(()) };
     if !v.is_object() {
@@ -204,7 +221,7 @@ pub fn metadata(cfg: &Config, field: &str, v: &Option<Value>) -> Result<(), Hand
                 .detail("field", field),
         );
     }
-    let size = v.to_string().len();
+    let size = serialised_len(v);
     if size > cfg.max_metadata_bytes {
         return Err(HandoffError::new(
             ErrorCode::PayloadTooLarge,

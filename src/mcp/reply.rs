@@ -1,13 +1,14 @@
 //! The shape of every tool result (contract §1): one text item holding a
 //! JSON object, and the same object as `structuredContent`.
 
+use handoff_actors::model::json_string;
 use handoff_actors::HandoffError;
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 pub fn success(v: Value) -> CallToolResult {
-    let mut r = CallToolResult::success(vec![ContentBlock::text(v.to_string())]);
+    let mut r = CallToolResult::success(vec![ContentBlock::text(json_string(&v))]);
     r.structured_content = Some(v);
     r
 }
@@ -26,7 +27,7 @@ pub fn error_json(e: &HandoffError, request_id: Uuid) -> Value {
 
 pub fn failure(e: &HandoffError, request_id: Uuid) -> CallToolResult {
     let v = error_json(e, request_id);
-    let mut r = CallToolResult::error(vec![ContentBlock::text(v.to_string())]);
+    let mut r = CallToolResult::error(vec![ContentBlock::text(json_string(&v))]);
     r.structured_content = Some(v);
     r
 }

@@ -46,7 +46,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use handoff_actors::model::{
-    rfc3339, AuditRow, CommitUnit, ContextType, EntryRow, SessionRow, SessionStatus,
+    json_string, rfc3339, AuditRow, CommitUnit, ContextType, EntryRow, SessionRow, SessionStatus,
 };
 use handoff_actors::store::Store;
 use handoff_actors::summary::Summary;
@@ -287,7 +287,7 @@ fn classify_write(e: sqlx::Error) -> StoreError {
 }
 
 fn json_text(v: &Option<Value>) -> Option<String> {
-    v.as_ref().map(|v| v.to_string())
+    v.as_ref().map(json_string)
 }
 
 fn session_from_row(r: &PgRow, tenant: &str, key: &str) -> Result<SessionRow, StoreError> {
@@ -742,7 +742,7 @@ impl<'a> Columns<'a> {
             c.h_type.push(h.request_type.as_str());
             c.h_status.push(&h.status);
             c.h_data.push(json_text(&h.request_data));
-            c.h_summary.push(h.context_summary.to_string());
+            c.h_summary.push(json_string(&h.context_summary));
             c.h_entries.push(h.context_entries);
             c.h_created.push(h.created_at);
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use handoff_actors::model::{
-    rfc3339, AuditRow, CommitUnit, ContextType, EntryRow, SessionRow, SessionStatus,
+    json_string, rfc3339, AuditRow, CommitUnit, ContextType, EntryRow, SessionRow, SessionStatus,
 };
 use handoff_actors::store::Store;
 use handoff_actors::summary::Summary;
@@ -83,7 +83,7 @@ pub(super) fn classify(e: sqlx::Error) -> StoreError {
 }
 
 fn json_text(v: &Option<serde_json::Value>) -> Option<String> {
-    v.as_ref().map(|v| v.to_string())
+    v.as_ref().map(json_string)
 }
 
 fn session_from_row(r: &SqliteRow, tenant: &str, key: &str) -> Result<SessionRow, StoreError> {
@@ -307,7 +307,7 @@ async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Resu
                 .push_bind(h.request_type.as_str())
                 .push_bind(h.status.clone())
                 .push_bind(json_text(&h.request_data))
-                .push_bind(h.context_summary.to_string())
+                .push_bind(json_string(&h.context_summary))
                 .push_bind(h.context_entries)
                 .push_bind(rfc3339(&h.created_at));
         });
