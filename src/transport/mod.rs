@@ -3,3 +3,4 @@
 
 pub mod coalesce;
 pub mod stdio;
+pub mod tool_calls;

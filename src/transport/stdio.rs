@@ -11,11 +11,11 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::ServiceExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::coalesce::CoalescingWriter;
+use super::tool_calls::ToolCallTransport;
 use crate::mcp::HandoffServer;
 
 /// How long the end of a connection waits for its last replies to go out.
@@ -80,8 +80,7 @@ impl Actor for StdioTransport {
         let (r, w, kind) = standard_streams();
         tracing::debug!(kind, "stdio transport");
         let (w, finish) = CoalescingWriter::new(w);
-        let transport =
-            AsyncRwTransport::new_server(r, w).with_max_line_length(args.max_message_bytes);
+        let transport = ToolCallTransport::new(r, w, args.max_message_bytes);
         tokio::spawn(async move {
             let reason = match args.server.serve(transport).await {
                 Ok(running) => match running.waiting().await {

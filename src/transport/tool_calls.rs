@@ -1,0 +1,292 @@
+//! A transport that reads `tools/call` requests itself and hands every
+//! other line to rmcp's own.
+//!
+//! rmcp parses each incoming line as a `JsonRpcMessage`, whose shape (an
+//! untagged message, a request flattened into it, params flattened again
+//! beside `_meta`) makes serde buffer the whole message, the entry's
+//! content included, before building it: about a seventh of the server's
+//! CPU per call (callgrind, `ops/bench` load on PostgreSQL). A tool call
+//! has one fixed shape, so it is read straight into rmcp's typed request
+//! here — the same value rmcp's parser would build (a unit test compares).
+//!
+//! Any other line — initialize, lists, resources, responses, notifications,
+//! malformed input, a call with fields rmcp does not know — goes to an unchanged
+//! `AsyncRwTransport` through an in-memory pipe, so everything rmcp does
+//! with it (compatibility filtering, "Invalid Request" replies, ignoring
+//! unparsable input) stays rmcp's. Order is kept: each line handed over is
+//! followed by a marker (a `notifications/cancelled` naming a per-process
+//! random id, which no client can know), and nothing new is read until
+//! rmcp has given back everything up to the last marker.
+//!
+//! `receive` may be cancelled at any await (rmcp polls it in a `select!`),
+//! so all of its progress lives in the struct: a partial line stays in
+//! `line`, and a line is dealt with (parsed, or written to the pipe, which
+//! always has room) without awaiting.
+
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
+use rmcp::model::{
+    CallToolRequestMethod, CallToolRequestParams, ClientNotification, ClientRequest,
+    JsonRpcMessage, JsonRpcRequest, JsonRpcVersion2_0, Request, RequestId,
+};
+use rmcp::service::{RoleServer, RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::async_rw::AsyncRwTransport;
+use rmcp::transport::Transport;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream};
+
+/// A UTF-8 byte order mark, which rmcp (RFC 8259 §8.1) ignores too.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A tool call in the one shape read here; anything else fails to parse
+/// (unknown top-level fields included) and goes to rmcp.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolCall {
+    #[allow(dead_code)] // checked by its type: exactly "2.0"
+    jsonrpc: JsonRpcVersion2_0,
+    id: RequestId,
+    #[allow(dead_code)] // checked by its type: exactly "tools/call"
+    method: CallToolRequestMethod,
+    params: CallToolRequestParams,
+}
+
+/// The message rmcp would build from `line`, when it is a tool call. Like
+/// rmcp, `_meta` (a progress token, trace context) moves from the params
+/// into the request's extensions, where handlers look for it.
+fn tool_call(line: &[u8]) -> Option<RxJsonRpcMessage<RoleServer>> {
+    let line = line.strip_prefix(UTF8_BOM).unwrap_or(line);
+    let mut call: ToolCall = serde_json::from_slice(line).ok()?;
+    let meta = call.params.meta.take();
+    let mut request = Request::new(call.params);
+    if let Some(meta) = meta {
+        request.extensions.insert(meta);
+    }
+    Some(JsonRpcMessage::Request(JsonRpcRequest::new(
+        call.id,
+        ClientRequest::CallToolRequest(request),
+    )))
+}
+
+/// Outcome of reading one line.
+enum LineRead {
+    Line,
+    Oversized,
+    Eof,
+    Io(std::io::Error),
+}
+
+pub struct ToolCallTransport<R, W>
+where
+    R: AsyncRead,
+    W: AsyncWrite,
+{
+    read: BufReader<R>,
+    /// The line being read; kept across cancelled reads.
+    line: Vec<u8>,
+    max_line: usize,
+    /// Dropping the rest of a line that was too long.
+    discarding: bool,
+    /// rmcp's transport, reading the lines handed to it from `pipe`.
+    rmcp: AsyncRwTransport<RoleServer, DuplexStream, W>,
+    pipe: DuplexStream,
+    /// Lines handed to rmcp whose marker has not come back yet.
+    handed_over: usize,
+    marker_id: RequestId,
+    marker_line: Vec<u8>,
+}
+
+impl<R, W> ToolCallTransport<R, W>
+where
+    R: AsyncRead + Send + Unpin,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    /// `max_line`: the longest message accepted, in bytes; longer lines are
+    /// dropped (and logged) without being buffered whole, as rmcp does.
+    pub fn new(read: R, write: W, max_line: usize) -> Self {
+        let marker = format!("handoff-transport-{}", uuid::Uuid::new_v4());
+        let marker_line = format!(
+            "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{{\"requestId\":\"{marker}\"}}}}\n"
+        )
+        .into_bytes();
+        // Room for the longest line and its marker: the pipe is empty
+        // whenever a line is written to it (see `receive`), so a write
+        // never has to wait.
+        let (pipe, rmcp_end) =
+            tokio::io::duplex(max_line.saturating_add(marker_line.len()).saturating_add(2));
+        Self {
+            read: BufReader::new(read),
+            line: Vec::new(),
+            max_line,
+            discarding: false,
+            // Only lines that passed `max_line` here reach it, and the
+            // marker always must.
+            rmcp: AsyncRwTransport::new_server(rmcp_end, write)
+                .with_max_line_length(max_line.max(marker_line.len() + 1)),
+            pipe,
+            handed_over: 0,
+            marker_id: RequestId::String(marker.into()),
+            marker_line,
+        }
+    }
+
+    fn is_marker(&self, m: &RxJsonRpcMessage<RoleServer>) -> bool {
+        matches!(m, JsonRpcMessage::Notification(n)
+            if matches!(&n.notification, ClientNotification::CancelledNotification(c)
+                if c.params.request_id.as_ref() == Some(&self.marker_id)))
+    }
+
+    /// Write `bytes` into the pipe without waiting; false if it had no room
+    /// (it always has, see `new`). Unconstrained: tokio's cooperative
+    /// budget would otherwise refuse a write, room or not, once this task
+    /// has used its share of the scheduler turn.
+    fn write_to_pipe(&mut self, bytes: &[u8]) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let write = tokio::task::unconstrained(self.pipe.write_all(bytes));
+        matches!(std::pin::pin!(write).poll(&mut cx), Poll::Ready(Ok(())))
+    }
+
+    /// Read one `\n`-terminated line into `self.line`, never holding more
+    /// than `max_line` bytes of it, newline included (rmcp's bounded
+    /// reader and its limit, kept here).
+    async fn read_line(&mut self) -> LineRead {
+        loop {
+            let available = match self.read.fill_buf().await {
+                Ok(available) => available,
+                Err(e) => return LineRead::Io(e),
+            };
+            if available.is_empty() {
+                return LineRead::Eof;
+            }
+            let newline = available.iter().position(|b| *b == b'\n');
+            let take = newline.map_or(available.len(), |i| i + 1);
+            let outcome = if self.discarding {
+                if newline.is_some() {
+                    self.discarding = false;
+                }
+                None
+            } else if self.line.len().saturating_add(take) > self.max_line {
+                self.line.clear();
+                self.discarding = newline.is_none();
+                Some(LineRead::Oversized)
+            } else {
+                self.line.extend_from_slice(&available[..take]);
+                newline.map(|_| LineRead::Line)
+            };
+            self.read.consume(take);
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+        }
+    }
+}
+
+impl<R, W> Transport<RoleServer> for ToolCallTransport<R, W>
+where
+    R: AsyncRead + Send + Unpin,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.rmcp.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        loop {
+            // What was handed to rmcp was read before anything still unread.
+            while self.handed_over > 0 {
+                let m = self.rmcp.receive().await?;
+                if self.is_marker(&m) {
+                    self.handed_over -= 1;
+                } else {
+                    return Some(m);
+                }
+            }
+            match self.read_line().await {
+                LineRead::Line => {}
+                LineRead::Oversized => {
+                    tracing::error!(
+                        max_bytes = self.max_line,
+                        "incoming message exceeded the maximum size, discarding it"
+                    );
+                    continue;
+                }
+                LineRead::Eof => return None,
+                LineRead::Io(e) => {
+                    tracing::error!(error = %e, "error reading the client's stream");
+                    return None;
+                }
+            }
+            let mut body = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+            body = body.strip_suffix(b"\r").unwrap_or(body);
+            if let Some(m) = tool_call(body) {
+                self.line.clear();
+                return Some(m);
+            }
+            let line = std::mem::take(&mut self.line);
+            let marker = std::mem::take(&mut self.marker_line);
+            let written = self.write_to_pipe(&line) && self.write_to_pipe(&marker);
+            self.marker_line = marker;
+            self.line = line;
+            self.line.clear();
+            if !written {
+                tracing::error!("internal: the hand-over pipe to rmcp was full");
+                return None;
+            }
+            self.handed_over += 1;
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.rmcp.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path builds exactly what rmcp's own parser builds.
+    #[test]
+    fn a_tool_call_parses_as_rmcp_parses_it() {
+        let lines = [
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"update_context","arguments":{"sessionKey":"k","content":"a \"quoted\" \u00e9 line"}}}"#,
+            r#"{"method":"tools/call","params":{"arguments":null,"name":"x"},"id":"abc","jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"2.0","id":-1,"method":"tools/call","params":{"name":"x","unknownParam":1}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"_meta":{"progressToken":0,"x":[1]},"arguments":{"a":1},"name":"register_session"}}"#,
+        ];
+        for line in lines {
+            let ours = tool_call(line.as_bytes()).expect("fast path");
+            let theirs: RxJsonRpcMessage<RoleServer> =
+                serde_json::from_str(line).expect("rmcp parses it");
+            assert_eq!(
+                serde_json::to_value(&ours).unwrap(),
+                serde_json::to_value(&theirs).unwrap(),
+                "{line}"
+            );
+        }
+    }
+
+    /// Everything else is left to rmcp.
+    #[test]
+    fn other_lines_are_not_taken() {
+        let lines = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"x"}}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"},"extra":1}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}"#,
+            "not json",
+        ];
+        for line in lines {
+            assert!(tool_call(line.as_bytes()).is_none(), "{line}");
+        }
+    }
+}
