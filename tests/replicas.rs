@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{all_entries, assert_gap_free, prometheus_value, DbDir, Server};
+use common::{all_entries, assert_gap_free, prometheus_value, sql_rows, DbDir, Server};
 use serde_json::{json, Value};
 
 const REFRESH: &str = "200ms";
@@ -280,6 +280,106 @@ async fn a_deletion_on_one_replica_is_final_on_the_other() {
     let entries = all_entries(&a, key).await;
     assert_gap_free(key, &entries);
     assert_eq!(entries.len(), 1);
+}
+
+/// Deletions on one replica while the other keeps writing to the same
+/// sessions: every write either lands before the deletion (and goes with
+/// it) or is refused, and nothing a deleted session owned stays behind.
+/// (The foreign keys with `ON DELETE CASCADE` win this race; an attempt to
+/// replace them with checks in the batch statement lost it without a lock
+/// taken before the deletion, and this test caught that.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletions_racing_writes_on_another_replica_leave_nothing_behind() {
+    const SESSIONS: usize = 8;
+    const WRITERS: usize = 8;
+    let db = DbDir::new();
+    let (a, b) = replicas(&db).await;
+    let keys: Vec<String> = (0..SESSIONS).map(|i| format!("doomed-{i}")).collect();
+    for k in &keys {
+        a.call(
+            "register_session",
+            json!({"session_key": k, "agent_from": "x"}),
+        )
+        .await
+        .ok();
+    }
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (b, keys) = (b.clone(), keys.clone());
+        writers.push(tokio::spawn(async move {
+            let (mut stored, mut refused) = (0, 0);
+            for i in 0..400 {
+                let key = &keys[(w + i) % keys.len()];
+                let r = if i % 5 == 4 {
+                    b.call(
+                        "request_handoff",
+                        json!({"session_key": key, "target_agent": "t"}),
+                    )
+                    .await
+                } else {
+                    b.call(
+                        "update_context",
+                        json!({"session_key": key, "context_type": "message",
+                               "content": format!("w{w}-{i}")}),
+                    )
+                    .await
+                };
+                if r.is_error {
+                    assert_eq!(r.body["error_code"], "SESSION_NOT_FOUND", "{}", r.body);
+                    refused += 1;
+                } else {
+                    stored += 1;
+                }
+                if refused >= keys.len() * 4 {
+                    break;
+                }
+            }
+            (stored, refused)
+        }));
+    }
+    // Let B's actors load every session and get writes in flight first.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for k in &keys {
+        a.call("delete_session", json!({"session_key": k}))
+            .await
+            .ok();
+    }
+    let (mut stored, mut refused) = (0, 0);
+    for t in writers {
+        let (s, r) = t.await.expect("writer task");
+        stored += s;
+        refused += r;
+    }
+    assert!(
+        stored > 0 && refused > 0,
+        "stored {stored}, refused {refused}"
+    );
+    for (table, nullable) in [
+        ("context_entries", false),
+        ("handoffs", false),
+        ("lifecycle_events", true),
+    ] {
+        let guard = if nullable {
+            "x.session_id IS NOT NULL AND "
+        } else {
+            ""
+        };
+        let rows = sql_rows(
+            &db,
+            &format!(
+                "SELECT count(*) FROM {table} x WHERE {guard}NOT EXISTS \
+                 (SELECT 1 FROM sessions s WHERE s.id = x.session_id)"
+            ),
+        )
+        .await;
+        assert_eq!(
+            rows[0][0].as_deref(),
+            Some("0"),
+            "{table}: rows of deleted sessions left behind"
+        );
+    }
+    let left = sql_rows(&db, "SELECT count(*) FROM sessions").await;
+    assert_eq!(left[0][0].as_deref(), Some("0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
