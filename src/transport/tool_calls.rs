@@ -36,6 +36,10 @@ use rmcp::transport::Transport;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream};
 
+/// A line buffer larger than this is dropped after its line, so one large
+/// message does not keep its size allocated.
+const KEEP_LINE_BUFFER: usize = 64 * 1024;
+
 /// A UTF-8 byte order mark, which rmcp (RFC 8259 §8.1) ignores too.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -49,7 +53,28 @@ struct ToolCall {
     id: RequestId,
     #[allow(dead_code)] // checked by its type: exactly "tools/call"
     method: CallToolRequestMethod,
+    #[serde(deserialize_with = "object")]
     params: CallToolRequestParams,
+}
+
+/// `T` from a JSON object only. A derived struct also accepts an array of
+/// its fields in order, which rmcp's parser refuses ("Invalid Request").
+fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Object<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(Object(std::marker::PhantomData))
 }
 
 /// The message rmcp would build from `line`, when it is a tool call. Like
@@ -57,7 +82,9 @@ struct ToolCall {
 /// into the request's extensions, where handlers look for it.
 fn tool_call(line: &[u8]) -> Option<RxJsonRpcMessage<RoleServer>> {
     let line = line.strip_prefix(UTF8_BOM).unwrap_or(line);
-    let mut call: ToolCall = serde_json::from_slice(line).ok()?;
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let mut call: ToolCall = object(&mut de).ok()?;
+    de.end().ok()?;
     let meta = call.params.meta.take();
     let mut request = Request::new(call.params);
     if let Some(meta) = meta {
@@ -67,6 +94,16 @@ fn tool_call(line: &[u8]) -> Option<RxJsonRpcMessage<RoleServer>> {
         call.id,
         ClientRequest::CallToolRequest(request),
     )))
+}
+
+/// Write `bytes` into the hand-over pipe without waiting; false if it had
+/// no room (it always has, see `ToolCallTransport::new`). Unconstrained:
+/// tokio's cooperative budget would otherwise refuse a write, room or not,
+/// once this task has used its share of the scheduler turn.
+fn write_now(pipe: &mut DuplexStream, bytes: &[u8]) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let write = tokio::task::unconstrained(pipe.write_all(bytes));
+    matches!(std::pin::pin!(write).poll(&mut cx), Poll::Ready(Ok(())))
 }
 
 /// Outcome of reading one line.
@@ -137,14 +174,14 @@ where
                 if c.params.request_id.as_ref() == Some(&self.marker_id)))
     }
 
-    /// Write `bytes` into the pipe without waiting; false if it had no room
-    /// (it always has, see `new`). Unconstrained: tokio's cooperative
-    /// budget would otherwise refuse a write, room or not, once this task
-    /// has used its share of the scheduler turn.
-    fn write_to_pipe(&mut self, bytes: &[u8]) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        let write = tokio::task::unconstrained(self.pipe.write_all(bytes));
-        matches!(std::pin::pin!(write).poll(&mut cx), Poll::Ready(Ok(())))
+    /// Done with the line in `line`: keep its buffer for the next one,
+    /// unless a large message grew it.
+    fn release_line(&mut self) {
+        if self.line.capacity() > KEEP_LINE_BUFFER {
+            self.line = Vec::new();
+        } else {
+            self.line.clear();
+        }
     }
 
     /// Read one `\n`-terminated line into `self.line`, never holding more
@@ -167,7 +204,7 @@ where
                 }
                 None
             } else if self.line.len().saturating_add(take) > self.max_line {
-                self.line.clear();
+                self.release_line();
                 self.discarding = newline.is_none();
                 Some(LineRead::Oversized)
             } else {
@@ -225,15 +262,12 @@ where
             let mut body = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
             body = body.strip_suffix(b"\r").unwrap_or(body);
             if let Some(m) = tool_call(body) {
-                self.line.clear();
+                self.release_line();
                 return Some(m);
             }
-            let line = std::mem::take(&mut self.line);
-            let marker = std::mem::take(&mut self.marker_line);
-            let written = self.write_to_pipe(&line) && self.write_to_pipe(&marker);
-            self.marker_line = marker;
-            self.line = line;
-            self.line.clear();
+            let written = write_now(&mut self.pipe, &self.line)
+                && write_now(&mut self.pipe, &self.marker_line);
+            self.release_line();
             if !written {
                 tracing::error!("internal: the hand-over pipe to rmcp was full");
                 return None;
@@ -250,6 +284,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rmcp::model::RequestMetaObject;
 
     /// The fast path builds exactly what rmcp's own parser builds.
     #[test]
@@ -269,6 +304,25 @@ mod tests {
                 serde_json::to_value(&theirs).unwrap(),
                 "{line}"
             );
+            // Serialising merges `_meta` back from either place, so where
+            // it went is checked on the values themselves.
+            let (ours, theirs) = (call_of(ours), call_of(theirs));
+            assert_eq!(ours.params, theirs.params, "{line}");
+            assert_eq!(
+                ours.extensions.get::<RequestMetaObject>(),
+                theirs.extensions.get::<RequestMetaObject>(),
+                "{line}"
+            );
+        }
+    }
+
+    fn call_of(m: RxJsonRpcMessage<RoleServer>) -> rmcp::model::CallToolRequest {
+        match m {
+            JsonRpcMessage::Request(r) => match r.request {
+                ClientRequest::CallToolRequest(c) => c,
+                other => panic!("not a tool call: {other:?}"),
+            },
+            _ => panic!("not a request"),
         }
     }
 
@@ -284,6 +338,9 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}"#,
             "not json",
+            r#"["2.0",1,"tools/call",{"name":"x"}]"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[null,"x",{},null,null]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}} {}"#,
         ];
         for line in lines {
             assert!(tool_call(line.as_bytes()).is_none(), "{line}");
