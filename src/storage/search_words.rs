@@ -40,14 +40,19 @@ pub fn tsvector_text(content: &str) -> String {
         .char_indices()
         .nth(INDEXED_CHARS)
         .map_or(content.len(), |(i, _)| i);
+    tsvector_general(&content[..end])
+}
+
+/// The rule for any text: Unicode words, lower-cased one by one.
+fn tsvector_general(text: &str) -> String {
     let mut lexemes = Lexemes::default();
-    for (i, w) in words(&content[..end]).enumerate() {
+    for (i, w) in words(text).enumerate() {
         let w = w.to_lowercase();
         if w.len() <= MAX_WORD_BYTES {
             lexemes.add(w, i);
         }
     }
-    lexemes.render(end)
+    lexemes.render(text.len())
 }
 
 /// The same rule for ASCII text (most content), without per-character
@@ -179,16 +184,6 @@ mod tests {
     /// boundaries, repeats, case and over-long words.
     #[test]
     fn ascii_path_matches_the_general_rule() {
-        let general = |text: &str| {
-            let mut lexemes = Lexemes::default();
-            for (i, w) in words(text).enumerate() {
-                let w = w.to_lowercase();
-                if w.len() <= MAX_WORD_BYTES {
-                    lexemes.add(w, i);
-                }
-            }
-            lexemes.render(text.len())
-        };
         let pieces = [
             "a", "B", "ab", "Ab", " ", "  ", ".", "/", "\\", "'", "\"", "-", "0", "9z", "\n", "\t",
             "\u{7f}", "\u{1}", "~", "_", "x_y",
@@ -207,7 +202,11 @@ mod tests {
                 text.push_str(" q");
             }
             assert!(text.is_ascii());
-            assert_eq!(tsvector_ascii(&text), general(&text), "text {text:?}");
+            assert_eq!(
+                tsvector_ascii(&text),
+                tsvector_general(&text),
+                "text {text:?}"
+            );
         }
     }
 
