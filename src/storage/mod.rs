@@ -135,6 +135,11 @@ pub struct ConfigBackup {
     pub body: String,
 }
 
+/// An optional JSON column's text, as both adapters bind it.
+fn json_text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(handoff_actors::model::json_string)
+}
+
 /// Bytes an entry's content costs in a reply line: once escaped in
 /// `structuredContent` and twice in the text item that carries the same JSON
 /// as a string. A page budget in raw bytes let a page of quote-heavy entries

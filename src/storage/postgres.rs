@@ -60,9 +60,9 @@ use uuid::Uuid;
 
 use super::analytics::{ContextAnalytics, Counted, HandoffAnalytics, SessionAnalytics};
 use super::{
-    postgres_analytics, postgres_config, Candidate, ConfigBackup, ConfigBackupInfo, ConfigOverride,
-    ContextPage, Database, HandoffListing, LifecycleListing, PageQuery, SearchHit, SessionListing,
-    StoredEntry,
+    json_text, postgres_analytics, postgres_config, Candidate, ConfigBackup, ConfigBackupInfo,
+    ConfigOverride, ContextPage, Database, HandoffListing, LifecycleListing, PageQuery, SearchHit,
+    SessionListing, StoredEntry,
 };
 use crate::logging::redact;
 
@@ -284,10 +284,6 @@ fn classify_write(e: sqlx::Error) -> StoreError {
         }
     }
     classify(e)
-}
-
-fn json_text(v: &Option<Value>) -> Option<String> {
-    v.as_ref().map(json_string)
 }
 
 fn session_from_row(r: &PgRow, tenant: &str, key: &str) -> Result<SessionRow, StoreError> {

@@ -25,8 +25,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::analytics::{ContextAnalytics, Counted, HandoffAnalytics, SessionAnalytics};
 use super::{
-    sqlite_analytics, Candidate, ConfigBackup, ConfigBackupInfo, ConfigOverride, ContextPage,
-    Database, HandoffListing, LifecycleListing, PageQuery, SearchHit, SessionListing, StoredEntry,
+    json_text, sqlite_analytics, Candidate, ConfigBackup, ConfigBackupInfo, ConfigOverride,
+    ContextPage, Database, HandoffListing, LifecycleListing, PageQuery, SearchHit, SessionListing,
+    StoredEntry,
 };
 
 /// SQLite's bound-parameter limit is 32766; stay well under it.
@@ -80,10 +81,6 @@ pub(super) fn classify(e: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Unavailable(e.to_string()),
     }
-}
-
-fn json_text(v: &Option<serde_json::Value>) -> Option<String> {
-    v.as_ref().map(json_string)
 }
 
 fn session_from_row(r: &SqliteRow, tenant: &str, key: &str) -> Result<SessionRow, StoreError> {
