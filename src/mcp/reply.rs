@@ -1,16 +1,64 @@
 //! The shape of every tool result (contract §1): one text item holding a
 //! JSON object, and the same object as `structuredContent`.
+//!
+//! A successful result's object is serialised once, to its text. rmcp wants
+//! `structuredContent` as a `serde_json::Value`, which would be built from
+//! the reply, written out and dropped again: about a fifth of the server's
+//! instructions per call (callgrind, `ops/bench` load). A transport that
+//! writes tool results itself (the stdio one, `transport::tool_calls`) asks
+//! for results marked `STRUCTURED_IS_TEXT` instead and writes the text's
+//! bytes a second time as the structured content. Any other transport gets
+//! the `Value`.
 
 use handoff_actors::model::json_string;
 use handoff_actors::HandoffError;
-use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::model::{CallToolResult, ContentBlock, MetaObject};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-pub fn success(v: Value) -> CallToolResult {
-    let mut r = CallToolResult::success(vec![ContentBlock::text(json_string(&v))]);
+/// `_meta` key marking a result whose `structuredContent` is its one text
+/// item, parsed, for the transport to write (and to remove the mark). A
+/// mark that reached a client unexpanded would be visible: no structured
+/// content, which clients refuse for tools with an output schema.
+pub const STRUCTURED_IS_TEXT: &str = "handoff/structured-content-is-text";
+
+/// A successful result from the reply's JSON text (a JSON object).
+pub fn success(json: String, structured_in_transport: bool) -> CallToolResult {
+    if structured_in_transport {
+        let mut r = CallToolResult::success(vec![ContentBlock::text(json)]);
+        let mut meta = MetaObject::default();
+        meta.0.insert(STRUCTURED_IS_TEXT.into(), Value::Bool(true));
+        r.meta = Some(meta);
+        return r;
+    }
+    let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+    let mut r = CallToolResult::success(vec![ContentBlock::text(json)]);
     r.structured_content = Some(v);
     r
+}
+
+/// `r`'s text, when `r` is marked to have it written again as its
+/// structured content.
+pub fn structured_text(r: &CallToolResult) -> Option<&str> {
+    let marked = r
+        .meta
+        .as_ref()
+        .is_some_and(|m| m.0.contains_key(STRUCTURED_IS_TEXT));
+    match r.content.as_slice() {
+        [block] if marked => block.as_text().map(|t| t.text.as_str()),
+        _ => None,
+    }
+}
+
+/// Removes the mark of `structured_text` (and `_meta` with it, if that
+/// was all it held).
+pub fn clear_structured_mark(r: &mut CallToolResult) {
+    if let Some(meta) = r.meta.as_mut() {
+        meta.0.remove(STRUCTURED_IS_TEXT);
+        if meta.0.is_empty() {
+            r.meta = None;
+        }
+    }
 }
 
 pub fn error_json(e: &HandoffError, request_id: Uuid) -> Value {

@@ -46,6 +46,9 @@ pub struct HandoffServer {
     subscriptions: Arc<Mutex<HashMap<String, HashSet<String>>>>,
     /// Whether the task that forwards change notices is running.
     forwarding: Arc<AtomicBool>,
+    /// The transport writes successful results' structured content from
+    /// their text (see `reply`).
+    structured_in_transport: bool,
 }
 
 impl HandoffServer {
@@ -60,7 +63,15 @@ impl HandoffServer {
             changes,
             subscriptions: Default::default(),
             forwarding: Default::default(),
+            structured_in_transport: false,
         }
+    }
+
+    /// For a transport that writes the structured content of results
+    /// marked `reply::STRUCTURED_IS_TEXT` itself.
+    pub fn with_structured_content_in_transport(mut self) -> Self {
+        self.structured_in_transport = true;
+        self
     }
 
     /// The URIs (of `uris`, by watch key) that a committed change touches.
@@ -201,7 +212,7 @@ impl ServerHandler for HandoffServer {
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     tracing::debug!(%request_id, tenant = %self.tenant, tool, session_key_hash = key_hash(), content_length, duration_ms, "tool call");
                 }
-                reply::success(v)
+                reply::success(v, self.structured_in_transport)
             }
             Err(e) => {
                 m.tool_calls

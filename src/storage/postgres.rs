@@ -567,9 +567,9 @@ entries AS (
     INSERT INTO context_entries (session_id, seq, id, context_type, content, metadata,
                                  created_at, search)
     SELECT session_id, seq, id, context_type, content, metadata::json, created_at,
-           search::tsvector
+           search
     FROM unnest($12::uuid[], $13::int8[], $14::uuid[], $15::text[], $16::bytea[],
-                $17::text[], $18::timestamptz[], $53::text[])
+                $17::text[], $18::timestamptz[], $53::tsvector[])
          AS t(session_id, seq, id, context_type, content, metadata, created_at, search)
     WHERE t.session_id NOT IN (SELECT id FROM lost)
 ),
@@ -644,7 +644,7 @@ struct Columns<'a> {
     e_metadata: Vec<Option<String>>,
     e_created: Vec<DateTime<Utc>>,
     /// The search index's words (see `search_words`).
-    e_search: Vec<String>,
+    e_search: Vec<super::search_words::TsVector>,
     // handoffs
     h_id: Vec<Uuid>,
     h_tenant: Vec<&'a str>,
@@ -783,7 +783,7 @@ impl<'a> Columns<'a> {
         self.e_metadata.push(metadata);
         self.e_created.push(e.created_at);
         self.e_search
-            .push(super::search_words::tsvector_text(&e.content));
+            .push(super::search_words::tsvector(&e.content));
     }
 
     /// Runs the statement; the ids of new sessions whose registration lost
@@ -1750,6 +1750,44 @@ mod tests {
         let r = db.commit(&[&unit(Some(session(id, "k", 0)), vec![])]).await;
         assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
         assert!(matches!(db.ping().await, Err(StoreError::Unavailable(_))));
+    }
+
+    /// The search words travel in tsvector's binary form: PostgreSQL must
+    /// read back exactly the vector that its own text input gives for the
+    /// same words (sorted lexemes, positions, limits), with no error.
+    #[tokio::test]
+    async fn binary_search_words_are_the_vectors_text_input_gives() {
+        let Some((scratch, db)) = Scratch::open().await else {
+            return;
+        };
+        let texts = [
+            String::new(),
+            "Fix src/auth.ts: auth TOKEN, then auth again".to_string(),
+            "Ünïcødé 東京 zebra Zebra apple ÄPFEL 10 9 a1 1a".to_string(),
+            "w ".repeat(20_000),
+            format!("{}z z tail", "y ".repeat(17_000)),
+            format!("a {} b", "x".repeat(3000)),
+        ];
+        for text in &texts {
+            let v = crate::storage::search_words::tsvector(text);
+            let row = sqlx::query(
+                "SELECT $1::tsvector::text AS bin, $2::tsvector::text AS txt, \
+                        $1::tsvector = $2::tsvector AS same",
+            )
+            .bind(&v)
+            .bind(v.to_text())
+            .fetch_one(&db.reader)
+            .await
+            .expect("PostgreSQL reads the binary form");
+            let (bin, txt): (String, String) = (row.get("bin"), row.get("txt"));
+            assert!(
+                row.get::<bool, _>("same"),
+                "{text:.40}: {bin:.200} vs {txt:.200}"
+            );
+            assert_eq!(bin, txt, "{text:.40}");
+            assert_eq!(bin, v.to_text(), "{text:.40}");
+        }
+        scratch.drop_now().await;
     }
 
     #[tokio::test]

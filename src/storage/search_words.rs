@@ -1,6 +1,6 @@
 //! Words for PostgreSQL full-text search, split here rather than by
 //! `to_tsvector` (see migrations/postgres/0005_search_words_in_server.sql):
-//! the index side (`tsvector_text`, sent with each entry) and the query side
+//! the index side (`tsvector`, sent with each entry) and the query side
 //! (`tsquery_text`) use this one rule, so they always agree.
 //!
 //! The rule is the search contract's: a word is a maximal run of
@@ -9,11 +9,21 @@
 //! compared lower-cased. It matches the SQLite adapter's unicode61
 //! tokenizer except that accents are not folded.
 //!
-//! Both functions produce PostgreSQL's text forms (`'word':1,4 …` and
-//! `('a' <-> 'b') & 'c'`), read by the `::tsvector` / `::tsquery` casts.
-//! A word holds only alphanumeric characters, so it never needs escaping.
+//! An entry's tsvector travels in PostgreSQL's binary form (`TsVector`),
+//! which the server stores after a few bounds checks; its text form
+//! (`'word':1,4 …`) had to be tokenised again by `tsvectorin`, which was
+//! 15 % of the writer connection's CPU (perf, ops/bench at concurrency 32).
+//! The query keeps the text form (`('a' <-> 'b') & 'c'`, read by the
+//! `::tsquery` cast): it is parsed once per search, not per entry. A word
+//! holds only alphanumeric characters, so it never needs escaping.
 
 use std::collections::HashMap;
+
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
+use sqlx::{Encode, Postgres, Type};
 
 /// Characters of an entry that are indexed: a tsvector may not exceed
 /// 1 MiB, which 131,072 characters of any content stay under (see
@@ -31,8 +41,8 @@ fn words(text: &str) -> impl Iterator<Item = &str> {
         .filter(|w| !w.is_empty())
 }
 
-/// The tsvector of an entry's content, in PostgreSQL's text form.
-pub fn tsvector_text(content: &str) -> String {
+/// The tsvector of an entry's content.
+pub fn tsvector(content: &str) -> TsVector {
     if content.is_ascii() {
         return tsvector_ascii(&content[..content.len().min(INDEXED_CHARS)]);
     }
@@ -44,7 +54,7 @@ pub fn tsvector_text(content: &str) -> String {
 }
 
 /// The rule for any text: Unicode words, lower-cased one by one.
-fn tsvector_general(text: &str) -> String {
+fn tsvector_general(text: &str) -> TsVector {
     let mut lexemes = Lexemes::default();
     for (i, w) in words(text).enumerate() {
         let w = w.to_lowercase();
@@ -52,7 +62,7 @@ fn tsvector_general(text: &str) -> String {
             lexemes.add(w, i);
         }
     }
-    lexemes.render(text.len())
+    lexemes.encode()
 }
 
 /// The same rule for ASCII text (most content), without per-character
@@ -60,7 +70,7 @@ fn tsvector_general(text: &str) -> String {
 /// For ASCII the two agree exactly (an ASCII character is alphanumeric
 /// for `char::is_alphanumeric` iff it is for `is_ascii_alphanumeric`, and
 /// lower-casing keeps it so); a test compares them.
-fn tsvector_ascii(text: &str) -> String {
+fn tsvector_ascii(text: &str) -> TsVector {
     let lower = text.to_ascii_lowercase();
     let mut lexemes = Lexemes::default();
     let mut start = None;
@@ -79,7 +89,7 @@ fn tsvector_ascii(text: &str) -> String {
             _ => {}
         }
     }
-    lexemes.render(text.len())
+    lexemes.encode()
 }
 
 /// Distinct words in order of first appearance, with their positions.
@@ -115,24 +125,82 @@ impl<W: AsRef<str> + Eq + std::hash::Hash + Clone> Lexemes<W> {
         }
     }
 
-    fn render(&self, text_len: usize) -> String {
-        let mut out = String::with_capacity(text_len + self.order.len() * 6);
-        let mut digits = itoa::Buffer::new();
+    /// PostgreSQL's binary form (`tsvectorsend`): the lexeme count, then
+    /// per lexeme its bytes, a NUL, the position count and the positions,
+    /// integers big-endian. Lexemes go in the order PostgreSQL keeps them
+    /// (bytewise, as `tsCompareString`), so `tsvectorrecv` need not sort;
+    /// positions are already increasing, as it requires; weight bits stay 0
+    /// (weight D, the default).
+    fn encode(mut self) -> TsVector {
+        self.order
+            .sort_unstable_by(|a, b| a.0.as_ref().as_bytes().cmp(b.0.as_ref().as_bytes()));
+        let size: usize = self
+            .order
+            .iter()
+            .map(|(w, p)| w.as_ref().len() + 3 + 2 * p.len())
+            .sum();
+        let mut out = Vec::with_capacity(4 + size);
+        out.extend_from_slice(&(self.order.len() as i32).to_be_bytes());
         for (w, positions) in &self.order {
-            if !out.is_empty() {
-                out.push(' ');
-            }
-            out.push('\'');
-            out.push_str(w.as_ref());
-            out.push_str("':");
-            for (k, p) in positions.iter().enumerate() {
-                if k > 0 {
-                    out.push(',');
-                }
-                out.push_str(digits.format(*p));
+            out.extend_from_slice(w.as_ref().as_bytes());
+            out.push(0);
+            out.extend_from_slice(&(positions.len() as u16).to_be_bytes());
+            for p in positions {
+                out.extend_from_slice(&p.to_be_bytes());
             }
         }
-        out
+        TsVector(out)
+    }
+}
+
+/// A tsvector in PostgreSQL's binary form, bound as a `tsvector` parameter
+/// (or an element of a `tsvector[]` one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TsVector(Vec<u8>);
+
+/// Built-in type ids, the same on every PostgreSQL (`pg_type.dat`).
+const TSVECTOR_OID: u32 = 3614;
+const TSVECTOR_ARRAY_OID: u32 = 3643;
+
+impl Type<Postgres> for TsVector {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(TSVECTOR_OID))
+    }
+}
+
+impl PgHasArrayType for TsVector {
+    fn array_type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(TSVECTOR_ARRAY_OID))
+    }
+}
+
+impl Encode<'_, Postgres> for TsVector {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        buf.extend_from_slice(&self.0);
+        Ok(IsNull::No)
+    }
+}
+
+impl TsVector {
+    /// PostgreSQL's text form of this vector, as `tsvector_out` prints it.
+    #[cfg(test)]
+    pub fn to_text(&self) -> String {
+        let b = &self.0;
+        let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+        let n = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let (mut at, mut out) = (4, Vec::new());
+        for _ in 0..n {
+            let end = at + b[at..].iter().position(|&c| c == 0).expect("NUL");
+            let word = std::str::from_utf8(&b[at..end]).expect("UTF-8");
+            let count = u16_at(end + 1) as usize;
+            let positions: Vec<String> = (0..count)
+                .map(|k| u16_at(end + 3 + 2 * k).to_string())
+                .collect();
+            out.push(format!("'{word}':{}", positions.join(",")));
+            at = end + 3 + 2 * count;
+        }
+        assert_eq!(at, b.len(), "trailing bytes");
+        out.join(" ")
     }
 }
 
@@ -161,23 +229,24 @@ mod tests {
     #[test]
     fn punctuation_separates_and_case_folds() {
         assert_eq!(
-            tsvector_text("Fix src/auth.ts: auth TOKEN"),
-            "'fix':1 'src':2 'auth':3,5 'ts':4 'token':6"
+            tsvector("Fix src/auth.ts: auth TOKEN").to_text(),
+            "'auth':3,5 'fix':1 'src':2 'token':6 'ts':4"
         );
-        assert_eq!(tsvector_text(""), "");
-        assert_eq!(tsvector_text("«» ... \0 \u{1F600}"), "");
-        assert_eq!(tsvector_text("Ünïcødé 東京"), "'ünïcødé':1 '東京':2");
+        assert_eq!(tsvector("").to_text(), "");
+        assert_eq!(tsvector("«» ... \0 \u{1F600}").to_text(), "");
+        assert_eq!(tsvector("Ünïcødé 東京").to_text(), "'ünïcødé':1 '東京':2");
     }
 
     #[test]
     fn limits_of_postgresql_are_kept() {
         let long = "x".repeat(3000);
-        assert_eq!(tsvector_text(&format!("a {long} b")), "'a':1 'b':3");
+        assert_eq!(tsvector(&format!("a {long} b")).to_text(), "'a':1 'b':3");
         let many = "w ".repeat(20_000);
-        let v = tsvector_text(&many);
+        let v = tsvector(&many).to_text();
         assert_eq!(v.matches(',').count(), MAX_POSITIONS - 1);
         let far = format!("{}z z", "y ".repeat(17_000));
-        assert!(tsvector_text(&far).ends_with("'z':16383"));
+        assert!(tsvector(&far).to_text().starts_with("'y':1,2,"));
+        assert!(tsvector(&far).to_text().ends_with("'z':16383"));
     }
 
     /// The ASCII path against the general one, on text built to hit word

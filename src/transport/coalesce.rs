@@ -58,6 +58,9 @@ impl State {
     }
 }
 
+/// Clones write into the same buffer, each write whole (a line written
+/// with one `write_all` is never split by another writer's).
+#[derive(Clone)]
 pub struct CoalescingWriter {
     shared: Arc<Shared>,
 }

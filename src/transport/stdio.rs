@@ -82,7 +82,8 @@ impl Actor for StdioTransport {
         let (w, finish) = CoalescingWriter::new(w);
         let transport = ToolCallTransport::new(r, w, args.max_message_bytes);
         tokio::spawn(async move {
-            let reason = match args.server.serve(transport).await {
+            let server = args.server.with_structured_content_in_transport();
+            let reason = match server.serve(transport).await {
                 Ok(running) => match running.waiting().await {
                     Ok(r) => format!("{r:?}"),
                     Err(e) => format!("join error: {e}"),

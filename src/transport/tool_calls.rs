@@ -18,6 +18,11 @@
 //! random id, which no client can know), and nothing new is read until
 //! rmcp has given back everything up to the last marker.
 //!
+//! Tool results go out the other way round: a result marked
+//! `reply::STRUCTURED_IS_TEXT` is written here, as rmcp would write it but
+//! with its text's bytes written a second time as `structuredContent`
+//! (see `crate::mcp::reply`); everything else is rmcp's to write.
+//!
 //! `receive` may be cancelled at any await (rmcp polls it in a `select!`),
 //! so all of its progress lives in the struct: a partial line stays in
 //! `line`, and a line is dealt with (parsed, or written to the pipe, which
@@ -26,15 +31,19 @@
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
+use futures::future::Either;
 use rmcp::model::{
     CallToolRequestMethod, CallToolRequestParams, ClientNotification, ClientRequest,
-    JsonRpcMessage, JsonRpcRequest, JsonRpcVersion2_0, Request, RequestId,
+    JsonRpcMessage, JsonRpcRequest, JsonRpcResponse, JsonRpcVersion2_0, Request, RequestId,
+    ServerResult,
 };
 use rmcp::service::{RoleServer, RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::transport::Transport;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream};
+
+use crate::mcp::reply;
 
 /// A line buffer larger than this is dropped after its line, so one large
 /// message does not keep its size allocated.
@@ -106,6 +115,44 @@ fn write_now(pipe: &mut DuplexStream, bytes: &[u8]) -> bool {
     matches!(std::pin::pin!(write).poll(&mut cx), Poll::Ready(Ok(())))
 }
 
+/// Whether `m` is a tool result to be written by `result_line`.
+fn is_marked_result(m: &TxJsonRpcMessage<RoleServer>) -> bool {
+    matches!(m, JsonRpcMessage::Response(JsonRpcResponse {
+        result: ServerResult::CallToolResult(r), ..
+    }) if reply::structured_text(r).is_some())
+}
+
+/// The line of a marked tool result: the response rmcp would write for it
+/// without `structuredContent`, then its text as `structuredContent`.
+fn result_line(m: TxJsonRpcMessage<RoleServer>) -> std::io::Result<Vec<u8>> {
+    let JsonRpcMessage::Response(JsonRpcResponse {
+        id,
+        result: ServerResult::CallToolResult(mut r),
+        ..
+    }) = m
+    else {
+        return Err(std::io::Error::other("not a tool result"));
+    };
+    reply::clear_structured_mark(&mut r);
+    let text = match r.content.as_slice() {
+        [block] => block.as_text().map_or("", |t| t.text.as_str()),
+        _ => "",
+    };
+    let mut out = Vec::with_capacity(2 * text.len() + 128);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    serde_json::to_writer(&mut out, &id)?;
+    out.extend_from_slice(br#","result":"#);
+    serde_json::to_writer(&mut out, &r)?;
+    // The result is an object with at least `content`: open it again.
+    if out.pop() != Some(b'}') || text.is_empty() {
+        return Err(std::io::Error::other("unexpected tool result shape"));
+    }
+    out.extend_from_slice(br#","structuredContent":"#);
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"}}\n");
+    Ok(out)
+}
+
 /// Outcome of reading one line.
 enum LineRead {
     Line,
@@ -130,6 +177,8 @@ where
     pipe: DuplexStream,
     /// Lines handed to rmcp whose marker has not come back yet.
     handed_over: usize,
+    /// The writer rmcp writes to, for the tool results written here.
+    direct: W,
     marker_id: RequestId,
     marker_line: Vec<u8>,
 }
@@ -137,7 +186,7 @@ where
 impl<R, W> ToolCallTransport<R, W>
 where
     R: AsyncRead + Send + Unpin,
-    W: AsyncWrite + Send + Unpin + 'static,
+    W: AsyncWrite + Clone + Send + Unpin + 'static,
 {
     /// `max_line`: the longest message accepted, in bytes; longer lines are
     /// dropped (and logged) without being buffered whole, as rmcp does.
@@ -159,6 +208,7 @@ where
             discarding: false,
             // Only lines that passed `max_line` here reach it, and the
             // marker always must.
+            direct: write.clone(),
             rmcp: AsyncRwTransport::new_server(rmcp_end, write)
                 .with_max_line_length(max_line.max(marker_line.len() + 1)),
             pipe,
@@ -222,7 +272,7 @@ where
 impl<R, W> Transport<RoleServer> for ToolCallTransport<R, W>
 where
     R: AsyncRead + Send + Unpin,
-    W: AsyncWrite + Send + Unpin + 'static,
+    W: AsyncWrite + Clone + Send + Unpin + 'static,
 {
     type Error = std::io::Error;
 
@@ -230,7 +280,15 @@ where
         &mut self,
         item: TxJsonRpcMessage<RoleServer>,
     ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
-        self.rmcp.send(item)
+        if !is_marked_result(&item) {
+            return Either::Right(self.rmcp.send(item));
+        }
+        let mut write = self.direct.clone();
+        Either::Left(async move {
+            let line = result_line(item)?;
+            write.write_all(&line).await?;
+            write.flush().await
+        })
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
@@ -324,6 +382,33 @@ mod tests {
             },
             _ => panic!("not a request"),
         }
+    }
+
+    /// A tool result written here is, as JSON, what rmcp writes for the same
+    /// result carrying its structured content as a value.
+    #[test]
+    fn a_marked_result_is_written_as_rmcp_writes_the_value() {
+        let json = r#"{"success":true,"message":"a \"quoted\" é\n","n":-1.5,"o":{"b":[1,null]}}"#;
+        let response = |structured_in_transport| -> TxJsonRpcMessage<RoleServer> {
+            JsonRpcMessage::Response(JsonRpcResponse {
+                jsonrpc: JsonRpcVersion2_0,
+                id: RequestId::Number(7),
+                result: ServerResult::CallToolResult(reply::success(
+                    json.to_string(),
+                    structured_in_transport,
+                )),
+            })
+        };
+        let (ours, theirs) = (response(true), response(false));
+        assert!(is_marked_result(&ours));
+        assert!(!is_marked_result(&theirs));
+        let line = result_line(ours).expect("a line");
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        assert!(line.ends_with(b"}\n"));
+        let ours: serde_json::Value = serde_json::from_slice(&line).expect("JSON");
+        assert_eq!(ours, serde_json::to_value(&theirs).unwrap());
+        assert!(ours["result"].get("_meta").is_none());
+        assert_eq!(ours["result"]["structuredContent"]["o"]["b"][0], 1);
     }
 
     /// Everything else is left to rmcp.

@@ -49,7 +49,7 @@ macro_rules! catalog {
         }
 
         async fn route(ctx: Ctx, name: &str, raw: Option<JsonObject>, cat: &Catalog)
-            -> Option<Result<Value, HandoffError>> {
+            -> Option<Result<String, HandoffError>> {
             Some(match name {
                 $($m::NAME => run(ctx, raw, cat.fields($m::NAME), $m::NAME, $m::call).await,)*
                 _ => return None,
@@ -112,7 +112,7 @@ impl Catalog {
         ctx: Ctx,
         name: &str,
         raw: Option<JsonObject>,
-    ) -> Option<Result<Value, HandoffError>> {
+    ) -> Option<Result<String, HandoffError>> {
         let name = args::snake_case(name);
         if !self.fields.contains_key(&name) {
             return None;
@@ -214,7 +214,7 @@ async fn run<A, O, F, Fut>(
     fields: &HashSet<String>,
     tool: &str,
     f: F,
-) -> Result<Value, HandoffError>
+) -> Result<String, HandoffError>
 where
     A: ToolArgs,
     O: Serialize,
@@ -235,7 +235,9 @@ where
             "slow tool call"
         );
     }
+    // Straight to its JSON text, once: the reply's text and its structured
+    // content are both this text (see `reply::success`).
     let out = out?;
-    serde_json::to_value(out)
+    serde_json::to_string(&out)
         .map_err(|e| HandoffError::internal(format!("encoding the reply: {e}")))
 }
