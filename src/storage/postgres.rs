@@ -1,6 +1,6 @@
 //! PostgreSQL, selected by `HANDOFF_DATABASE_URL=postgres://…`: the same
 //! contract and durability as the SQLite adapter, also with several replicas
-//! on one database (see `BATCH_SQL` for how races between them end).
+//! on one database (see `BATCH_CTES` for how races between them end).
 //!
 //! Durability: a batch is acknowledged after PostgreSQL reports its commit,
 //! which with `synchronous_commit` on (enforced on every connection here,
@@ -41,6 +41,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -86,7 +87,7 @@ const SESSION_SETUP: &str = "SET client_min_messages = warning; \
      SELECT set_config('synchronous_commit', 'on', false) \
      WHERE current_setting('synchronous_commit') = 'off'";
 
-/// Every sub-statement of `BATCH_SQL` reaches existing rows by primary key
+/// Every sub-statement of `BATCH_CTES` reaches existing rows by primary key
 /// (delete, checkpoint, acceptance), so its right plan is always "for each
 /// row of the batch, one index lookup". The planner does not know that: on
 /// young tables (no statistics yet) and with the cached generic plan of a
@@ -273,7 +274,7 @@ pub(super) fn classify(e: sqlx::Error) -> StoreError {
 
 /// A constraint only another writer can have broken (a taken key or
 /// sequence number, a session deleted meanwhile, a handoff accepted
-/// elsewhere: see `BATCH_SQL`) is a lost race, not bad data.
+/// elsewhere: see `BATCH_CTES`) is a lost race, not bad data.
 fn classify_write(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         let code = db.code();
@@ -420,7 +421,7 @@ impl Store for PgDb {
         // reads. With several replicas this is where a replica would claim
         // the session (`SELECT … FOR UPDATE` on the row inside a transaction
         // held for the actor's lifetime, or a lease column) — see
-        // `BATCH_SQL` for the optimistic alternative.
+        // `BATCH_CTES` for the optimistic alternative.
         let tail = sqlx::query(
             "SELECT seq, id, context_type, content, metadata, created_at FROM context_entries
              WHERE session_id = $1 AND seq > $2 ORDER BY seq",
@@ -449,7 +450,7 @@ impl Store for PgDb {
         self.write(units, false).await.map(|_| ())
     }
 
-    /// `BATCH_SQL` leaves a lost registration out (see there).
+    /// `BATCH_CTES` leaves a lost registration out (see there).
     async fn commit_partial(&self, units: &[&CommitUnit]) -> Result<Vec<usize>, StoreError> {
         let lost = self.write(units, true).await?;
         Ok(units
@@ -492,12 +493,66 @@ impl Store for PgDb {
     }
 }
 
+/// Which groups of rows one execution of the batch statement writes.
+/// Each group is a CTE that PostgreSQL sets up (opens the table and its
+/// indexes, builds the executor nodes) on every execution, rows or not:
+/// deletions, acceptances and lifecycle events are rare, and most batches
+/// would set up CTEs for them with nothing to write. So the statement is composed of the groups present, one text per
+/// shape (each prepared once per connection and cached); parameters of
+/// absent groups are still bound, empty, so numbering never changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Shape(u8);
+
+impl Shape {
+    const DELETES: u8 = 1;
+    const SESSIONS: u8 = 2;
+    const ENTRIES: u8 = 4;
+    const HANDOFFS: u8 = 8;
+    const ACCEPTS: u8 = 16;
+    const AUDIT: u8 = 32;
+    const LIFECYCLE: u8 = 64;
+    const COUNT: usize = 128;
+
+    fn has(self, group: u8) -> bool {
+        self.0 & group != 0
+    }
+}
+
+/// The batch statement for `shape` (see `BATCH_CTES` for what it does).
+fn batch_sql(shape: Shape) -> &'static str {
+    static STATEMENTS: [OnceLock<String>; Shape::COUNT] = [const { OnceLock::new() }; Shape::COUNT];
+    STATEMENTS[shape.0 as usize].get_or_init(|| {
+        let mut ctes = Vec::new();
+        for (group, cte) in BATCH_CTES {
+            if shape.has(group) {
+                ctes.push(cte);
+            } else if group == Shape::SESSIONS {
+                // Later CTEs read `lost`: it must come before them.
+                ctes.push(NO_LOST);
+            }
+        }
+        // Without acceptances there is no count to check (and a constant
+        // count would let the planner evaluate the failing cast up front).
+        let (check, from) = if shape.has(Shape::ACCEPTS) {
+            (ACCEPTS_CHECK, "(SELECT count(*) AS n FROM accepted) c, ")
+        } else {
+            ("", "")
+        };
+        format!(
+            "WITH {}\nSELECT CASE {check}{LOST_CHECK} ELSE 1 END AS ok, lost\n\
+             FROM {from}(SELECT array_agg(id) AS lost FROM lost) l",
+            ctes.join(",\n")
+        )
+    })
+}
+
 /// The whole batch as one statement. Parameters are column arrays, one
 /// group per table; `unnest` turns each group back into rows. The
 /// data-modifying CTEs all run to completion whether or not the final
 /// SELECT reads them, inside the statement's one (implicit) transaction;
 /// foreign keys are checked at the end of the statement, so entries may
-/// reference a session row inserted beside them.
+/// reference a session row inserted beside them. Each CTE is listed with
+/// the `Shape` group it belongs to (see `batch_sql`).
 ///
 /// The sub-statements see one snapshot and run in no defined order, unlike
 /// the SQLite adapter's statement sequence (delete, upsert, insert…). That is
@@ -530,11 +585,16 @@ impl Store for PgDb {
 /// `StoreError::Conflict`, the persistence actor retries the batch unit by
 /// unit, and the losing session actor reloads and applies its operations
 /// again (actors/src/session.rs).
-const BATCH_SQL: &str = "
-WITH deleted AS (
+const BATCH_CTES: [(u8, &str); 7] = [
+    (
+        Shape::DELETES,
+        "deleted AS (
     DELETE FROM sessions s USING unnest($1::uuid[]) AS d(id) WHERE s.id = d.id
-),
-rows AS (
+)",
+    ),
+    (
+        Shape::SESSIONS,
+        "rows AS (
     SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::timestamptz[], $9::timestamptz[], $10::int8[],
                          $11::text[], $51::bool[])
@@ -562,8 +622,11 @@ checkpoints AS (
         last_seq = t.last_seq, summary = t.summary::json
     FROM rows t
     WHERE NOT t.fresh AND s.id = t.id AND t.last_seq >= s.last_seq
-),
-entries AS (
+)",
+    ),
+    (
+        Shape::ENTRIES,
+        "entries AS (
     INSERT INTO context_entries (session_id, seq, id, context_type, content, metadata,
                                  created_at, search)
     SELECT session_id, seq, id, context_type, content, metadata::json, created_at,
@@ -572,8 +635,11 @@ entries AS (
                 $17::text[], $18::timestamptz[], $53::tsvector[])
          AS t(session_id, seq, id, context_type, content, metadata, created_at, search)
     WHERE t.session_id NOT IN (SELECT id FROM lost)
-),
-new_handoffs AS (
+)",
+    ),
+    (
+        Shape::HANDOFFS,
+        "new_handoffs AS (
     INSERT INTO handoffs (id, tenant, session_id, session_key, source_agent, target_agent,
                           request_type, status, request_data, context_summary,
                           context_entries, created_at)
@@ -587,37 +653,49 @@ new_handoffs AS (
               request_type, status, request_data, context_summary, context_entries,
               created_at)
     WHERE t.session_id NOT IN (SELECT id FROM lost)
-),
-accepted AS (
+)",
+    ),
+    (
+        Shape::ACCEPTS,
+        "accepted AS (
     UPDATE handoffs h SET status = 'accepted', accepted_at = a.at, accepted_by = a.agent
     FROM unnest($31::uuid[], $32::text[], $33::timestamptz[]) AS a(id, agent, at)
     WHERE h.id = a.id AND h.status = 'pending'
     RETURNING 1
-),
-audit AS (
+)",
+    ),
+    (
+        Shape::AUDIT,
+        "audit AS (
     INSERT INTO audit_log (seq, ts, tenant, action, actor, subject_hash, details,
                            prev_hash, hash)
     SELECT * FROM unnest($34::int8[], $35::text[], $36::text[], $37::text[], $38::text[],
                          $39::text[], $40::text[], $41::text[], $42::text[])
-),
-lifecycle AS (
+)",
+    ),
+    (
+        Shape::LIFECYCLE,
+        "lifecycle AS (
     INSERT INTO lifecycle_events (id, tenant, session_id, session_key, from_status,
                                   to_status, at, reason)
     SELECT * FROM unnest($43::uuid[], $44::text[], $45::uuid[], $46::text[], $47::text[],
                          $48::text[], $49::timestamptz[], $50::text[])
          AS t(id, tenant, session_id, session_key, from_status, to_status, at, reason)
     WHERE t.session_id IS NULL OR t.session_id NOT IN (SELECT id FROM lost)
-)
--- The casts fail (aborting the statement) only when an acceptance found its
--- handoff no longer pending, or a registration lost and the caller wants all
--- or nothing; they depend on the CTEs, so they are not folded early.
-SELECT CASE WHEN n <> $52 THEN ('write_conflict ' || n)::int
-            WHEN NOT $54 AND lost IS NOT NULL
-                THEN ('write_conflict registrations ' || cardinality(lost))::int
-            ELSE 1 END AS ok,
-       lost
-FROM (SELECT count(*) AS n FROM accepted) c,
-     (SELECT array_agg(id) AS lost FROM lost) l";
+)",
+    ),
+];
+
+/// `lost` of a batch without session rows: none.
+const NO_LOST: &str = "lost AS (SELECT NULL::uuid AS id WHERE false)";
+
+/// The final SELECT's casts fail (aborting the statement) only when an
+/// acceptance found its handoff no longer pending, or a registration lost
+/// and the caller wants all or nothing; they depend on the CTEs, so they
+/// are not folded early.
+const ACCEPTS_CHECK: &str = "WHEN n <> $52 THEN ('write_conflict ' || n)::int ";
+const LOST_CHECK: &str = "WHEN NOT $54 AND lost IS NOT NULL \
+     THEN ('write_conflict registrations ' || cardinality(lost))::int";
 
 /// One execution's parameters, column by column.
 #[derive(Default)]
@@ -786,6 +864,26 @@ impl<'a> Columns<'a> {
             .push(super::search_words::tsvector(&e.content));
     }
 
+    /// The groups this execution writes.
+    fn shape(&self) -> Shape {
+        let groups = [
+            (!self.deletes.is_empty(), Shape::DELETES),
+            (!self.s_id.is_empty(), Shape::SESSIONS),
+            (!self.e_session.is_empty(), Shape::ENTRIES),
+            (!self.h_id.is_empty(), Shape::HANDOFFS),
+            (!self.a_id.is_empty(), Shape::ACCEPTS),
+            (!self.l_seq.is_empty(), Shape::AUDIT),
+            (!self.v_id.is_empty(), Shape::LIFECYCLE),
+        ];
+        Shape(
+            groups
+                .iter()
+                .filter(|(present, _)| *present)
+                .map(|(_, g)| g)
+                .sum(),
+        )
+    }
+
     /// Runs the statement; the ids of new sessions whose registration lost
     /// (only when `partial`: otherwise such a loss aborts it).
     async fn execute(
@@ -794,7 +892,7 @@ impl<'a> Columns<'a> {
         partial: bool,
     ) -> Result<Vec<Uuid>, StoreError> {
         let accepts = self.a_id.len() as i64;
-        let row = sqlx::query(BATCH_SQL)
+        let row = sqlx::query(batch_sql(self.shape()))
             .bind(self.deletes)
             .bind(self.s_id)
             .bind(self.s_tenant)
@@ -859,7 +957,7 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// One batch, all or nothing: one execution of `BATCH_SQL` (one round trip,
+/// One batch, all or nothing: one execution of the batch statement (one round trip,
 /// implicit transaction) when its entries fit in `chunk_bytes`, else
 /// `BEGIN`, one execution per chunk of entries (the first also carrying the
 /// sessions, handoffs and audit rows), `COMMIT`. `in_transaction` tells the
@@ -1637,6 +1735,60 @@ mod tests {
             tail(&db, "k").await,
             vec![(1, "one".to_string()), (2, "two".to_string())]
         );
+        scratch.drop_now().await;
+    }
+
+    /// Every shape of the batch statement commits, also past the first
+    /// executions (planned with the parameters' values, where a constant
+    /// failing branch would be evaluated up front) on one connection.
+    #[tokio::test]
+    async fn each_batch_shape_commits_again_and_again() {
+        let Some((scratch, db)) = Scratch::open().await else {
+            return;
+        };
+        let id = Uuid::now_v7();
+        db.commit(&[&unit(Some(session(id, "k", 0)), vec![])])
+            .await
+            .unwrap();
+        let mut seq = 0;
+        for round in 0..8 {
+            let fresh = Uuid::now_v7();
+            let key = format!("fresh-{round}");
+            seq += 1;
+            let e1 = entry(id, seq, &format!("bare {seq}"));
+            seq += 1;
+            let with_row = unit(None, vec![entry(id, seq, &format!("with row {seq}"))]);
+            let with_row = CommitUnit {
+                session: Some(session(id, "k", seq)),
+                ..with_row
+            };
+            let shapes: [Vec<CommitUnit>; 4] = [
+                vec![unit(Some(session(fresh, &key, 0)), vec![])],
+                vec![unit(None, vec![e1])],
+                vec![with_row],
+                vec![CommitUnit {
+                    delete: Some(fresh),
+                    ..Default::default()
+                }],
+            ];
+            for units in &shapes {
+                let units: Vec<&CommitUnit> = units.iter().collect();
+                db.commit(&units).await.expect("commits");
+            }
+        }
+        let stored: Vec<i64> = sqlx::query_scalar(
+            "SELECT seq FROM context_entries WHERE session_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&db.reader)
+        .await
+        .unwrap();
+        assert_eq!(stored, (1..=16).collect::<Vec<i64>>());
+        let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+            .fetch_one(&db.reader)
+            .await
+            .unwrap();
+        assert_eq!(sessions, 1, "each fresh session was deleted again");
         scratch.drop_now().await;
     }
 
