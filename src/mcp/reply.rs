@@ -31,7 +31,9 @@ pub fn success(json: String, structured_in_transport: bool) -> CallToolResult {
         r.meta = Some(meta);
         return r;
     }
-    // The text is serde_json's output for a struct: it always parses.
+    // The text is serde_json's output for a struct: it parses, unless
+    // nested deeper than serde_json's 128 levels (arguments are read with
+    // the same limit, so no reply built from them is).
     let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
     let mut r = CallToolResult::success(vec![ContentBlock::text(json)]);
     r.structured_content = Some(v);

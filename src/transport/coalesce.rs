@@ -27,8 +27,9 @@ struct State {
     /// The underlying writer failed; every later write reports it.
     failed: Option<io::ErrorKind>,
     shutdown: bool,
-    /// A writer waiting for room in the buffer.
-    waiting: Option<Waker>,
+    /// Writers waiting for room in the buffer: several at once, since
+    /// clones of the writer are used from several tasks.
+    waiting: Vec<Waker>,
 }
 
 struct Shared {
@@ -49,10 +50,10 @@ impl Shared {
 }
 
 impl State {
-    /// Let a writer that waited for room try again (there is room now, or
-    /// it will learn of the failure).
-    fn wake_writer(&mut self) {
-        if let Some(w) = self.waiting.take() {
+    /// Let the writers that waited for room try again (there is room now,
+    /// or they will learn of the failure).
+    fn wake_writers(&mut self) {
+        for w in self.waiting.drain(..) {
             w.wake();
         }
     }
@@ -106,7 +107,7 @@ async fn drain<W: AsyncWrite + Unpin>(mut inner: W, shared: Arc<Shared>) {
         let shutdown = {
             let mut st = shared.lock();
             std::mem::swap(&mut out, &mut st.buf);
-            st.wake_writer();
+            st.wake_writers();
             st.shutdown
         };
         let mut r = Ok(());
@@ -123,7 +124,7 @@ async fn drain<W: AsyncWrite + Unpin>(mut inner: W, shared: Arc<Shared>) {
         if let Err(e) = r {
             let mut st = shared.lock();
             st.failed = Some(e.kind());
-            st.wake_writer();
+            st.wake_writers();
             return;
         }
         if shutdown {
@@ -146,7 +147,9 @@ impl AsyncWrite for CoalescingWriter {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         if st.buf.len() >= MAX_BUFFERED {
-            st.waiting = Some(cx.waker().clone());
+            if !st.waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                st.waiting.push(cx.waker().clone());
+            }
             drop(st);
             self.shared.dirty.notify_one();
             return Poll::Pending;
@@ -194,6 +197,42 @@ mod tests {
         // The last lines are still buffered: `finish` writes them out.
         finish.finish().await;
         assert_eq!(reader.await.unwrap(), want);
+    }
+
+    /// Many writers (clones, each on its own task) wait for room at once
+    /// behind a slow reader: every one of them gets to write.
+    #[tokio::test]
+    async fn every_waiting_writer_is_woken() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let (w, finish) = CoalescingWriter::new(server);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let line = vec![b'x'; 64 * 1024];
+        let writers: Vec<_> = (0..32)
+            .map(|_| {
+                let mut w = w.clone();
+                let line = line.clone();
+                tokio::spawn(async move {
+                    for _ in 0..4 {
+                        w.write_all(&line).await.unwrap();
+                        w.flush().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let all = async {
+            for t in writers {
+                t.await.unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), all)
+            .await
+            .expect("a writer was never woken");
+        finish.finish().await;
+        assert_eq!(reader.await.unwrap().len(), 32 * 4 * line.len());
     }
 
     #[tokio::test]

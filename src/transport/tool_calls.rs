@@ -33,7 +33,7 @@ use std::task::{Context, Poll, Waker};
 
 use futures::future::Either;
 use rmcp::model::{
-    CallToolRequestMethod, CallToolRequestParams, ClientNotification, ClientRequest,
+    CallToolRequestMethod, CallToolRequestParams, ClientNotification, ClientRequest, ErrorData,
     JsonRpcMessage, JsonRpcRequest, JsonRpcResponse, JsonRpcVersion2_0, Request, RequestId,
     ServerResult,
 };
@@ -280,12 +280,22 @@ where
         &mut self,
         item: TxJsonRpcMessage<RoleServer>,
     ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
-        if !is_marked_result(&item) {
-            return Either::Right(self.rmcp.send(item));
-        }
+        let id = match &item {
+            JsonRpcMessage::Response(r) if is_marked_result(&item) => r.id.clone(),
+            _ => return Either::Right(self.rmcp.send(item)),
+        };
         let mut write = self.direct.clone();
         Either::Left(async move {
-            let line = result_line(item)?;
+            let line = result_line(item).or_else(|e| {
+                // Not expected (the text is a serialised struct), but the
+                // client waits for an answer to this id all the same.
+                tracing::error!(error = %e, "encoding a tool result");
+                let error = ErrorData::internal_error("encoding the tool result failed", None);
+                let mut line =
+                    serde_json::to_vec(&TxJsonRpcMessage::<RoleServer>::error(error, Some(id)))?;
+                line.push(b'\n');
+                Ok::<_, std::io::Error>(line)
+            })?;
             write.write_all(&line).await?;
             write.flush().await
         })
