@@ -47,8 +47,14 @@ pub fn structured_text(r: &CallToolResult) -> Option<&str> {
         .meta
         .as_ref()
         .is_some_and(|m| m.0.contains_key(STRUCTURED_IS_TEXT));
+    only_text(r).filter(|_| marked)
+}
+
+/// The text of a result whose content is one text item, as `success`
+/// makes it.
+pub fn only_text(r: &CallToolResult) -> Option<&str> {
     match r.content.as_slice() {
-        [block] if marked => block.as_text().map(|t| t.text.as_str()),
+        [block] => block.as_text().map(|t| t.text.as_str()),
         _ => None,
     }
 }

@@ -207,12 +207,12 @@ impl ServerHandler for HandoffServer {
             .observe(elapsed.as_secs_f64());
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         let result = match outcome {
-            Ok(v) => {
+            Ok(json) => {
                 m.tool_calls.with_label_values(&[&tool, "ok"]).inc();
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     tracing::debug!(%request_id, tenant = %self.tenant, tool, session_key_hash = key_hash(), content_length, duration_ms, "tool call");
                 }
-                reply::success(v, self.structured_in_transport)
+                reply::success(json, self.structured_in_transport)
             }
             Err(e) => {
                 m.tool_calls

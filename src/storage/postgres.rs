@@ -959,10 +959,10 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// One batch, all or nothing: one execution of the batch statement (one round trip,
-/// implicit transaction) when its entries fit in `chunk_bytes`, else
-/// `BEGIN`, one execution per chunk of entries (the first also carrying the
-/// sessions, handoffs and audit rows), `COMMIT`. `in_transaction` tells the
+/// One batch, all or nothing: one execution of the batch statement (one
+/// round trip, implicit transaction) when its entries fit in
+/// `chunk_bytes`, else `BEGIN`, one execution per chunk of entries (the
+/// first also carrying the sessions, handoffs and audit rows), `COMMIT`. `in_transaction` tells the
 /// caller whether a failure left an explicit transaction to roll back.
 async fn write_batch(
     conn: &mut PgConnection,

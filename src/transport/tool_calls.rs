@@ -33,9 +33,9 @@ use std::task::{Context, Poll, Waker};
 
 use futures::future::Either;
 use rmcp::model::{
-    CallToolRequestMethod, CallToolRequestParams, ClientNotification, ClientRequest, ErrorData,
-    JsonRpcMessage, JsonRpcRequest, JsonRpcResponse, JsonRpcVersion2_0, Request, RequestId,
-    ServerResult,
+    CallToolRequestMethod, CallToolRequestParams, CallToolResult, ClientNotification,
+    ClientRequest, ErrorData, JsonRpcMessage, JsonRpcRequest, JsonRpcResponse, JsonRpcVersion2_0,
+    Request, RequestId, ServerResult,
 };
 use rmcp::service::{RoleServer, RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::async_rw::AsyncRwTransport;
@@ -115,37 +115,20 @@ fn write_now(pipe: &mut DuplexStream, bytes: &[u8]) -> bool {
     matches!(std::pin::pin!(write).poll(&mut cx), Poll::Ready(Ok(())))
 }
 
-/// Whether `m` is a tool result to be written by `result_line`.
-fn is_marked_result(m: &TxJsonRpcMessage<RoleServer>) -> bool {
-    matches!(m, JsonRpcMessage::Response(JsonRpcResponse {
-        result: ServerResult::CallToolResult(r), ..
-    }) if reply::structured_text(r).is_some())
-}
-
-/// The line of a marked tool result: the response rmcp would write for it
-/// without `structuredContent`, then its text as `structuredContent`.
-fn result_line(m: TxJsonRpcMessage<RoleServer>) -> std::io::Result<Vec<u8>> {
-    let JsonRpcMessage::Response(JsonRpcResponse {
-        id,
-        result: ServerResult::CallToolResult(mut r),
-        ..
-    }) = m
-    else {
-        return Err(std::io::Error::other("not a tool result"));
-    };
-    reply::clear_structured_mark(&mut r);
-    let text = match r.content.as_slice() {
-        [block] => block.as_text().map_or("", |t| t.text.as_str()),
-        _ => "",
-    };
+/// The line of a tool result with the structured-content mark removed:
+/// the response rmcp would write for it, then its text spliced in as
+/// `structuredContent`.
+fn result_line(id: &RequestId, r: &CallToolResult) -> std::io::Result<Vec<u8>> {
+    let text = reply::only_text(r)
+        .ok_or_else(|| std::io::Error::other("a marked result holds one text item"))?;
     let mut out = Vec::with_capacity(2 * text.len() + 128);
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-    serde_json::to_writer(&mut out, &id)?;
+    serde_json::to_writer(&mut out, id)?;
     out.extend_from_slice(br#","result":"#);
-    serde_json::to_writer(&mut out, &r)?;
+    serde_json::to_writer(&mut out, r)?;
     // The result is an object with at least `content`: open it again.
-    if out.pop() != Some(b'}') || text.is_empty() {
-        return Err(std::io::Error::other("unexpected tool result shape"));
+    if out.pop() != Some(b'}') {
+        return Err(std::io::Error::other("a tool result is a JSON object"));
     }
     out.extend_from_slice(br#","structuredContent":"#);
     out.extend_from_slice(text.as_bytes());
@@ -280,13 +263,18 @@ where
         &mut self,
         item: TxJsonRpcMessage<RoleServer>,
     ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let id = match &item {
-            JsonRpcMessage::Response(r) if is_marked_result(&item) => r.id.clone(),
-            _ => return Either::Right(self.rmcp.send(item)),
+        let (id, mut result) = match item {
+            JsonRpcMessage::Response(JsonRpcResponse {
+                id,
+                result: ServerResult::CallToolResult(r),
+                ..
+            }) if reply::structured_text(&r).is_some() => (id, r),
+            item => return Either::Right(self.rmcp.send(item)),
         };
+        reply::clear_structured_mark(&mut result);
         let mut write = self.direct.clone();
         Either::Left(async move {
-            let line = result_line(item).or_else(|e| {
+            let line = result_line(&id, &result).or_else(|e| {
                 // Not expected (the text is a serialised struct), but the
                 // client waits for an answer to this id all the same.
                 tracing::error!(error = %e, "encoding a tool result");
@@ -399,23 +387,21 @@ mod tests {
     #[test]
     fn a_marked_result_is_written_as_rmcp_writes_the_value() {
         let json = r#"{"success":true,"message":"a \"quoted\" é\n","n":-1.5,"o":{"b":[1,null]}}"#;
-        let response = |structured_in_transport| -> TxJsonRpcMessage<RoleServer> {
-            JsonRpcMessage::Response(JsonRpcResponse {
-                jsonrpc: JsonRpcVersion2_0,
-                id: RequestId::Number(7),
-                result: ServerResult::CallToolResult(reply::success(
-                    json.to_string(),
-                    structured_in_transport,
-                )),
-            })
-        };
-        let (ours, theirs) = (response(true), response(false));
-        assert!(is_marked_result(&ours));
-        assert!(!is_marked_result(&theirs));
-        let line = result_line(ours).expect("a line");
+        let id = RequestId::Number(7);
+        let mut ours = reply::success(json.to_string(), true);
+        let theirs = reply::success(json.to_string(), false);
+        assert!(reply::structured_text(&ours).is_some());
+        assert!(reply::structured_text(&theirs).is_none());
+        reply::clear_structured_mark(&mut ours);
+        let line = result_line(&id, &ours).expect("a line");
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
         assert!(line.ends_with(b"}\n"));
         let ours: serde_json::Value = serde_json::from_slice(&line).expect("JSON");
+        let theirs: TxJsonRpcMessage<RoleServer> = JsonRpcMessage::Response(JsonRpcResponse {
+            jsonrpc: JsonRpcVersion2_0,
+            id,
+            result: ServerResult::CallToolResult(theirs),
+        });
         assert_eq!(ours, serde_json::to_value(&theirs).unwrap());
         assert!(ours["result"].get("_meta").is_none());
         assert_eq!(ours["result"]["structuredContent"]["o"]["b"][0], 1);
