@@ -449,3 +449,109 @@ async fn the_audit_chain_stays_intact_with_two_writers() {
 }
 
 use futures::StreamExt;
+
+/// A session whose actor passivated starts again from the row this replica
+/// parked in its cache, without reading the database. Writes the other
+/// replica made meanwhile make that row stale: the unit loses on the
+/// sequence number, reloads the stored state and is applied again, so the
+/// numbers stay gap-free and in acknowledgement order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_restarted_from_the_cache_catches_up_with_the_other_replica() {
+    let db = DbDir::new();
+    // One live session actor at most on A: touching another session
+    // passivates the previous one.
+    let a = Server::start(
+        &db,
+        &[
+            ("HANDOFF_REPLICA_REFRESH", REFRESH),
+            ("HANDOFF_MAX_LIVE_SESSIONS", "1"),
+        ],
+    )
+    .await;
+    let b = Server::start(&db, &[("HANDOFF_REPLICA_REFRESH", REFRESH)]).await;
+    let key = "warm";
+    a.call(
+        "register_session",
+        json!({"session_key": key, "agent_from": "x"}),
+    )
+    .await
+    .ok();
+    assert_eq!(append(&a, key, "a-1").await, 2);
+    passivate_by_touching(&a, "other-1").await;
+    assert_eq!(append(&a, key, "a-2").await, 3, "from the parked row");
+    passivate_by_touching(&a, "other-2").await;
+    assert_eq!(append(&b, key, "b-1").await, 4);
+    assert_eq!(append(&b, key, "b-2").await, 5);
+    // A's parked row still says 3 entries.
+    assert_eq!(
+        append(&a, key, "a-3").await,
+        6,
+        "after losing to B's numbers"
+    );
+
+    let entries = all_entries(&b, key).await;
+    assert_gap_free(key, &entries);
+    let contents: Vec<&str> = entries
+        .iter()
+        .skip(1)
+        .map(|e| e["content"].as_str().expect("content"))
+        .collect();
+    assert_eq!(contents, ["a-1", "a-2", "b-1", "b-2", "a-3"]);
+
+    let m = a.read_text("handoff://metrics").await.expect("metrics");
+    let from_cache =
+        prometheus_value(&m, "handoff_session_loads_total", &[("source", "cache")]).unwrap_or(0.0);
+    let conflicts = prometheus_value(&m, "handoff_write_conflicts_total", &[]).unwrap_or(0.0);
+    assert!(from_cache >= 2.0, "restarts from the cache: {from_cache}");
+    assert!(conflicts >= 1.0, "the stale row lost a race: {conflicts}");
+
+    // A deletion on B while A holds a parked row: A's next write must not
+    // bring the session back.
+    passivate_by_touching(&a, "other-3").await;
+    b.call("delete_session", json!({"session_key": key}))
+        .await
+        .ok();
+    a.call(
+        "update_context",
+        json!({"session_key": key, "context_type": "message", "content": "late"}),
+    )
+    .await
+    .err("SESSION_NOT_FOUND");
+    for s in [&a, &b] {
+        s.call("get_context", json!({"session_key": key}))
+            .await
+            .err("SESSION_NOT_FOUND");
+    }
+}
+
+/// Append one message; its sequence number.
+async fn append(s: &Server, key: &str, content: &str) -> i64 {
+    let r = s
+        .call(
+            "update_context",
+            json!({"session_key": key, "context_type": "message", "content": content}),
+        )
+        .await;
+    r.ok()["context_entry"]["sequence_number"]
+        .as_i64()
+        .expect("sequence_number")
+}
+
+/// Register `other` on `s` (started with `HANDOFF_MAX_LIVE_SESSIONS=1`) and
+/// wait until the actor it pushed out has stopped (checkpointed and parked).
+async fn passivate_by_touching(s: &Server, other: &str) {
+    s.call(
+        "register_session",
+        json!({"session_key": other, "agent_from": "x"}),
+    )
+    .await
+    .ok();
+    for _ in 0..100 {
+        let m = s.read_text("handoff://metrics").await.expect("metrics");
+        if prometheus_value(&m, "handoff_actors_live", &[("kind", "session")]) == Some(1.0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the pushed-out session actor did not stop");
+}

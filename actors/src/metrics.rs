@@ -26,6 +26,9 @@ pub struct Metrics {
     pub write_conflicts: prometheus::IntCounter,
     /// Cache lookups and writes by operation and outcome (hit, miss, error…).
     pub cache_ops: IntCounterVec,
+    /// Session actors started on a session's state, by where it came from:
+    /// `cache` (a row parked by an earlier actor here) or `database`.
+    pub session_loads: IntCounterVec,
     /// Children of the vectors above that every call touches, resolved once
     /// (a label lookup hashes and locks).
     pub hot: Hot,
@@ -37,6 +40,8 @@ pub struct Hot {
     pub created_entries: IntCounter,
     pub created_handoffs: IntCounter,
     pub created_sessions: IntCounter,
+    pub loads_from_cache: IntCounter,
+    pub loads_from_database: IntCounter,
 }
 
 fn build() -> Metrics {
@@ -55,7 +60,17 @@ fn build() -> Metrics {
         &["what"],
     )
     .unwrap();
+    let session_loads = IntCounterVec::new(
+        Opts::new(
+            "session_loads_total",
+            "Session states loaded, by source (cache, database)",
+        ),
+        &["source"],
+    )
+    .unwrap();
     let hot = Hot {
+        loads_from_cache: session_loads.with_label_values(&["cache"]),
+        loads_from_database: session_loads.with_label_values(&["database"]),
         session_messages: actor_messages.with_label_values(&["session"]),
         persistence_messages: actor_messages.with_label_values(&["persistence"]),
         created_entries: created.with_label_values(&["context_entries"]),
@@ -132,6 +147,7 @@ fn build() -> Metrics {
             &["op", "outcome"],
         )
         .unwrap(),
+        session_loads,
         registry,
     };
     for c in [
@@ -149,6 +165,7 @@ fn build() -> Metrics {
         Box::new(m.created.clone()),
         Box::new(m.write_conflicts.clone()),
         Box::new(m.cache_ops.clone()),
+        Box::new(m.session_loads.clone()),
     ] {
         m.registry.register(c).expect("register metric");
     }

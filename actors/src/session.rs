@@ -493,6 +493,10 @@ impl SessionState {
             self.deps.breaker.check(Dependency::Database)?;
             // A predecessor that died may still have a unit in flight.
             self.deps.fences.wait(&self.key).await;
+            if self.warm_start().await {
+                return Ok(self.committed.as_ref().expect("taken from the cache"));
+            }
+            metrics().hot.loads_from_database.inc();
             let r = tokio::time::timeout(
                 self.deps.db_timeout,
                 self.deps
@@ -524,6 +528,36 @@ impl SessionState {
             }
         }
         Ok(self.committed.as_ref().expect("loaded above"))
+    }
+
+    /// Start from the row an earlier actor of this process parked when it
+    /// stopped (`park_in_cache`) instead of reading the database. A parked
+    /// row is the stored row: it is parked only after its checkpoint
+    /// committed. Without this, a session that passivated (idle, or pushed
+    /// out by `max_live`) paid two reads on its next write, and a load that
+    /// touches more sessions than `max_live` paid them on most calls.
+    ///
+    /// Another process may have written the session since; that is caught
+    /// where it is for a live actor: a taken sequence number or key, or a
+    /// deleted row, fails the unit, which then reloads from the database and
+    /// applies its operations again (never from the cache: `conflicts`).
+    /// Reads still reload once the copy is older than `refresh_after`: it
+    /// counts as synced long ago. A shared cache (Redis) is written by every
+    /// replica after every commit, not at checkpoints, so it is not used.
+    async fn warm_start(&mut self) -> bool {
+        if self.deps.cache.shared() || self.conflicts > 0 {
+            return false;
+        }
+        let Some(row) = self.deps.cache.get(&self.key).await else {
+            return false;
+        };
+        self.checkpoint_seq = row.last_seq;
+        self.committed = Some(Some(row));
+        let now = Instant::now();
+        self.synced_at = now.checked_sub(self.deps.refresh_after).unwrap_or(now);
+        self.take_over_cached_copy().await;
+        metrics().hot.loads_from_cache.inc();
+        true
     }
 
     /// A registration of a key this actor has not looked up is built as if
@@ -799,9 +833,13 @@ impl SessionState {
             return;
         }
         match &self.committed {
-            Some(Some(row)) => cache.put(&self.key, row).await,
+            // Only the stored row is parked (see `warm_start`): a checkpoint
+            // that failed leaves the copy out.
+            Some(Some(row)) if row.last_seq == self.checkpoint_seq => {
+                cache.put(&self.key, row).await
+            }
             Some(None) => cache.forget(&self.key).await,
-            None => cache.evict(&self.key).await,
+            _ => cache.evict(&self.key).await,
         }
     }
 
