@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{all_entries, assert_gap_free, DbDir, Server};
+use common::{all_entries, append, assert_gap_free, DbDir, Server};
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
@@ -19,21 +19,6 @@ async fn register(s: &Server, key: &str) {
     )
     .await
     .ok();
-}
-
-/// Append one message; returns the acknowledged sequence number.
-async fn append(s: &Server, key: &str, content: &str) -> i64 {
-    let r = s
-        .call(
-            "update_context",
-            json!({"session_key": key, "context_type": "message", "content": content}),
-        )
-        .await;
-    let body = r.ok();
-    assert_eq!(body["context_entry"]["content_length"], content.len());
-    body["context_entry"]["sequence_number"]
-        .as_i64()
-        .expect("sequence_number")
 }
 
 /// Position (sequence number) of every content string in a read-back;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{all_entries, assert_gap_free, prometheus_value, sql_rows, DbDir, Server};
+use common::{all_entries, append, assert_gap_free, prometheus_value, sql_rows, DbDir, Server};
 use serde_json::{json, Value};
 
 const REFRESH: &str = "200ms";
@@ -522,19 +522,6 @@ async fn a_session_restarted_from_the_cache_catches_up_with_the_other_replica() 
             .await
             .err("SESSION_NOT_FOUND");
     }
-}
-
-/// Append one message; its sequence number.
-async fn append(s: &Server, key: &str, content: &str) -> i64 {
-    let r = s
-        .call(
-            "update_context",
-            json!({"session_key": key, "context_type": "message", "content": content}),
-        )
-        .await;
-    r.ok()["context_entry"]["sequence_number"]
-        .as_i64()
-        .expect("sequence_number")
 }
 
 /// Register `other` on `s` (started with `HANDOFF_MAX_LIVE_SESSIONS=1`) and

@@ -266,6 +266,21 @@ impl Server {
     }
 }
 
+/// Append one message to `key`; returns the acknowledged sequence number.
+pub async fn append(s: &Server, key: &str, content: &str) -> i64 {
+    let r = s
+        .call(
+            "update_context",
+            serde_json::json!({"session_key": key, "context_type": "message", "content": content}),
+        )
+        .await;
+    let body = r.ok();
+    assert_eq!(body["context_entry"]["content_length"], content.len());
+    body["context_entry"]["sequence_number"]
+        .as_i64()
+        .expect("sequence_number")
+}
+
 /// All entries of a session, following pages.
 pub async fn all_entries(s: &Server, key: &str) -> Vec<Value> {
     let mut out = Vec::new();
