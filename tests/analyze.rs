@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{DbDir, Server};
+use common::{register, DbDir, Server};
 use serde_json::{json, Value};
 
 /// A unique string inside a fixture's string literal: it must never show up
@@ -77,15 +77,6 @@ async fn start(env: &[(&str, &str)]) -> (DbDir, Server) {
     let db = DbDir::new();
     let s = Server::start(&db, env).await;
     (db, s)
-}
-
-async fn register(s: &Server, key: &str) {
-    s.call(
-        "register_session",
-        json!({"session_key": key, "agent_from": "claude-code"}),
-    )
-    .await
-    .ok();
 }
 
 fn file<'a>(out: &'a Value, path: &str) -> &'a Value {

@@ -8,18 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{all_entries, append, assert_gap_free, DbDir, Server};
+use common::{all_entries, append, assert_gap_free, register, DbDir, Server};
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
-
-async fn register(s: &Server, key: &str) {
-    s.call(
-        "register_session",
-        json!({"session_key": key, "agent_from": "writer"}),
-    )
-    .await
-    .ok();
-}
 
 /// Position (sequence number) of every content string in a read-back;
 /// panics on a duplicate.

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{audit_verify, DbDir, Server};
+use common::{audit_verify, register, DbDir, Server};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -38,15 +38,6 @@ async fn run(s: &Server, job: &str) -> Value {
     let r = r.ok();
     assert_eq!(r["run"]["outcome"], "success", "{r}");
     r["run"]["report"].clone()
-}
-
-async fn register(s: &Server, key: &str) {
-    s.call(
-        "register_session",
-        json!({"session_key": key, "agent_from": "agent-a"}),
-    )
-    .await
-    .ok();
 }
 
 async fn append(s: &Server, key: &str) -> common::ToolOut {

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{all_entries, append, assert_gap_free, prometheus_value, sql_rows, DbDir, Server};
+use common::{
+    all_entries, append, assert_gap_free, prometheus_value, register, sql_rows, DbDir, Server,
+};
 use serde_json::{json, Value};
 
 const REFRESH: &str = "200ms";
@@ -470,12 +472,7 @@ async fn a_session_restarted_from_the_cache_catches_up_with_the_other_replica() 
     .await;
     let b = Server::start(&db, &[("HANDOFF_REPLICA_REFRESH", REFRESH)]).await;
     let key = "warm";
-    a.call(
-        "register_session",
-        json!({"session_key": key, "agent_from": "x"}),
-    )
-    .await
-    .ok();
+    register(&a, key).await;
     assert_eq!(append(&a, key, "a-1").await, 2);
     passivate_by_touching(&a, "other-1").await;
     assert_eq!(append(&a, key, "a-2").await, 3, "from the parked row");
@@ -527,12 +524,7 @@ async fn a_session_restarted_from_the_cache_catches_up_with_the_other_replica() 
 /// Register `other` on `s` (started with `HANDOFF_MAX_LIVE_SESSIONS=1`) and
 /// wait until the actor it pushed out has stopped (checkpointed and parked).
 async fn passivate_by_touching(s: &Server, other: &str) {
-    s.call(
-        "register_session",
-        json!({"session_key": other, "agent_from": "x"}),
-    )
-    .await
-    .ok();
+    register(s, other).await;
     for _ in 0..100 {
         let m = s.read_text("handoff://metrics").await.expect("metrics");
         if prometheus_value(&m, "handoff_actors_live", &[("kind", "session")]) == Some(1.0) {

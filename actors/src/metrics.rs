@@ -63,7 +63,7 @@ fn build() -> Metrics {
     let session_loads = IntCounterVec::new(
         Opts::new(
             "session_loads_total",
-            "Session states loaded, by source (cache, database)",
+            "Session actors' state loads, by source: cache (a parked row) or database (a read, whatever it found)",
         ),
         &["source"],
     )

@@ -266,6 +266,16 @@ impl Server {
     }
 }
 
+/// Register `key` for the agent `writer`.
+pub async fn register(s: &Server, key: &str) {
+    s.call(
+        "register_session",
+        serde_json::json!({"session_key": key, "agent_from": "writer"}),
+    )
+    .await
+    .ok();
+}
+
 /// Append one message to `key`; returns the acknowledged sequence number.
 pub async fn append(s: &Server, key: &str, content: &str) -> i64 {
     let r = s
