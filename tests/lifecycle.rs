@@ -556,7 +556,7 @@ async fn writes_racing_passivation() {
 }
 
 /// At most `HANDOFF_MAX_LIVE_SESSIONS` session actors live: beyond it the
-/// oldest passivate, and every session still works and continues its
+/// least recently used passivate, and every session still works and continues its
 /// sequence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_session_actors_are_capped() {
@@ -582,6 +582,46 @@ async fn live_session_actors_are_capped() {
         assert_eq!(seq, 2, "session cap-{i} continued its sequence");
     }
     assert!(live_session_actors(&s).await <= 6);
+    assert!(s.close().await.success());
+}
+
+/// Session actors started, whatever their state came from.
+async fn session_loads(s: &Server) -> f64 {
+    let text = s.read_text("handoff://metrics").await.expect("metrics");
+    ["cache", "database"]
+        .iter()
+        .map(|source| {
+            prometheus_value(&text, "handoff_session_loads_total", &[("source", source)])
+                .unwrap_or(0.0)
+        })
+        .sum()
+}
+
+/// Under the cap, the session pushed out is one not used lately, not the
+/// one started first: a session in steady use stays live (no reload) while
+/// one-off sessions come and go around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_passivates_sessions_not_used_lately() {
+    let db = DbDir::new();
+    let s = Server::start(&db, &[("HANDOFF_MAX_LIVE_SESSIONS", "3")]).await;
+    register(&s, "hot", "a").await;
+    append_typed(&s, "hot", "message", "0").await;
+    for i in 0..12 {
+        register(&s, &format!("one-off-{i}"), "a").await;
+        let before = session_loads(&s).await;
+        let seq = append_typed(&s, "hot", "message", &format!("{}", i + 1)).await;
+        assert_eq!(seq, i + 3, "register wrote seq 1, the first append 2");
+        assert_eq!(
+            session_loads(&s).await,
+            before,
+            "the session in use was passivated after one-off-{i} started"
+        );
+    }
+    assert!(live_session_actors(&s).await <= 3);
+    // The one-off sessions were pushed out, and continue where they were.
+    let before = session_loads(&s).await;
+    assert_eq!(append_typed(&s, "one-off-0", "message", "again").await, 2);
+    assert!(session_loads(&s).await > before);
     assert!(s.close().await.success());
 }
 

@@ -41,6 +41,7 @@ use crate::model::{
     LifecycleTarget, NewEntry, SessionKey, SessionRow, SessionStatus, TransitionRequest,
 };
 use crate::persistence::PersistenceHandle;
+use crate::sessions::LastUse;
 use crate::store::Store;
 use crate::summary::{Summary, SummaryView};
 
@@ -177,6 +178,8 @@ pub struct SessionDeps {
 pub struct SessionArgs {
     pub key: SessionKey,
     pub deps: SessionDeps,
+    /// Where this actor records its last use, for the supervisor.
+    pub used: LastUse,
 }
 
 /// A mutating operation waiting for its turn.
@@ -345,6 +348,8 @@ pub struct SessionState {
     /// first past the caller's status check is refused here.
     accepted: std::collections::HashSet<Uuid>,
     last_activity: Instant,
+    /// The supervisor's view of `last_activity` (see `LastUse`).
+    used: LastUse,
     /// When `committed` was loaded or last confirmed by a commit.
     synced_at: Instant,
     /// Write races lost in a row (see `MAX_CONFLICT_RETRIES`).
@@ -376,6 +381,7 @@ impl Actor for SessionActor {
             waiting_reads: Vec::new(),
             accepted: Default::default(),
             last_activity: Instant::now(),
+            used: args.used,
             synced_at: Instant::now(),
             conflicts: 0,
             unavailable_at: None,
@@ -419,7 +425,7 @@ impl Actor for SessionActor {
             },
             SessionMsg::Transition { request, reply } => Op::Transition { request, reply },
             SessionMsg::Summary { reply } => {
-                st.last_activity = Instant::now();
+                st.touch();
                 if st.inflight.is_none()
                     && st.pending.is_empty()
                     && st.synced_at.elapsed() >= st.deps.refresh_after
@@ -458,7 +464,7 @@ impl Actor for SessionActor {
             }
             SessionMsg::Crash(_port) => panic!("test hook: session actor crash requested"),
         };
-        st.last_activity = Instant::now();
+        st.touch();
         st.pending.push_back(op);
         if st.inflight.is_none() {
             st.submit(&myself).await;
@@ -486,6 +492,12 @@ impl Actor for SessionActor {
 }
 
 impl SessionState {
+    /// A call for this session: it is not idle, nor a candidate to passivate.
+    fn touch(&mut self) {
+        self.last_activity = Instant::now();
+        self.used.touch();
+    }
+
     /// Load the row on first use. Lazy, so spawning an actor costs no I/O
     /// on the supervisor's turn.
     async fn load(&mut self) -> Result<&Option<SessionRow>, HandoffError> {

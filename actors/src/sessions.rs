@@ -8,6 +8,8 @@ use ractor::{
     SupervisionEvent,
 };
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::audit::{AuditEvent, AuditMsg};
 use crate::error::HandoffError;
@@ -33,10 +35,12 @@ pub struct SessionSupervisor;
 pub struct SessionsState {
     deps: SessionDeps,
     live: i64,
-    /// Live actors by start order (oldest first), to passivate the oldest
-    /// when more than `max_live` are live.
-    by_age: BTreeMap<u64, ActorCell>,
+    /// Live actors in queue order (oldest first) with their last use (see
+    /// `enforce_cap`), to pick one to passivate when more than `max_live`
+    /// are live.
+    by_age: BTreeMap<u64, (ActorCell, Arc<AtomicU64>)>,
     age_of: HashMap<ActorId, u64>,
+    /// Queue positions handed out so far.
     started: u64,
     closed: bool,
 }
@@ -84,18 +88,18 @@ impl Actor for SessionSupervisor {
                     let _ = reply.send(Ok(Some(existing)));
                     return Ok(());
                 }
+                let used = Arc::new(AtomicU64::new(LastUse::now()));
                 let args = SessionArgs {
                     key,
                     deps: st.deps.clone(),
+                    used: LastUse(used.clone()),
                 };
                 let r = match Actor::spawn_linked(Some(name), SessionActor, args, myself.get_cell())
                     .await
                 {
                     Ok((actor, _)) => {
                         st.live += 1;
-                        st.started += 1;
-                        st.by_age.insert(st.started, actor.get_cell());
-                        st.age_of.insert(actor.get_id(), st.started);
+                        st.queue(actor.get_cell(), used);
                         st.enforce_cap();
                         metrics()
                             .actors_live
@@ -157,17 +161,67 @@ impl SessionsState {
         }
     }
 
-    /// More session actors live than allowed: passivate the oldest. Memory
-    /// stays bounded whatever the idle timeout and however many sessions a
-    /// burst touches; a passivated session that is busy simply starts again
-    /// on its next call (drain refuses new messages, senders retry).
+    /// Put an actor at the back of the queue.
+    fn queue(&mut self, cell: ActorCell, used: Arc<AtomicU64>) {
+        self.started += 1;
+        self.age_of.insert(cell.get_id(), self.started);
+        self.by_age.insert(self.started, (cell, used));
+    }
+
+    /// More session actors live than allowed: passivate the least recently
+    /// used of the `EVICTION_SAMPLE` at the front of the queue, and send the
+    /// others to the back. Memory stays bounded whatever the idle timeout
+    /// and however many sessions a burst touches; a passivated session that
+    /// is busy simply starts again on its next call (drain refuses new
+    /// messages, senders retry).
+    ///
+    /// Why a sample and not exact LRU: the supervisor does not see calls
+    /// (they go to the actor directly), so recency is a tick each actor
+    /// stores on use, and finding the exact minimum would scan every live
+    /// actor per eviction. A sample that rotates through the queue keeps a
+    /// session in steady use alive under a stream of one-off sessions, at a
+    /// fixed cost per eviction (the idea of Redis' approximated LRU).
     fn enforce_cap(&mut self) {
         while self.age_of.len() > self.deps.max_live {
-            let Some((_, oldest)) = self.by_age.pop_first() else {
+            let mut sample = Vec::with_capacity(EVICTION_SAMPLE);
+            while sample.len() < EVICTION_SAMPLE {
+                match self.by_age.pop_first() {
+                    Some((_, entry)) => sample.push(entry),
+                    None => break,
+                }
+            }
+            let Some(coldest) =
+                (0..sample.len()).min_by_key(|&i| sample[i].1.load(Ordering::Relaxed))
+            else {
                 break;
             };
-            self.age_of.remove(&oldest.get_id());
-            let _ = oldest.drain();
+            let (victim, _) = sample.swap_remove(coldest);
+            self.age_of.remove(&victim.get_id());
+            let _ = victim.drain();
+            for (cell, used) in sample {
+                self.queue(cell, used);
+            }
         }
+    }
+}
+
+/// Actors compared per eviction (see `SessionsState::enforce_cap`).
+const EVICTION_SAMPLE: usize = 8;
+
+/// When a session actor was last used, as a process-wide tick: the
+/// supervisor reads it to choose whom to passivate.
+#[derive(Clone, Default)]
+pub struct LastUse(Arc<AtomicU64>);
+
+static TICK: AtomicU64 = AtomicU64::new(0);
+
+impl LastUse {
+    fn now() -> u64 {
+        TICK.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Record a use (one relaxed add and store per call).
+    pub fn touch(&self) {
+        self.0.store(Self::now(), Ordering::Relaxed);
     }
 }
