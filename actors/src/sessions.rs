@@ -38,7 +38,7 @@ pub struct SessionsState {
     /// Live actors in queue order (oldest first) with their last use (see
     /// `enforce_cap`), to pick one to passivate when more than `max_live`
     /// are live.
-    by_age: BTreeMap<u64, (ActorCell, Arc<AtomicU64>)>,
+    by_age: BTreeMap<u64, (ActorCell, LastUse)>,
     age_of: HashMap<ActorId, u64>,
     /// Queue positions handed out so far.
     started: u64,
@@ -88,11 +88,11 @@ impl Actor for SessionSupervisor {
                     let _ = reply.send(Ok(Some(existing)));
                     return Ok(());
                 }
-                let used = Arc::new(AtomicU64::new(LastUse::now()));
+                let used = LastUse::new();
                 let args = SessionArgs {
                     key,
                     deps: st.deps.clone(),
-                    used: LastUse(used.clone()),
+                    used: used.clone(),
                 };
                 let r = match Actor::spawn_linked(Some(name), SessionActor, args, myself.get_cell())
                     .await
@@ -162,7 +162,7 @@ impl SessionsState {
     }
 
     /// Put an actor at the back of the queue.
-    fn queue(&mut self, cell: ActorCell, used: Arc<AtomicU64>) {
+    fn queue(&mut self, cell: ActorCell, used: LastUse) {
         self.started += 1;
         self.age_of.insert(cell.get_id(), self.started);
         self.by_age.insert(self.started, (cell, used));
@@ -190,9 +190,7 @@ impl SessionsState {
                     None => break,
                 }
             }
-            let Some(coldest) =
-                (0..sample.len()).min_by_key(|&i| sample[i].1.load(Ordering::Relaxed))
-            else {
+            let Some(coldest) = (0..sample.len()).min_by_key(|&i| sample[i].1.last()) else {
                 break;
             };
             let (victim, _) = sample.swap_remove(coldest);
@@ -210,14 +208,23 @@ const EVICTION_SAMPLE: usize = 8;
 
 /// When a session actor was last used, as a process-wide tick: the
 /// supervisor reads it to choose whom to passivate.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LastUse(Arc<AtomicU64>);
 
 static TICK: AtomicU64 = AtomicU64::new(0);
 
 impl LastUse {
+    /// Used now: a new actor is the most recent, not the first to go.
+    fn new() -> Self {
+        Self(Arc::new(AtomicU64::new(Self::now())))
+    }
+
     fn now() -> u64 {
         TICK.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn last(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 
     /// Record a use (one relaxed add and store per call).
