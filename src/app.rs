@@ -94,7 +94,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
         .await,
     );
-    let server = HandoffServer::new(core.clone(), reads, cfg.clone(), changes, "local");
+    let server = HandoffServer::new(
+        core.clone(),
+        reads,
+        cfg.clone(),
+        changes,
+        "local",
+        crate::mcp::context::Caller::stdio(cfg.stdio.admin),
+    );
     let max = cfg.max_message_bytes;
     core.start_children(vec![ChildSpec {
         name: stdio::NAME.into(),

@@ -85,8 +85,12 @@ pub struct Config {
     /// Tokio worker threads: 0 one per core (default), 1 everything on one
     /// thread (less CPU per call, lower peak throughput), n that many.
     pub runtime_threads: usize,
-    /// Enables test-only tools (`debug_crash_session`). Never in production.
+    /// Enables test-only tools (`debug_crash_session`) and lets durations
+    /// go below their production floors (see `crate::settings::Bounds`).
+    /// Never in production.
     pub test_hooks: bool,
+    /// The stdio transport (`[stdio]`, `HANDOFF_STDIO__ADMIN`).
+    pub stdio: StdioConfig,
     /// The directory `analyze_codebase` may read in (and below). Unset (the
     /// default): the tool refuses every call with FORBIDDEN.
     pub workspace_root: Option<PathBuf>,
@@ -139,6 +143,7 @@ impl Default for Config {
             log_hash_key: None,
             runtime_threads: 0,
             test_hooks: false,
+            stdio: StdioConfig::default(),
             workspace_root: None,
             retention: RetentionPolicy::default(),
             monitoring: MonitoringConfig::default(),
@@ -148,6 +153,18 @@ impl Default for Config {
             live: Live::default(),
         }
     }
+}
+
+/// What the one local client on stdio may do.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StdioConfig {
+    /// Grants the stdio client the admin capability: the tools that change
+    /// what the server does to everyone's data (`update_configuration`,
+    /// backup create/restore/delete, `run_job_now`, `update_job_config`) and
+    /// the process-wide resources. Off by default: an agent steered by a
+    /// prompt injection must not be able to purge the database.
+    pub admin: bool,
 }
 
 /// The jobs' start-up schedule. `analytics_rollup` runs every
@@ -242,6 +259,7 @@ impl Config {
         {
             cfg.workspace_root = None;
         }
+        crate::settings::bounds::use_test_floors(cfg.test_hooks);
         cfg.validate()?;
         Ok((cfg, ignored_env))
     }
@@ -294,9 +312,18 @@ impl Config {
                 "jobs.cache_maintenance_interval (HANDOFF_JOBS__CACHE_MAINTENANCE_INTERVAL)",
             ),
         ] {
-            if d < crate::jobs::MIN_INTERVAL {
-                problems.push(format!("{what} must be at least 100ms"));
+            if let Some(m) = crate::settings::bounds::check("jobs.interval", d) {
+                problems.push(format!("{what} {m}"));
             }
+        }
+        if let Some(m) = crate::settings::bounds::check("jobs.retry_delay", j.retry_delay) {
+            problems.push(format!("jobs.retry_delay (HANDOFF_JOBS__RETRY_DELAY) {m}"));
+        }
+        if j.max_retries > crate::jobs::MAX_RETRIES {
+            problems.push(format!(
+                "jobs.max_retries (HANDOFF_JOBS__MAX_RETRIES) must be 0–{}",
+                crate::jobs::MAX_RETRIES
+            ));
         }
         problems.extend(
             self.settings()

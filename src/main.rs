@@ -16,24 +16,13 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[unsafe(export_name = "malloc_conf")]
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
-mod analysis;
-mod app;
-mod cache;
-mod cli;
-mod config;
-mod jobs;
-mod logging;
-mod mcp;
-mod settings;
-mod storage;
-mod transport;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use handoff::config::Config;
+use handoff::{app, cli, logging};
 
 #[derive(Parser)]
 #[command(
@@ -85,7 +74,7 @@ enum Cmd {
         #[arg(long, short, value_name = "FILE|-")]
         output: Option<PathBuf>,
         /// Tenant to export (`local` is the stdio tenant).
-        #[arg(long, default_value = "local")]
+        #[arg(long, default_value = "local", value_parser = tenant_arg)]
         tenant: String,
     },
     /// Read a `handoff export` file into this database, keeping ids, sequence
@@ -98,7 +87,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "fail")]
         on_conflict: cli::import::OnConflict,
         /// Import into this tenant (default: the tenant in the file's header).
-        #[arg(long)]
+        #[arg(long, value_parser = tenant_arg)]
         tenant: Option<String>,
     },
 }
@@ -108,7 +97,7 @@ enum SessionsCmd {
     /// List sessions (one JSON object per line).
     List {
         /// Tenant to list (`local` is the stdio tenant).
-        #[arg(long, default_value = "local")]
+        #[arg(long, default_value = "local", value_parser = tenant_arg)]
         tenant: String,
         /// At most this many.
         #[arg(long, default_value_t = 1000)]
@@ -122,7 +111,7 @@ enum ContextCmd {
     Show {
         /// The session key.
         key: String,
-        #[arg(long, default_value = "local")]
+        #[arg(long, default_value = "local", value_parser = tenant_arg)]
         tenant: String,
     },
 }
@@ -137,6 +126,16 @@ enum ConfigCmd {
 enum AuditCmd {
     /// Check the audit log's hash chain from the first row to the last.
     Verify,
+}
+
+/// A tenant id on the command line: the same strict charset as everywhere
+/// else (`handoff_actors::model::valid_tenant`).
+fn tenant_arg(s: &str) -> Result<String, String> {
+    if handoff_actors::model::valid_tenant(s) {
+        Ok(s.to_string())
+    } else {
+        Err(handoff_actors::model::tenant_rule(s))
+    }
 }
 
 fn main() -> ExitCode {

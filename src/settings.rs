@@ -17,6 +17,74 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 const DAY: u64 = 24 * 60 * 60;
+const HOUR: u64 = 60 * 60;
+
+/// Floors and ceilings no caller can go past (contract §1): no nanosecond
+/// retention (which purged every session of every tenant), no million-year
+/// durations (whose date arithmetic overflowed and panicked the retention
+/// job). The floors are realistic for production; tests that need the
+/// lifecycle to move in seconds start the server with `test_hooks`, an
+/// operator setting no client can reach, which lowers the floors only.
+pub mod bounds {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::{DAY, HOUR};
+
+    static TEST_FLOORS: AtomicBool = AtomicBool::new(false);
+
+    /// Lower every floor to `TEST_FLOOR` (the `test_hooks` setting, at
+    /// start-up, before any value is validated).
+    pub fn use_test_floors(on: bool) {
+        TEST_FLOORS.store(on, Ordering::Relaxed);
+    }
+
+    fn test_floors() -> bool {
+        TEST_FLOORS.load(Ordering::Relaxed)
+    }
+
+    /// What every floor becomes with `test_hooks`.
+    pub const TEST_FLOOR: Duration = Duration::from_millis(1);
+    /// No duration anywhere in the configuration is longer (100 years).
+    pub const CEILING: Duration = Duration::from_secs(36_500 * DAY);
+
+    /// `[min, max]` for a duration setting, by `section.key`.
+    pub fn duration(key: &str) -> (Duration, Duration) {
+        let (min, max) = match key {
+            "retention.dormant_after" => (Duration::from_secs(HOUR), CEILING),
+            "retention.expire_after" | "retention.archive_after" => {
+                (Duration::from_secs(DAY), CEILING)
+            }
+            "retention.purge_after" => (Duration::from_secs(7 * DAY), CEILING),
+            "monitoring.slow_call_threshold" => {
+                (Duration::from_millis(1), Duration::from_secs(HOUR))
+            }
+            "analytics.rollup_interval" => (Duration::from_secs(60), Duration::from_secs(7 * DAY)),
+            // Job schedules (`jobs.*`, `update_job_config`).
+            "jobs.interval" => (Duration::from_secs(1), Duration::from_secs(30 * DAY)),
+            "jobs.retry_delay" => (Duration::ZERO, Duration::from_secs(HOUR)),
+            _ => (Duration::from_millis(1), CEILING),
+        };
+        if test_floors() {
+            (min.min(TEST_FLOOR), max)
+        } else {
+            (min, max)
+        }
+    }
+
+    /// A problem message when `d` is outside the bounds of `key`.
+    pub fn check(key: &str, d: Duration) -> Option<String> {
+        let (min, max) = duration(key);
+        (d < min || d > max).then(|| {
+            format!(
+                "must be {}–{} (got {})",
+                super::duration::format(&min),
+                super::duration::format(&max),
+                super::duration::format(&d)
+            )
+        })
+    }
+}
 
 /// Durations in and out as humantime strings. Written in the largest whole
 /// unit (`7d`, `90d`, `2h`, `1500ms`) rather than humantime's own format,
@@ -48,6 +116,12 @@ mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
+        if s.len() > 64 {
+            return Err(serde::de::Error::custom(format!(
+                "a duration of {} bytes is not a duration; use a humantime string such as \"7d\"",
+                s.len()
+            )));
+        }
         humantime::parse_duration(s.trim()).map_err(|e| {
             serde::de::Error::custom(format!(
                 "{s:?} is not a duration ({e}); use a humantime string such as \"7d\" or \"12h\""
@@ -201,14 +275,16 @@ impl Settings {
             ("retention.archive_after", r.archive_after),
             ("retention.purge_after", r.purge_after),
         ];
+        let mut in_bounds = true;
         for (k, d) in steps {
-            if d.is_zero() {
-                p.push(Problem::new(k, "must be a positive duration"));
+            if let Some(m) = bounds::check(k, d) {
+                p.push(Problem::new(k, m));
+                in_bounds = false;
             }
         }
         for w in steps.windows(2) {
             let ((ka, a), (kb, b)) = (w[0], w[1]);
-            if !a.is_zero() && !b.is_zero() && a >= b {
+            if in_bounds && a >= b {
                 p.push(Problem::new(
                     kb,
                     format!(
@@ -219,17 +295,16 @@ impl Settings {
                 ));
             }
         }
-        if self.monitoring.slow_call_threshold.is_zero() {
-            p.push(Problem::new(
+        for (k, d) in [
+            (
                 "monitoring.slow_call_threshold",
-                "must be a positive duration",
-            ));
-        }
-        if self.analytics.rollup_interval < Duration::from_secs(1) {
-            p.push(Problem::new(
-                "analytics.rollup_interval",
-                "must be at least 1s",
-            ));
+                self.monitoring.slow_call_threshold,
+            ),
+            ("analytics.rollup_interval", self.analytics.rollup_interval),
+        ] {
+            if let Some(m) = bounds::check(k, d) {
+                p.push(Problem::new(k, m));
+            }
         }
         if self.backups.max_backups == 0 || self.backups.max_backups > 1000 {
             p.push(Problem::new("backups.max_backups", "must be 1–1000"));

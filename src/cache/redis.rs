@@ -79,9 +79,10 @@ impl RedisCache {
     }
 
     fn redis_key(&self, key: &SessionKey) -> String {
+        // Length-prefixed parts: no (tenant, key) pair hashes as another.
         let mut h = blake3::Hasher::new_keyed(&self.hash_key);
+        h.update(&(key.tenant.len() as u64).to_le_bytes());
         h.update(key.tenant.as_bytes());
-        h.update(&[0]);
         h.update(key.key.as_bytes());
         format!("handoff:session:{}", &h.finalize().to_hex()[..32])
     }

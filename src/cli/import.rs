@@ -279,9 +279,13 @@ pub async fn run(
             dump::VERSION
         );
     }
+    let tenant = tenant.unwrap_or(&header.tenant);
+    if !handoff_actors::model::valid_tenant(tenant) {
+        bail!("{}", handoff_actors::model::tenant_rule(tenant));
+    }
     let mut imp = Importer {
         db,
-        tenant: Arc::from(tenant.unwrap_or(&header.tenant)),
+        tenant: Arc::from(tenant),
         on_conflict,
         counts: dump::End::default(),
         skipped: 0,

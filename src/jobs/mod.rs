@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use crate::config::Config;
 use crate::storage::Reads;
 
-/// Shortest interval a job may have.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Further attempts a failed run may make at most.
+pub const MAX_RETRIES: u32 = 10;
 /// Sessions looked at per lifecycle step and run; a larger backlog drains
 /// over the next runs.
 const STEP_BATCH: u32 = 1000;
@@ -95,12 +95,24 @@ pub fn config_json(c: &JobConfig) -> Value {
     })
 }
 
+/// A stored schedule, brought inside today's bounds (a row written by an
+/// older version, or by hand, cannot make a job spin or overflow).
 fn config_from_json(v: &Value) -> Option<JobConfig> {
+    let clamp = |key: &str, d: Duration| {
+        let (min, max) = crate::settings::bounds::duration(key);
+        d.clamp(min, max)
+    };
     Some(JobConfig {
-        interval: Duration::from_millis(v["interval_ms"].as_u64()?).max(MIN_INTERVAL),
+        interval: clamp(
+            "jobs.interval",
+            Duration::from_millis(v["interval_ms"].as_u64()?),
+        ),
         enabled: v["enabled"].as_bool()?,
-        max_retries: v["max_retries"].as_u64()? as u32,
-        retry_delay: Duration::from_millis(v["retry_delay_ms"].as_u64()?),
+        max_retries: v["max_retries"].as_u64()?.min(u64::from(MAX_RETRIES)) as u32,
+        retry_delay: clamp(
+            "jobs.retry_delay",
+            Duration::from_millis(v["retry_delay_ms"].as_u64()?),
+        ),
     })
 }
 

@@ -217,12 +217,17 @@ pub fn overrides_after(
 }
 
 /// Append to the hash-chained audit log (no secrets: the runtime-managed
-/// sections hold none).
-pub fn audit(ctx: &Ctx, action: &'static str, actor: Option<&str>, details: Value) {
+/// sections hold none). The actor is the caller the transport established;
+/// the name a client gave itself (`updated_by`) is kept beside it as
+/// `claimed_by`, since anyone can type any name there.
+pub fn audit(ctx: &Ctx, action: &'static str, claimed_by: Option<&str>, mut details: Value) {
+    if let Value::Object(m) = &mut details {
+        m.insert("claimed_by".into(), claimed_by.into());
+    }
     AuditMsg::record(AuditEvent {
         action,
         tenant: ctx.tenant.to_string(),
-        actor: Some(actor.unwrap_or(&ctx.tenant).to_string()),
+        actor: Some(ctx.caller.principal.to_string()),
         subject_hash: None,
         details,
     });

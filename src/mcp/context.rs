@@ -1,13 +1,33 @@
-//! What every tool call gets: the core, the guarded reads, the settings and
-//! the caller's tenant.
+//! What every tool call gets: the core, the guarded reads, the settings,
+//! the caller's tenant and who the caller is.
 
 use std::sync::Arc;
 
 use handoff_actors::model::SessionKey;
-use handoff_actors::Core;
+use handoff_actors::{Core, ErrorCode, HandoffError};
 
 use crate::config::Config;
 use crate::storage::Reads;
+
+/// Who is calling, as the transport established it (never as the client
+/// claims it in an argument such as `updated_by`).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Recorded as the actor of audit rows: `stdio` for the local client.
+    pub principal: Arc<str>,
+    /// May use the admin tools and process-wide resources.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// The one local client of a stdio server.
+    pub fn stdio(admin: bool) -> Self {
+        Self {
+            principal: Arc::from("stdio"),
+            admin,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Ctx {
@@ -15,6 +35,7 @@ pub struct Ctx {
     pub reads: Reads,
     pub cfg: Arc<Config>,
     pub tenant: Arc<str>,
+    pub caller: Caller,
 }
 
 impl Ctx {
@@ -24,4 +45,24 @@ impl Ctx {
             key: Arc::from(session_key),
         }
     }
+
+    /// `FORBIDDEN` unless the caller holds the admin capability.
+    pub fn require_admin(&self, what: &str) -> Result<(), HandoffError> {
+        if self.caller.admin {
+            return Ok(());
+        }
+        Err(admin_required(what))
+    }
+}
+
+/// The error for a caller without the admin capability.
+pub fn admin_required(what: &str) -> HandoffError {
+    HandoffError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "{what} needs the admin capability; on stdio the operator grants it with \
+             HANDOFF_STDIO__ADMIN=true (or [stdio] admin = true in the configuration file)"
+        ),
+    )
+    .detail("required_capability", "admin")
 }

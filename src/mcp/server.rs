@@ -25,7 +25,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use uuid::Uuid;
 
-use super::context::Ctx;
+use super::context::{Caller, Ctx};
 use super::reply;
 use super::resources;
 use super::tools::Catalog;
@@ -40,6 +40,7 @@ pub struct HandoffServer {
     cfg: Arc<Config>,
     catalog: Arc<Catalog>,
     tenant: Arc<str>,
+    caller: Caller,
     changes: Changes,
     /// Legacy `resources/subscribe` subscriptions of this connection:
     /// watch key → the URIs subscribed under it (as the client wrote them).
@@ -52,7 +53,14 @@ pub struct HandoffServer {
 }
 
 impl HandoffServer {
-    pub fn new(core: Core, reads: Reads, cfg: Arc<Config>, changes: Changes, tenant: &str) -> Self {
+    pub fn new(
+        core: Core,
+        reads: Reads,
+        cfg: Arc<Config>,
+        changes: Changes,
+        tenant: &str,
+        caller: Caller,
+    ) -> Self {
         let catalog = Arc::new(Catalog::new(cfg.test_hooks));
         Self {
             core,
@@ -60,6 +68,7 @@ impl HandoffServer {
             cfg,
             catalog,
             tenant: Arc::from(tenant),
+            caller,
             changes,
             subscriptions: Default::default(),
             forwarding: Default::default(),
@@ -124,6 +133,7 @@ impl HandoffServer {
             reads: self.reads.clone(),
             cfg: self.cfg.clone(),
             tenant: self.tenant.clone(),
+            caller: self.caller.clone(),
         }
     }
 }

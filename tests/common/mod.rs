@@ -173,6 +173,9 @@ impl Server {
         cmd.arg("serve")
             .env("HANDOFF_DATABASE_URL", db.url())
             .env("HANDOFF_LOG", "info")
+            // Most tests exercise the admin tools; the ones about the
+            // capability itself pass HANDOFF_STDIO__ADMIN=false.
+            .env("HANDOFF_STDIO__ADMIN", "true")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(

@@ -276,6 +276,11 @@ async fn delete(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
 }
 
 pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
+    // Listing changes nothing; create prunes the oldest backups, restore
+    // and delete change or erase what everyone runs with.
+    if a.action != Action::List {
+        ctx.require_admin("manage_configuration_backup create/restore/delete")?;
+    }
     match a.action {
         Action::Create => create(ctx, a).await,
         Action::List => {

@@ -39,6 +39,7 @@ pub struct Out {
 }
 
 pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
+    ctx.require_admin(NAME)?;
     let run = ctx.core.run_job(&a.job_name).await?;
     let job = ctx
         .core

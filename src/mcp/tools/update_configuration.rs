@@ -153,6 +153,7 @@ fn requested(a: &Args) -> (Vec<(String, Value)>, Vec<Problem>) {
 }
 
 pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
+    ctx.require_admin(NAME)?;
     let (values, mut problems) = requested(&a);
     if let Some(by) = &a.updated_by {
         if let Err(e) = args::agent_id(&ctx.cfg, "updated_by", by) {

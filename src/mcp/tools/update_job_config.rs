@@ -6,17 +6,18 @@
 use std::time::Duration;
 
 use handoff_actors::audit::{AuditEvent, AuditMsg};
-use handoff_actors::jobs::{format_duration, JobConfig};
+use handoff_actors::jobs::JobConfig;
 use handoff_actors::model::{now, rfc3339};
 use handoff_actors::HandoffError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::jobs::{config_json, MIN_INTERVAL};
+use crate::jobs::config_json;
 use crate::mcp::args::{self, ToolArgs};
 use crate::mcp::configuration::invalid;
 use crate::mcp::context::Ctx;
+use crate::settings::bounds;
 use crate::settings::Problem;
 
 pub const NAME: &str = "update_job_config";
@@ -26,16 +27,14 @@ interval_ms, enabled, max_retries (0–10), retry_delay_ms (0–3600000)} — on
 (camelCase accepted). The next run is one interval from now. Invalid values: VALIDATION_ERROR \
 listing every problem; unknown job_name: NOT_FOUND. Stored across restarts and audited.";
 
-const MAX_INTERVAL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
-const MAX_RETRIES: u64 = 10;
-const MAX_RETRY_DELAY_MS: u64 = 3_600_000;
+const MAX_RETRIES: u64 = crate::jobs::MAX_RETRIES as u64;
 
 /// The published shape of `config` (parsed by hand, so that every problem
 /// in it is reported at once).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[allow(dead_code)]
 pub struct ConfigArg {
-    /// Humantime duration ("30s", "15m", "1h"); at least 100ms, at most 30d.
+    /// Humantime duration ("30s", "15m", "1h"); at least 1s, at most 30d.
     interval: Option<String>,
     /// The interval in milliseconds (instead of `interval`).
     interval_ms: Option<u64>,
@@ -126,23 +125,20 @@ fn apply(old: &JobConfig, raw: &Map<String, Value>) -> Result<JobConfig, Vec<Pro
                     format!("must be a whole number 0–{MAX_RETRIES}"),
                 )),
             },
-            "retry_delay_ms" => match v.as_u64().filter(|n| *n <= MAX_RETRY_DELAY_MS) {
-                Some(n) => c.retry_delay = Duration::from_millis(n),
-                None => problems.push(Problem::new(
-                    &field,
-                    format!("must be a whole number 0–{MAX_RETRY_DELAY_MS}"),
-                )),
+            "retry_delay_ms" => match v.as_u64().map(Duration::from_millis) {
+                Some(d) => match bounds::check("jobs.retry_delay", d) {
+                    None => c.retry_delay = d,
+                    Some(m) => problems.push(Problem::new(&field, m)),
+                },
+                None => problems.push(Problem::new(&field, "must be a whole number of ms")),
             },
             _ => problems.push(Problem::new(&field, "unknown setting")),
         }
     }
-    if seen.iter().any(|(k, _)| k == "interval")
-        && (c.interval < MIN_INTERVAL || c.interval > MAX_INTERVAL)
-    {
-        problems.push(Problem::new(
-            "config.interval",
-            format!("must be 100ms–30d (got {})", format_duration(c.interval)),
-        ));
+    if seen.iter().any(|(k, _)| k == "interval") {
+        if let Some(m) = bounds::check("jobs.interval", c.interval) {
+            problems.push(Problem::new("config.interval", m));
+        }
     }
     if problems.is_empty() {
         Ok(c)
@@ -165,6 +161,7 @@ fn changes(old: &JobConfig, new: &JobConfig) -> Vec<Change> {
 }
 
 pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
+    ctx.require_admin(NAME)?;
     let old = ctx.core.job_status(Some(&a.job_name))?.remove(0).config;
     let mut problems = Vec::new();
     if let Some(by) = &a.updated_by {
@@ -193,9 +190,9 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     AuditMsg::record(AuditEvent {
         action: "job.config_updated",
         tenant: ctx.tenant.to_string(),
-        actor: a.updated_by.clone(),
+        actor: Some(ctx.caller.principal.to_string()),
         subject_hash: None,
-        details: json!({"job": a.job_name, "changes": changes}),
+        details: json!({"job": a.job_name, "changes": changes, "claimed_by": a.updated_by}),
     });
     Ok(Out {
         success: true,
