@@ -258,7 +258,7 @@ impl Section {
 /// Keys whose consumers read them once at start-up: an update is stored and
 /// shown, and takes effect after a restart. Every other key applies live
 /// (its consumers read the live cell each time).
-const RESTART_REQUIRED: &[&str] = &["monitoring.metrics_enabled", "analytics.rollup_interval"];
+const RESTART_REQUIRED: &[&str] = &["analytics.rollup_interval"];
 
 pub fn applies_live(key: &str) -> bool {
     !RESTART_REQUIRED.contains(&key)

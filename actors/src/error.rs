@@ -51,6 +51,9 @@ pub struct HandoffError {
     pub code: ErrorCode,
     pub message: String,
     pub details: Map<String, Value>,
+    /// What went wrong inside (a database's own message, a path): for the
+    /// log, under the reply's `request_id`, never for the client.
+    pub internal: Option<String>,
 }
 
 impl HandoffError {
@@ -59,7 +62,14 @@ impl HandoffError {
             code,
             message: message.into(),
             details: Map::new(),
+            internal: None,
         }
+    }
+
+    /// Keep `cause` for the log only (see `internal`).
+    pub fn internal_cause(mut self, cause: impl Into<String>) -> Self {
+        self.internal = Some(cause.into());
+        self
     }
 
     pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -124,16 +134,16 @@ impl From<StoreError> for HandoffError {
         match e {
             StoreError::Unavailable(m) => {
                 HandoffError::storage_unavailable("the database is unavailable; retry shortly")
-                    .detail("cause", m)
+                    .internal_cause(m)
             }
             StoreError::Rejected(m) => {
-                HandoffError::internal("the database refused the write").detail("cause", m)
+                HandoffError::internal("the database refused the write").internal_cause(m)
             }
             StoreError::Conflict(m) => HandoffError::storage_unavailable(
                 "another writer changed this session at the same time; retry",
             )
             .detail("reason", WRITE_CONFLICT)
-            .detail("cause", m),
+            .internal_cause(m),
         }
     }
 }

@@ -67,7 +67,9 @@ pub async fn specs(deps: JobDeps) -> Vec<JobSpec> {
         ),
         (
             "analytics_rollup",
-            deps.cfg.analytics.rollup_interval,
+            // The effective value (start-up overlaid with a stored
+            // override): an override applies at the next start.
+            deps.cfg.live.settings().analytics.rollup_interval,
             Arc::new(analytics_rollup::AnalyticsRollup(deps.clone())),
         ),
     ];
@@ -135,8 +137,8 @@ pub async fn step(
     idle_for: Duration,
     reason: String,
 ) -> Result<StepCount, String> {
+    let cutoff = cutoff(idle_for)?;
     let idle = chrono::Duration::from_std(idle_for).map_err(failed)?;
-    let cutoff = handoff_actors::model::now() - idle;
     let candidates = deps
         .reads
         .run(deps.reads.db.lifecycle_candidates(from, cutoff, STEP_BATCH))
@@ -174,6 +176,16 @@ pub fn human(d: Duration) -> String {
 
 /// A failure as a run reports it (it reaches logs, the audit log and
 /// clients): redacted.
+/// The instant `ago` before now. Checked: the bounds keep durations far
+/// from chrono's range, but a job must fail its run, never panic, if one
+/// ever is not.
+pub fn cutoff(ago: Duration) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::Duration::from_std(ago)
+        .ok()
+        .and_then(|d| handoff_actors::model::now().checked_sub_signed(d))
+        .ok_or_else(|| format!("{} is too long to subtract from now", human(ago)))
+}
+
 pub fn failed(e: impl std::fmt::Display) -> String {
     crate::logging::redact(&e.to_string())
 }

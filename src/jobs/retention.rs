@@ -23,8 +23,7 @@ impl JobWork for Retention {
         );
         let all = ["active", "dormant", "expired", "archived", "completed"];
         let n = step(&self.0, &all, LifecycleTarget::Purged, after, reason).await?;
-        let cutoff = handoff_actors::model::now()
-            - chrono::Duration::from_std(after).map_err(super::failed)?;
+        let cutoff = super::cutoff(after)?;
         let (events, rollups) = self
             .0
             .reads

@@ -132,12 +132,36 @@ use handoff_actors::ErrorCode;
 
 use crate::config::Config;
 
-fn no_control(field: &str, v: &str) -> Result<(), HandoffError> {
-    if v.chars().any(char::is_control) {
+/// Characters an identifier must not hold because a reader cannot see
+/// them, or sees something else: control characters, Unicode format
+/// characters (category Cf: bidi overrides and isolates such as U+202E,
+/// zero-width spaces and joiners such as U+200B, the BOM, tag characters)
+/// and the line and paragraph separators. Two keys that look alike on a
+/// screen must not name two sessions, and a key shown in a listing must
+/// not reorder the text around it.
+pub fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c as u32,
+            0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+            | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+            | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
+/// The character rules of every identifier (session keys, agent ids,
+/// names): nothing invisible (see `invisible`), not only whitespace.
+fn identifier_chars(field: &str, v: &str) -> Result<(), HandoffError> {
+    if let Some(c) = v.chars().find(|c| invisible(*c)) {
         return Err(HandoffError::validation(format!(
-            "{field} must not contain control characters"
+            "{field} must not contain control or invisible format characters (found U+{:04X})",
+            c as u32
         ))
         .detail("field", field));
+    }
+    if v.chars().all(char::is_whitespace) {
+        return Err(
+            HandoffError::validation(format!("{field} must not be blank")).detail("field", field),
+        );
     }
     Ok(())
 }
@@ -151,7 +175,7 @@ pub fn session_key(cfg: &Config, v: &str) -> Result<(), HandoffError> {
         ))
         .detail("field", "session_key"));
     }
-    no_control("session_key", v)
+    identifier_chars("session_key", v)
 }
 
 pub fn agent_id(cfg: &Config, field: &str, v: &str) -> Result<(), HandoffError> {
@@ -163,7 +187,7 @@ pub fn agent_id(cfg: &Config, field: &str, v: &str) -> Result<(), HandoffError> 
         ))
         .detail("field", field));
     }
-    no_control(field, v)
+    identifier_chars(field, v)
 }
 
 pub fn content(cfg: &Config, field: &str, v: &str) -> Result<(), HandoffError> {

@@ -97,6 +97,8 @@ pub fn protocol_error(e: &HandoffError, request_id: Uuid) -> rmcp::ErrorData {
     let code = match e.code {
         C::NotFound | C::SessionNotFound | C::HandoffNotFound => Rpc::RESOURCE_NOT_FOUND,
         C::ValidationError | C::PayloadTooLarge => Rpc::INVALID_PARAMS,
+        // No JSON-RPC code says "not allowed"; `data.error_code` does.
+        C::Forbidden | C::Unauthorized => Rpc::INVALID_REQUEST,
         _ => Rpc::INTERNAL_ERROR,
     };
     rmcp::ErrorData::new(code, e.message.clone(), Some(error_json(e, request_id)))

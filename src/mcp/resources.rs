@@ -188,8 +188,20 @@ pub fn change_keys(change: &handoff_actors::changes::Change) -> Vec<String> {
 }
 
 /// Read a resource: (mime type, body).
+/// Resources about the whole process rather than the caller's tenant:
+/// they need the admin capability (contract §1).
+fn process_wide(kind: &str, key: Option<&str>) -> bool {
+    matches!(
+        (kind, key),
+        ("metrics", None) | ("analytics", Some("performance")) | ("analytics", Some("resources"))
+    )
+}
+
 pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), HandoffError> {
     let p = parse(uri).ok_or_else(|| not_found(uri))?;
+    if process_wide(&p.kind, p.key.as_deref()) {
+        ctx.require_admin(&format!("reading {}", p.kind))?;
+    }
     let body: Value = match (p.kind.as_str(), p.key.as_deref()) {
         ("context", Some(key)) if !key.is_empty() => {
             let after = q_num::<i64>(&p, "after")?;
@@ -337,7 +349,17 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), Handof
             None => return Err(not_found(uri)),
         },
         ("health", None) => health(ctx).await,
-        ("metrics", None) => return Ok(("text/plain", handoff_actors::metrics::render())),
+        ("metrics", None) => {
+            // Read live: switching metrics off hides them at once.
+            if !ctx.cfg.live.settings().monitoring.metrics_enabled {
+                return Err(HandoffError::new(
+                    ErrorCode::NotFound,
+                    "metrics are switched off (monitoring.metrics_enabled = false)",
+                )
+                .detail("uri", uri));
+            }
+            return Ok(("text/plain", handoff_actors::metrics::render()));
+        }
         ("configuration", None) => super::configuration::resource(ctx),
         ("configuration", Some("backups")) => super::configuration::backups_resource(ctx).await?,
         _ => return Err(not_found(uri)),
@@ -349,26 +371,36 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), Handof
 /// an actor group is down; `error` when the database does not answer.
 pub async fn health(ctx: &Ctx) -> Value {
     let mut components = Vec::new();
+    // Which kind of database, never where it is (a path, a host, a user):
+    // the failure's own text goes to the log.
+    let backend = backend_kind(ctx);
     let db_ok = match tokio::time::timeout(ctx.reads.timeout, ctx.reads.db.ping()).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
-            components.push(json!({"name": "database", "status": "error", "details": {"backend": ctx.reads.db.describe(), "error": crate::logging::redact(&e.to_string())}}));
+            tracing::warn!(error = %crate::logging::redact(&e.to_string()), "health: database ping failed");
+            components.push(json!({"name": "database", "status": "error", "details": {"backend": backend, "error": "unreachable"}}));
             false
         }
         Err(_) => {
-            components.push(json!({"name": "database", "status": "error", "details": {"backend": ctx.reads.db.describe(), "error": "timed out"}}));
+            components.push(json!({"name": "database", "status": "error", "details": {"backend": backend, "error": "timed out"}}));
             false
         }
     };
     if db_ok {
-        components.push(json!({"name": "database", "status": "ok", "details": {"backend": ctx.reads.db.describe()}}));
+        components
+            .push(json!({"name": "database", "status": "ok", "details": {"backend": backend}}));
     }
     // A cache that does not answer degrades nothing a client sees (reads
     // fall back to the database), so it is reported, not escalated.
     let cache = &ctx.reads.cache;
     match cache.ping().await {
-        Ok(()) => components.push(json!({"name": "cache", "status": "ok", "details": {"backend": cache.backend()}})),
-        Err(e) => components.push(json!({"name": "cache", "status": "degraded", "details": {"backend": cache.backend(), "error": crate::logging::redact(&e)}})),
+        Ok(()) => components.push(
+            json!({"name": "cache", "status": "ok", "details": {"backend": cache.backend()}}),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %crate::logging::redact(&e), "health: cache ping failed");
+            components.push(json!({"name": "cache", "status": "degraded", "details": {"backend": cache.backend(), "error": "unreachable"}}))
+        }
     }
     let mut degraded = false;
     for dep in [Dependency::Database, Dependency::Cache] {
@@ -397,4 +429,13 @@ pub async fn health(ctx: &Ctx) -> Value {
         "ok"
     };
     json!({"status": status, "components": components, "timestamp": rfc3339(&now())})
+}
+
+/// `sqlite` or `postgresql`: what a client may know of the database.
+pub fn backend_kind(ctx: &Ctx) -> &'static str {
+    if ctx.reads.db.describe().starts_with("postgres") {
+        "postgresql"
+    } else {
+        "sqlite"
+    }
 }

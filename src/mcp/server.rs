@@ -161,6 +161,15 @@ fn log_fields(args: Option<&rmcp::model::JsonObject>) -> (Option<String>, usize)
     (key, len)
 }
 
+/// The internal cause of an error (a database's message) goes to the log
+/// under the reply's `request_id`, redacted; the client gets the code and
+/// the message only.
+fn log_internal(request_id: Uuid, e: &HandoffError) {
+    if let Some(cause) = &e.internal {
+        tracing::warn!(%request_id, error_code = e.code.as_str(), cause = %crate::logging::redact(cause), "error cause");
+    }
+}
+
 impl ServerHandler for HandoffServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
@@ -229,6 +238,7 @@ impl ServerHandler for HandoffServer {
                     .with_label_values(&[&tool, e.code.as_str()])
                     .inc();
                 tracing::info!(%request_id, tenant = %self.tenant, tool, session_key_hash = key_hash(), content_length, duration_ms, error_code = e.code.as_str(), "tool call failed");
+                log_internal(request_id, &e);
                 reply::failure(&e, request_id)
             }
         };
@@ -358,6 +368,7 @@ impl ServerHandler for HandoffServer {
             }
             Err(e) => {
                 tracing::info!(%request_id, tenant = %self.tenant, error_code = e.code.as_str(), "resource read failed");
+                log_internal(request_id, &e);
                 Err(reply::protocol_error(&e, request_id))
             }
         }

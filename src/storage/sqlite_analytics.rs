@@ -161,10 +161,11 @@ pub(super) async fn context(
 
 /// The database file and its write-ahead log, in bytes.
 pub(super) fn size(path: &str) -> Vec<Counted> {
-    ["", "-wal"]
+    // Named by role, not by path: the listing reaches clients.
+    [("", "main"), ("-wal", "wal")]
         .iter()
-        .map(|suffix| Counted {
-            name: format!("{path}{suffix}"),
+        .map(|(suffix, role)| Counted {
+            name: role.to_string(),
             count: std::fs::metadata(format!("{path}{suffix}"))
                 .map(|m| m.len() as i64)
                 .unwrap_or(0),

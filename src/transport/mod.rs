@@ -2,5 +2,6 @@
 //! MCP traffic into calls on the server.
 
 pub mod coalesce;
+pub mod jsonrpc_guard;
 pub mod stdio;
 pub mod tool_calls;

@@ -43,6 +43,7 @@ use rmcp::transport::Transport;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream};
 
+use super::jsonrpc_guard::{self, Verdict};
 use crate::mcp::reply;
 
 /// A line buffer larger than this is dropped after its line, so one large
@@ -136,12 +137,90 @@ fn result_line(id: &RequestId, r: &CallToolResult) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Append `bytes` to `tail`, keeping only its last `ENDS_KEPT` bytes.
+fn keep_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
+    let bytes = &bytes[bytes.len().saturating_sub(ENDS_KEPT)..];
+    tail.extend_from_slice(bytes);
+    let excess = tail.len().saturating_sub(ENDS_KEPT);
+    tail.drain(..excess);
+}
+
+/// Write a line the transport answers itself (an error for input that is
+/// not a message) on its own task: `receive` must not await a write it
+/// could be cancelled in the middle of. One `write_all` of one line is
+/// one write into the coalescing writer, so lines never interleave.
+fn answer<W: AsyncWrite + Send + Unpin + 'static>(mut write: W, line: Vec<u8>) {
+    tokio::spawn(async move {
+        let _ = write.write_all(&line).await;
+        let _ = write.flush().await;
+    });
+}
+
 /// Outcome of reading one line.
 enum LineRead {
     Line,
+    /// A line longer than the limit was read past (not buffered) to its
+    /// end; its first and last bytes are in `head` and `tail`.
     Oversized,
     Eof,
     Io(std::io::Error),
+}
+
+/// Bytes kept of each end of an oversized line, to find its id.
+const ENDS_KEPT: usize = 256;
+
+/// Requests of one connection being handled at once, at most: past it the
+/// transport stops reading, so one client cannot queue unbounded work
+/// (backpressure reaches it through the pipe).
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// The ids of requests read and not yet answered.
+#[derive(Default)]
+struct InFlight {
+    ids: std::sync::Mutex<std::collections::HashSet<RequestId>>,
+    room: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<RequestId>> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn done(&self, id: &RequestId) {
+        if self.lock().remove(id) {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Wait until fewer than `max` requests are in flight. Cancel-safe.
+    async fn room(&self, max: usize) {
+        loop {
+            let notified = self.room.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().len() < max {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Count `m` if it is a request, forget a request the client cancelled.
+    fn track(&self, m: &RxJsonRpcMessage<RoleServer>) {
+        match m {
+            JsonRpcMessage::Request(r) => {
+                self.lock().insert(r.id.clone());
+            }
+            JsonRpcMessage::Notification(n) => {
+                if let ClientNotification::CancelledNotification(c) = &n.notification {
+                    if let Some(id) = &c.params.request_id {
+                        self.done(id);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 pub struct ToolCallTransport<R, W>
@@ -155,6 +234,11 @@ where
     max_line: usize,
     /// Dropping the rest of a line that was too long.
     discarding: bool,
+    /// The first and last bytes of the line being dropped, and its size.
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    dropped: usize,
+    in_flight: std::sync::Arc<InFlight>,
     /// rmcp's transport, reading the lines handed to it from `pipe`.
     rmcp: AsyncRwTransport<RoleServer, DuplexStream, W>,
     pipe: DuplexStream,
@@ -189,6 +273,10 @@ where
             line: Vec::new(),
             max_line,
             discarding: false,
+            head: Vec::new(),
+            tail: Vec::new(),
+            dropped: 0,
+            in_flight: Default::default(),
             // Only lines that passed `max_line` here reach it, and the
             // marker always must.
             direct: write.clone(),
@@ -232,14 +320,25 @@ where
             let newline = available.iter().position(|b| *b == b'\n');
             let take = newline.map_or(available.len(), |i| i + 1);
             let outcome = if self.discarding {
-                if newline.is_some() {
+                keep_tail(&mut self.tail, &available[..take]);
+                self.dropped = self.dropped.saturating_add(take);
+                newline.map(|_| {
                     self.discarding = false;
-                }
-                None
+                    LineRead::Oversized
+                })
             } else if self.line.len().saturating_add(take) > self.max_line {
+                self.head.clear();
+                self.tail.clear();
+                let line = &self.line[..self.line.len().min(ENDS_KEPT)];
+                self.head.extend_from_slice(line);
+                let more = ENDS_KEPT - self.head.len();
+                self.head.extend_from_slice(&available[..take.min(more)]);
+                keep_tail(&mut self.tail, &self.line);
+                keep_tail(&mut self.tail, &available[..take]);
+                self.dropped = self.line.len() + take;
                 self.release_line();
                 self.discarding = newline.is_none();
-                Some(LineRead::Oversized)
+                newline.map(|_| LineRead::Oversized)
             } else {
                 self.line.extend_from_slice(&available[..take]);
                 newline.map(|_| LineRead::Line)
@@ -263,6 +362,15 @@ where
         &mut self,
         item: TxJsonRpcMessage<RoleServer>,
     ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
+        match &item {
+            JsonRpcMessage::Response(r) => self.in_flight.done(&r.id),
+            JsonRpcMessage::Error(e) => {
+                if let Some(id) = &e.id {
+                    self.in_flight.done(id)
+                }
+            }
+            _ => {}
+        }
         let (id, mut result) = match item {
             JsonRpcMessage::Response(JsonRpcResponse {
                 id,
@@ -297,16 +405,26 @@ where
                 if self.is_marker(&m) {
                     self.handed_over -= 1;
                 } else {
+                    self.in_flight.track(&m);
                     return Some(m);
                 }
             }
+            self.in_flight.room(MAX_IN_FLIGHT).await;
             match self.read_line().await {
                 LineRead::Line => {}
                 LineRead::Oversized => {
-                    tracing::error!(
+                    tracing::warn!(
                         max_bytes = self.max_line,
-                        "incoming message exceeded the maximum size, discarding it"
+                        size_bytes = self.dropped,
+                        "incoming message exceeded the maximum size, discarded unread"
                     );
+                    let line = jsonrpc_guard::oversized_reply(
+                        &self.head,
+                        &self.tail,
+                        self.dropped,
+                        self.max_line,
+                    );
+                    answer(self.direct.clone(), line);
                     continue;
                 }
                 LineRead::Eof => return None,
@@ -317,9 +435,28 @@ where
             }
             let mut body = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
             body = body.strip_suffix(b"\r").unwrap_or(body);
-            if let Some(m) = tool_call(body) {
-                self.release_line();
-                return Some(m);
+            let verdict = match jsonrpc_guard::check(body) {
+                Verdict::Pass => match tool_call(body) {
+                    Some(m) => {
+                        self.release_line();
+                        self.in_flight.track(&m);
+                        return Some(m);
+                    }
+                    None => jsonrpc_guard::shape(body),
+                },
+                other => other,
+            };
+            match verdict {
+                Verdict::Pass => {}
+                Verdict::Reply(line) => {
+                    self.release_line();
+                    answer(self.direct.clone(), line);
+                    continue;
+                }
+                Verdict::Drop => {
+                    self.release_line();
+                    continue;
+                }
             }
             let written = write_now(&mut self.pipe, &self.line)
                 && write_now(&mut self.pipe, &self.marker_line);

@@ -171,6 +171,14 @@ impl JobStatus {
 
 /// Durations in the largest whole unit (`30m`, `1h`, `1500ms`), as the
 /// configuration shows them.
+/// `d` from now, saturating at chrono's far end instead of panicking.
+fn after_now(d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now().checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     if d.subsec_nanos() != 0 || s == 0 {
@@ -225,9 +233,7 @@ impl Jobs {
     /// Set the config and the next run it implies (an interval from now).
     pub fn set_config(&self, name: &str, config: JobConfig) -> Option<JobStatus> {
         self.with(name, |s| {
-            s.next_run_at = config
-                .enabled
-                .then(|| now() + chrono::Duration::from_std(config.interval).unwrap_or_default());
+            s.next_run_at = config.enabled.then(|| after_now(config.interval));
             s.config = config;
             s.clone()
         })
@@ -241,8 +247,7 @@ impl Jobs {
                 s.next_run_at = None;
                 return None;
             }
-            s.next_run_at =
-                Some(now() + chrono::Duration::from_std(s.config.interval).unwrap_or_default());
+            s.next_run_at = Some(after_now(s.config.interval));
             Some(s.config.interval)
         })
         .flatten()

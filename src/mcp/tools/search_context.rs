@@ -132,7 +132,7 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     let hits = found.map_err(|cause| {
         HandoffError::validation("the search index refused this query")
             .detail("field", "query")
-            .detail("cause", cause)
+            .internal_cause(cause)
     })?;
     let results: Vec<Hit> = hits.into_iter().map(Hit::from).collect();
     Ok(Out {
