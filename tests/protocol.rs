@@ -32,8 +32,13 @@ impl Raw {
     }
 
     fn spawn_with(dir: &Path, log: &str) -> Raw {
+        Raw::spawn_env(dir, log, &[])
+    }
+
+    fn spawn_env(dir: &Path, log: &str, env: &[(&str, &str)]) -> Raw {
         let mut child = Command::new(BIN)
             .arg("serve")
+            .envs(env.iter().copied())
             .env(
                 "HANDOFF_DATABASE_URL",
                 format!("sqlite://{}", dir.join("h.db").display()),
@@ -298,13 +303,17 @@ async fn older_protocol_revision_negotiates() {
 async fn bad_json_line_is_survived() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = started(dir.path()).await;
-    // Unparsable input: rmcp ignores it by design (no id to answer, and
-    // answering garbage risks an error storm; rust-sdk#938). So the server
-    // sends nothing for it: the very next line on stdout is the answer to the
-    // following valid request.
+    // Unparsable input gets JSON-RPC's parse error with a null id (the
+    // contract; rmcp alone would ignore it, rust-sdk#938), one per line, and
+    // the server carries on.
     s.send_raw(b"{this is not json\n").await;
     s.send_raw(b"\x00\xff\xfe garbage\n").await;
     s.send_raw(b"[1, 2\n").await;
+    for _ in 0..3 {
+        let v = s.recv().await;
+        assert_eq!(v["error"]["code"], -32700, "{v}");
+        assert!(v["id"].is_null(), "{v}");
+    }
     s.send(&json!({"jsonrpc": "2.0", "id": 100, "method": "ping"}))
         .await;
     let v = s.recv().await;
@@ -426,9 +435,10 @@ async fn oversized_message_is_dropped_and_server_survives() {
     s.send(&big).await;
     s.send(&json!({"jsonrpc": "2.0", "id": 501, "method": "ping"}))
         .await;
-    // The big request is dropped (rmcp discards an over-long line without
-    // buffering it; it has no id to answer) or, at most, refused with an
-    // error. It must never be executed.
+    // The big request is read past without being buffered and refused
+    // under its id (found at the end of the line, where this client puts
+    // it), so the client does not wait for ever. It is never executed.
+    let mut refused = false;
     loop {
         let v = s.recv().await;
         if v["id"] == 501 {
@@ -436,12 +446,12 @@ async fn oversized_message_is_dropped_and_server_survives() {
             break;
         }
         if v["id"] == 500 {
-            assert!(
-                v.get("error").is_some() || v["result"]["isError"] == true,
-                "{v}"
-            );
+            assert_eq!(v["error"]["code"], -32600, "{v}");
+            assert_eq!(v["error"]["data"]["error_code"], "PAYLOAD_TOO_LARGE", "{v}");
+            refused = true;
         }
     }
+    assert!(refused, "the oversized request got no answer");
     if let (Some(before), Some(after)) = (rss_before, rss_kib(pid)) {
         assert!(
             after < before + 64 * 1024,
@@ -858,4 +868,120 @@ async fn jsonrpc_batch_on_2025_03_26() {
     assert_eq!(ids, [900, 901]);
     let (status, _) = s.close().await;
     assert!(status.success());
+}
+
+/// What the server must answer to one hostile input.
+enum Expect {
+    /// A JSON-RPC error with this code and this id (`Value::Null` when
+    /// none can be read).
+    Rpc(i64, Value),
+    /// A tool result with `isError` and this error code.
+    Tool(&'static str),
+}
+
+/// The README's bad-input table, row by row, through the real binary: each
+/// class of hostile input gets its answer, the server stays up, and nothing
+/// is stored.
+#[tokio::test]
+async fn every_row_of_the_bad_input_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Raw::spawn_env(dir.path(), "info", &[]);
+    let r = s.initialize("2025-06-18").await;
+    assert!(r.get("result").is_some(), "{r}");
+    let r = s
+        .call(
+            "register_session",
+            json!({"session_key": "k", "agent_from": "a"}),
+        )
+        .await;
+    ok_body(&r);
+    let stored = context_of(&mut s, "k").await.len();
+
+    let call = |id: i64, tool: &str, args: Value| {
+        let mut l = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": args}}))
+        .unwrap();
+        l.push(b'\n');
+        l
+    };
+    let upd = |extra: Value| {
+        let mut a = json!({"session_key": "k", "context_type": "message", "content": "x"});
+        for (k, v) in extra.as_object().unwrap() {
+            a[k] = v.clone();
+        }
+        a
+    };
+    let deep_meta = (0..9).fold(json!(1), |v, _| json!({ "a": v }));
+    let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let rows: Vec<(&str, Vec<u8>, Expect)> = vec![
+        // sizes
+        ("content over 1 MiB", call(1, "update_context", upd(json!({"content": "x".repeat(MIB + 1)}))), Expect::Tool("PAYLOAD_TOO_LARGE")),
+        ("metadata over 16 KiB", call(2, "update_context", upd(json!({"metadata": {"a": "x".repeat(17 * 1024)}}))), Expect::Tool("PAYLOAD_TOO_LARGE")),
+        ("message over 4 MiB", call(3, "update_context", upd(json!({"content": "x".repeat(5 * MIB)}))), Expect::Rpc(-32600, json!(3))),
+        ("101 entries in a batch", call(4, "update_context", json!({"session_key": "k", "entries": vec![json!({"type": "message", "content": "x"}); 101]})), Expect::Tool("VALIDATION_ERROR")),
+        ("session_key over 255 bytes", call(5, "get_context", json!({"session_key": "k".repeat(256)})), Expect::Tool("VALIDATION_ERROR")),
+        // depth
+        ("metadata nested 9 deep", call(6, "update_context", upd(json!({"metadata": deep_meta}))), Expect::Tool("VALIDATION_ERROR")),
+        ("JSON nested 200 deep", format!("{{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\",\"params\":{{\"x\":{}}}}}\n", nest(200)).into_bytes(), Expect::Rpc(-32700, Value::Null)),
+        // types
+        ("session_key a number", call(8, "get_context", json!({"session_key": 5})), Expect::Tool("VALIDATION_ERROR")),
+        ("limit a string", call(9, "get_context", json!({"session_key": "k", "limit": "10"})), Expect::Tool("VALIDATION_ERROR")),
+        ("context_type unknown", call(10, "update_context", upd(json!({"context_type": "secret"}))), Expect::Tool("VALIDATION_ERROR")),
+        ("metadata an array", call(11, "update_context", upd(json!({"metadata": [1]}))), Expect::Tool("VALIDATION_ERROR")),
+        // Unicode
+        ("lone surrogate", b"{\"jsonrpc\":\"2.0\",\"id\":12,\"method\":\"ping\",\"params\":{\"x\":\"\\ud800\"}}\n".to_vec(), Expect::Rpc(-32700, Value::Null)),
+        ("invalid UTF-8", b"{\"jsonrpc\":\"2.0\",\"id\":13,\"method\":\"ping\",\"params\":{\"x\":\"\xff\xfe\"}}\n".to_vec(), Expect::Rpc(-32700, Value::Null)),
+        ("bidi override in a key", call(14, "update_context", upd(json!({"session_key": "k\u{202E}"}))), Expect::Tool("VALIDATION_ERROR")),
+        ("zero-width space in an agent", call(15, "register_session", json!({"session_key": "z", "agent_from": "a\u{200B}"})), Expect::Tool("VALIDATION_ERROR")),
+        ("blank session_key", call(16, "register_session", json!({"session_key": "  \t", "agent_from": "a"})), Expect::Tool("VALIDATION_ERROR")),
+        ("control character in a key", call(17, "register_session", json!({"session_key": "a\u{0007}", "agent_from": "a"})), Expect::Tool("VALIDATION_ERROR")),
+        // duplicate keys
+        ("duplicate key in arguments", b"{\"jsonrpc\":\"2.0\",\"id\":18,\"method\":\"tools/call\",\"params\":{\"name\":\"update_context\",\"arguments\":{\"session_key\":\"k\",\"context_type\":\"message\",\"content\":\"a\",\"content\":\"b\"}}}\n".to_vec(), Expect::Tool("VALIDATION_ERROR")),
+        ("both spellings of a field", call(19, "update_context", upd(json!({"sessionKey": "k"}))), Expect::Tool("VALIDATION_ERROR")),
+        ("duplicate key in the envelope", b"{\"jsonrpc\":\"2.0\",\"id\":20,\"id\":20,\"method\":\"ping\"}\n".to_vec(), Expect::Rpc(-32600, json!(20))),
+        // numbers out of range
+        ("1e400", b"{\"jsonrpc\":\"2.0\",\"id\":21,\"method\":\"ping\",\"params\":{\"x\":1e400}}\n".to_vec(), Expect::Rpc(-32700, Value::Null)),
+        ("limit 1e20", call(22, "get_context", json!({"session_key": "k", "limit": 1e20})), Expect::Tool("VALIDATION_ERROR")),
+        ("limit over the page maximum", call(23, "get_context", json!({"session_key": "k", "limit": 1001})), Expect::Tool("VALIDATION_ERROR")),
+        ("after_sequence past i64", format!("{{\"jsonrpc\":\"2.0\",\"id\":24,\"method\":\"tools/call\",\"params\":{{\"name\":\"get_context\",\"arguments\":{{\"session_key\":\"k\",\"after_sequence\":{}}}}}}}\n", u64::MAX).into_bytes(), Expect::Tool("VALIDATION_ERROR")),
+        ("negative limit", call(25, "get_context", json!({"session_key": "k", "limit": -1})), Expect::Tool("VALIDATION_ERROR")),
+        // malformed JSON-RPC
+        ("garbage", b"hello there\n".to_vec(), Expect::Rpc(-32700, Value::Null)),
+        ("a JSON array", b"[1,2,3]\n".to_vec(), Expect::Rpc(-32600, Value::Null)),
+        ("a JSON string", b"\"ping\"\n".to_vec(), Expect::Rpc(-32600, Value::Null)),
+        ("jsonrpc 1.0", b"{\"jsonrpc\":\"1.0\",\"id\":29,\"method\":\"ping\"}\n".to_vec(), Expect::Rpc(-32600, json!(29))),
+        ("unknown method", b"{\"jsonrpc\":\"2.0\",\"id\":30,\"method\":\"x/y\"}\n".to_vec(), Expect::Rpc(-32601, json!(30))),
+        ("params not an object", b"{\"jsonrpc\":\"2.0\",\"id\":31,\"method\":\"tools/call\",\"params\":7}\n".to_vec(), Expect::Rpc(-32600, json!(31))),
+        ("unknown tool", call(32, &"t".repeat(10_000), json!({})), Expect::Rpc(-32602, json!(32))),
+        // list lengths
+        ("51 file paths", call(33, "analyze_codebase", json!({"session_key": "k", "file_paths": vec!["a.rs"; 51]})), Expect::Tool("VALIDATION_ERROR")),
+        // durations and the admin capability (off on this server)
+        ("retention change without admin", call(34, "update_configuration", json!({"config_section": "retention", "retention_policy": {"dormant_after": "1ns"}})), Expect::Tool("FORBIDDEN")),
+        ("run a job without admin", call(35, "run_job_now", json!({"job_name": "retention"})), Expect::Tool("FORBIDDEN")),
+        // separators and paths
+        ("a path escaping the workspace", call(36, "analyze_codebase", json!({"session_key": "k", "file_paths": ["../../etc/passwd"]})), Expect::Tool("FORBIDDEN")),
+        ("a URI with an undecodable key", b"{\"jsonrpc\":\"2.0\",\"id\":37,\"method\":\"resources/read\",\"params\":{\"uri\":\"handoff://context/%ff\"}}\n".to_vec(), Expect::Rpc(-32002, json!(37))),
+    ];
+    for (name, line, expect) in rows {
+        s.send_raw(&line).await;
+        let v = s.recv().await;
+        match expect {
+            Expect::Rpc(code, id) => {
+                assert_eq!(v["error"]["code"], code, "{name}: {v:.600}");
+                assert_eq!(v["id"], id, "{name}: {v:.600}");
+            }
+            Expect::Tool(code) => {
+                err_body(&v["result"], code);
+                let _ = name;
+            }
+        }
+    }
+    // Nothing of it was stored, and the server still answers.
+    assert_eq!(context_of(&mut s, "k").await.len(), stored);
+    let r = s.request("ping", json!({})).await;
+    assert_eq!(r["result"], json!({}));
+    let (status, stderr) = s.close().await;
+    assert!(status.success());
+    assert!(stderr.iter().all(|l| !l.contains("\"panic\"")), "a panic was logged");
+    assert!(stderr.iter().all(|l| l.len() < 64 * 1024), "a log line carries a large input");
 }
