@@ -207,8 +207,11 @@ async fn update_validates_applies_persists_and_audits() {
     .await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0][0].as_deref(), Some("configuration.updated"));
-    assert_eq!(rows[0][1].as_deref(), Some("ops-bot"));
+    // The actor is who the transport says called; the name the client
+    // gave itself is kept beside it.
+    assert_eq!(rows[0][1].as_deref(), Some("stdio"));
     let details: Value = serde_json::from_str(rows[0][2].as_deref().unwrap()).unwrap();
+    assert_eq!(details["claimed_by"], "ops-bot");
     assert_eq!(details["changes"].as_array().unwrap().len(), 3);
     assert_eq!(
         details["restart_required"],

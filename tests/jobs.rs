@@ -133,7 +133,9 @@ async fn status_shapes_and_resources() {
 #[tokio::test]
 async fn update_job_config_validates_applies_persists_and_audits() {
     let db = DbDir::new();
-    let s = Server::start(&db, &[]).await;
+    // Test floors: a 300 ms interval below (production's floor is 1s,
+    // tests/security.rs).
+    let s = Server::start(&db, &[("HANDOFF_TEST_HOOKS", "true")]).await;
 
     // Every problem listed, both spellings of one key named.
     let e = s
@@ -170,12 +172,12 @@ async fn update_job_config_validates_applies_persists_and_audits() {
     let e = s
         .call(
             "update_job_config",
-            json!({"job_name": "lifecycle", "config": {"interval_ms": 5, "maxRetries": 1}}),
+            json!({"job_name": "lifecycle", "config": {"interval_ms": 0, "maxRetries": 1}}),
         )
         .await
         .err("VALIDATION_ERROR")
         .clone();
-    assert!(e["error"].as_str().unwrap().contains("100ms"), "{e}");
+    assert!(e["error"].as_str().unwrap().contains("1ms–30d"), "{e}");
     s.call(
         "update_job_config",
         json!({"job_name": "lifecycle", "config": {}}),

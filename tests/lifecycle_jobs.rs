@@ -14,7 +14,9 @@ use common::{audit_verify, register, DbDir, Server};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-const STEPS_1S: [(&str, &str); 4] = [
+/// Below production's floors: only with the operator's test hooks.
+const STEPS_1S: [(&str, &str); 5] = [
+    ("HANDOFF_TEST_HOOKS", "true"),
     ("HANDOFF_RETENTION__DORMANT_AFTER", "1s"),
     ("HANDOFF_RETENTION__EXPIRE_AFTER", "3s"),
     ("HANDOFF_RETENTION__ARCHIVE_AFTER", "5s"),
@@ -236,6 +238,7 @@ async fn retention_purges_and_rollups_count() {
     let s = Server::start(
         &db,
         &[
+            ("HANDOFF_TEST_HOOKS", "true"),
             ("HANDOFF_RETENTION__DORMANT_AFTER", "100ms"),
             ("HANDOFF_RETENTION__EXPIRE_AFTER", "200ms"),
             ("HANDOFF_RETENTION__ARCHIVE_AFTER", "300ms"),

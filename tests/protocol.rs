@@ -982,6 +982,12 @@ async fn every_row_of_the_bad_input_table() {
     assert_eq!(r["result"], json!({}));
     let (status, stderr) = s.close().await;
     assert!(status.success());
-    assert!(stderr.iter().all(|l| !l.contains("\"panic\"")), "a panic was logged");
-    assert!(stderr.iter().all(|l| l.len() < 64 * 1024), "a log line carries a large input");
+    assert!(
+        stderr.iter().all(|l| !l.contains("\"panic\"")),
+        "a panic was logged"
+    );
+    assert!(
+        stderr.iter().all(|l| l.len() < 64 * 1024),
+        "a log line carries a large input"
+    );
 }

@@ -28,12 +28,18 @@ async fn execute(db: &DbDir, statements: &[&str]) {
     if common::postgres_backend() {
         let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
         for s in statements {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(s.to_string())).execute(&mut c).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(s.to_string()))
+                .execute(&mut c)
+                .await
+                .unwrap();
         }
     } else {
         let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
         for s in statements {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(s.to_string())).execute(&mut c).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(s.to_string()))
+                .execute(&mut c)
+                .await
+                .unwrap();
         }
     }
 }
@@ -95,7 +101,12 @@ async fn no_client_can_purge_every_session() {
         .iter()
         .map(|p| p["field"].as_str().unwrap())
         .collect();
-    for k in ["dormant_after", "expire_after", "archive_after", "purge_after"] {
+    for k in [
+        "dormant_after",
+        "expire_after",
+        "archive_after",
+        "purge_after",
+    ] {
         assert!(fields.contains(&format!("retention.{k}").as_str()), "{e}");
     }
     let r = s
@@ -133,12 +144,18 @@ async fn durations_have_ceilings() {
     let db = DbDir::new();
     let s = Server::start(&db, &[]).await;
     for (section, payload) in [
-        ("retention", json!({"retention_policy": {"purge_after": "1000000years"}})),
+        (
+            "retention",
+            json!({"retention_policy": {"purge_after": "1000000years"}}),
+        ),
         (
             "monitoring",
             json!({"monitoring_config": {"slow_call_threshold": "1ns"}}),
         ),
-        ("analytics", json!({"analytics_config": {"rollup_interval": "1ms"}})),
+        (
+            "analytics",
+            json!({"analytics_config": {"rollup_interval": "1ms"}}),
+        ),
     ] {
         let mut args = payload;
         args["config_section"] = json!(section);
@@ -211,9 +228,16 @@ async fn tenants_with_separators_cannot_be_made() {
     assert!(export.status.success(), "{export:?}");
     let target = DbDir::new();
     for bad in ["local/evil", "Local", "", "a b", "-x", &"a".repeat(64)] {
-        let out = run(&["import", "-", "--tenant", bad], &target, Some(&export.stdout));
+        let out = run(
+            &["import", "-", "--tenant", bad],
+            &target,
+            Some(&export.stdout),
+        );
         assert!(!out.status.success(), "tenant {bad:?} was accepted");
-        for cmd in [&["export", "--tenant", bad][..], &["sessions", "list", "--tenant", bad]] {
+        for cmd in [
+            &["export", "--tenant", bad][..],
+            &["sessions", "list", "--tenant", bad],
+        ] {
             assert!(!run(cmd, &db, None).status.success(), "{cmd:?}");
         }
     }
@@ -224,6 +248,35 @@ async fn tenants_with_separators_cannot_be_made() {
     let out = run(&["import", "-"], &target, Some(forged.as_bytes()));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid tenant id"));
+    // An import keeps the tools' limits: an invisible character in a key
+    // or an entry over the content limit stops it.
+    let forged = text.replace("\"session_key\":\"x\"", "\"session_key\":\"x\\u202e\"");
+    assert_ne!(forged, text);
+    let out = run(&["import", "-"], &target, Some(forged.as_bytes()));
+    assert!(!out.status.success(), "a key with U+202E was imported");
+    let forged: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            if v["kind"] == "entry" {
+                v["content"] = json!("y".repeat(1024 * 1024 + 1));
+            }
+            v.to_string()
+        })
+        .collect();
+    assert!(
+        forged.iter().any(|l| l.len() > 1024 * 1024),
+        "no entry line"
+    );
+    let out = run(
+        &["import", "-"],
+        &target,
+        Some(forged.join("\n").as_bytes()),
+    );
+    assert!(
+        !out.status.success(),
+        "an entry over the content limit was imported"
+    );
     // Nothing was imported by any of it.
     let s = Server::start(&target, &[]).await;
     assert_eq!(s.read("handoff://sessions").await.unwrap()["total"], 0);
@@ -276,7 +329,10 @@ async fn internal_details_stay_in_the_log() {
         for w in &where_it_is {
             assert!(!body.contains(w.as_str()), "{uri} shows {w}: {body}");
         }
-        assert!(body.contains("sqlite") || body.contains("postgresql"), "{body}");
+        assert!(
+            body.contains("sqlite") || body.contains("postgresql"),
+            "{body}"
+        );
     }
     s.close().await;
     let log = std::fs::read_to_string(db.stderr_log()).unwrap();
@@ -300,7 +356,10 @@ async fn metrics_can_be_switched_off() {
     )
     .await
     .ok();
-    let e = s.read_text("handoff://metrics").await.expect_err("metrics are off");
+    let e = s
+        .read_text("handoff://metrics")
+        .await
+        .expect_err("metrics are off");
     assert!(format!("{e:?}").contains("NOT_FOUND"), "{e:?}");
     s.close().await;
 }

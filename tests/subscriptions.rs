@@ -245,3 +245,46 @@ async fn listen_on_the_newest_revision() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// A connection holds a bounded number of subscriptions: the one past the
+/// limit is refused, re-subscribing a held URI still works, and freeing one
+/// makes room.
+#[tokio::test]
+async fn subscriptions_per_connection_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Raw::start(dir.path()).await;
+    for i in 0..1000 {
+        let uri = format!("handoff://context/s{i}");
+        let ok = r.request("resources/subscribe", json!({"uri": uri})).await;
+        assert!(ok.get("result").is_some(), "{ok}");
+    }
+    let over = r
+        .request(
+            "resources/subscribe",
+            json!({"uri": "handoff://summary/one-more"}),
+        )
+        .await;
+    assert_eq!(
+        over["error"]["data"]["error_code"], "VALIDATION_ERROR",
+        "{over}"
+    );
+    let again = r
+        .request(
+            "resources/subscribe",
+            json!({"uri": "handoff://context/s1"}),
+        )
+        .await;
+    assert!(again.get("result").is_some(), "{again}");
+    r.request(
+        "resources/unsubscribe",
+        json!({"uri": "handoff://context/s0"}),
+    )
+    .await;
+    let room = r
+        .request(
+            "resources/subscribe",
+            json!({"uri": "handoff://summary/one-more"}),
+        )
+        .await;
+    assert!(room.get("result").is_some(), "{room}");
+}

@@ -336,3 +336,64 @@ pub fn now() -> DateTime<Utc> {
     let t = Utc::now();
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
+
+/// Pairs that a name joining tenant and key with a separator would confuse;
+/// every place that turns a (tenant, key) into a name is tested with them.
+#[doc(hidden)]
+pub mod tests_support {
+    use super::SessionKey;
+
+    pub fn colliding_pairs() -> Vec<SessionKey> {
+        [
+            ("local/evil", "x"),
+            ("local", "evil/x"),
+            ("local", "evil:x"),
+            ("local:evil", "x"),
+            ("5:local", "x"),
+            ("5", "local/x"),
+            ("a", "b/c/d"),
+            ("a/b", "c/d"),
+            ("a/b/c", "d"),
+            ("local", "x\u{0}y"),
+            ("local\u{0}x", "y"),
+            ("", "local/x"),
+            ("local/x", ""),
+        ]
+        .iter()
+        .map(|(t, k)| SessionKey::new(t, k))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn actor_names_never_collide() {
+        let pairs = tests_support::colliding_pairs();
+        let names: std::collections::HashSet<String> =
+            pairs.iter().map(SessionKey::actor_name).collect();
+        assert_eq!(names.len(), pairs.len(), "{names:?}");
+    }
+
+    #[test]
+    fn tenant_ids_have_a_strict_charset() {
+        for ok in ["local", "acme-prod", "t_1", "0", &"a".repeat(63)] {
+            assert!(valid_tenant(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Local",
+            "local/evil",
+            "a b",
+            "-a",
+            "_a",
+            "a:b",
+            "é",
+            &"a".repeat(64),
+        ] {
+            assert!(!valid_tenant(bad), "{bad}");
+        }
+    }
+}

@@ -79,12 +79,7 @@ impl RedisCache {
     }
 
     fn redis_key(&self, key: &SessionKey) -> String {
-        // Length-prefixed parts: no (tenant, key) pair hashes as another.
-        let mut h = blake3::Hasher::new_keyed(&self.hash_key);
-        h.update(&(key.tenant.len() as u64).to_le_bytes());
-        h.update(key.tenant.as_bytes());
-        h.update(key.key.as_bytes());
-        format!("handoff:session:{}", &h.finalize().to_hex()[..32])
+        redis_key(&self.hash_key, key)
     }
 
     pub async fn ping(&self) -> Result<(), RedisError> {
@@ -119,5 +114,29 @@ impl RedisCache {
             .invoke_async::<i64>(&mut c)
             .await
             .map(|_| ())
+    }
+}
+
+/// The Redis key of a session: a keyed hash of its tenant and key.
+/// Length-prefixed parts: no (tenant, key) pair hashes as another.
+fn redis_key(hash_key: &[u8; 32], key: &SessionKey) -> String {
+    let mut h = blake3::Hasher::new_keyed(hash_key);
+    h.update(&(key.tenant.len() as u64).to_le_bytes());
+    h.update(key.tenant.as_bytes());
+    h.update(key.key.as_bytes());
+    format!("handoff:session:{}", &h.finalize().to_hex()[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_two_pairs_share_a_key() {
+        let k = [7u8; 32];
+        let pairs = handoff_actors::model::tests_support::colliding_pairs();
+        let keys: std::collections::HashSet<String> =
+            pairs.iter().map(|p| redis_key(&k, p)).collect();
+        assert_eq!(keys.len(), pairs.len());
     }
 }

@@ -31,6 +31,7 @@ use super::dump::{self, Line};
 use super::export::progress;
 use crate::app;
 use crate::config::Config;
+use crate::mcp::args;
 use crate::storage::{Database, PageQuery};
 
 const BATCH_ENTRIES: usize = 1000;
@@ -70,6 +71,8 @@ struct Pending {
 
 struct Importer {
     db: Arc<dyn Database>,
+    /// The tools' limits, which an import must not get around.
+    cfg: Config,
     tenant: Arc<str>,
     on_conflict: OnConflict,
     counts: dump::End,
@@ -90,6 +93,10 @@ impl Importer {
     }
 
     async fn begin(&mut self, s: dump::Session) -> anyhow::Result<Pending> {
+        let key = &s.session_key;
+        checked(key, args::session_key(&self.cfg, key))?;
+        checked(key, args::agent_id(&self.cfg, "agent_from", &s.agent_from))?;
+        checked(key, args::metadata(&self.cfg, "metadata", &s.metadata))?;
         let status = SessionStatus::parse(&s.status)
             .ok_or_else(|| anyhow!("unknown session status {:?}", s.status))?;
         let summary: Summary = serde_json::from_value(s.summary)
@@ -145,6 +152,14 @@ impl Importer {
             );
         }
         p.last_seq = e.sequence_number;
+        checked(
+            &e.session_key,
+            args::content(&self.cfg, "content", &e.content),
+        )?;
+        checked(
+            &e.session_key,
+            args::metadata(&self.cfg, "metadata", &e.metadata),
+        )?;
         let context_type = ContextType::parse(&e.context_type)
             .ok_or_else(|| anyhow!("unknown context_type {:?}", e.context_type))?;
         let row = EntryRow {
@@ -185,6 +200,15 @@ impl Importer {
             serde_json::from_value(Value::String(h.request_type.clone()))
                 .map_err(|_| anyhow!("unknown request_type {:?}", h.request_type))?;
         let id = uuid(&h.id, "handoff id")?;
+        let key = p.row.session_key.clone();
+        checked(
+            &key,
+            args::agent_id(&self.cfg, "source_agent", &h.source_agent),
+        )?;
+        checked(
+            &key,
+            args::agent_id(&self.cfg, "target_agent", &h.target_agent),
+        )?;
         let mut status = h.status;
         if let (Some(at), Some(agent)) = (&h.accepted_at, &h.accepted_by) {
             p.accepts.push(HandoffAccept {
@@ -285,6 +309,7 @@ pub async fn run(
     }
     let mut imp = Importer {
         db,
+        cfg: cfg.clone(),
         tenant: Arc::from(tenant),
         on_conflict,
         counts: dump::End::default(),
@@ -356,4 +381,13 @@ pub async fn run(
         imp.counts.sessions, imp.counts.entries, imp.counts.handoffs, imp.tenant, imp.skipped
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A tool's check applied to an imported value: its message, naming the
+/// session, stops the import.
+fn checked(session_key: &str, r: Result<(), handoff_actors::HandoffError>) -> anyhow::Result<()> {
+    r.map_err(|e| {
+        let key: String = session_key.chars().take(80).collect();
+        anyhow!("session {key:?}: {}", e.message)
+    })
 }

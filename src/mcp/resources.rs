@@ -117,13 +117,13 @@ fn not_found(uri: &str) -> HandoffError {
 }
 
 /// Split `handoff://what/rest?query` and decode the parts.
-struct Parsed {
-    kind: String,
-    key: Option<String>,
-    query: Vec<(String, String)>,
+pub struct Parsed {
+    pub kind: String,
+    pub key: Option<String>,
+    pub query: Vec<(String, String)>,
 }
 
-fn parse(uri: &str) -> Option<Parsed> {
+pub fn parse(uri: &str) -> Option<Parsed> {
     let rest = uri.strip_prefix("handoff://")?;
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (kind, key) = match path.split_once('/') {

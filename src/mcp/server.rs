@@ -33,6 +33,10 @@ use crate::config::Config;
 use crate::logging::key_hash;
 use crate::storage::Reads;
 
+/// Resource subscriptions one connection may hold: each costs memory and
+/// a check on every committed change.
+pub const MAX_SUBSCRIPTIONS: usize = 1000;
+
 #[derive(Clone)]
 pub struct HandoffServer {
     core: Core,
@@ -277,12 +281,19 @@ impl ServerHandler for HandoffServer {
             .detail("uri", request.uri.clone());
             return Err(reply::protocol_error(&e, Uuid::now_v7()));
         };
-        self.subscriptions
-            .lock()
-            .expect("subscriptions lock")
-            .entry(key)
-            .or_default()
-            .insert(request.uri);
+        {
+            let mut subs = self.subscriptions.lock().expect("subscriptions lock");
+            let held: usize = subs.values().map(HashSet::len).sum();
+            let known = subs.get(&key).is_some_and(|s| s.contains(&request.uri));
+            if !known && held >= MAX_SUBSCRIPTIONS {
+                let e = HandoffError::validation(format!(
+                    "a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first"
+                ))
+                .detail("limit", MAX_SUBSCRIPTIONS);
+                return Err(reply::protocol_error(&e, Uuid::now_v7()));
+            }
+            subs.entry(key).or_default().insert(request.uri);
+        }
         self.start_forwarding(context.peer);
         Ok(())
     }
@@ -318,6 +329,7 @@ impl ServerHandler for HandoffServer {
                 .iter()
                 .flatten()
                 .filter(|u| resources::watch_key(u).is_some())
+                .take(MAX_SUBSCRIPTIONS)
                 .cloned()
                 .collect(),
         );

@@ -31,6 +31,7 @@ use serde_json::Value;
 
 use super::args::{self, ToolArgs};
 use super::context::Ctx;
+use crate::config::UnknownFields;
 
 pub struct Catalog {
     pub tools: Vec<Tool>,
@@ -46,6 +47,18 @@ macro_rules! catalog {
                     .with_input_schema::<$m::Args>()
                     .with_output_schema::<$m::Out>()
             ),*]
+        }
+
+        /// Parse `raw` as the arguments of tool `name`, as a call does
+        /// (spellings, unknown fields, types); `None` for an unknown tool.
+        fn decode_args(name: &str, raw: Option<JsonObject>, cat: &Catalog, policy: UnknownFields)
+            -> Option<Result<(), HandoffError>> {
+            let name = args::snake_case(name);
+            let fields = cat.fields.get(&name)?;
+            Some(match name.as_str() {
+                $($m::NAME => args::parse::<$m::Args>(raw, fields, policy).map(|_| ()),)*
+                _ => return None,
+            })
         }
 
         async fn route(ctx: Ctx, name: &str, raw: Option<JsonObject>, cat: &Catalog)
@@ -103,6 +116,17 @@ impl Catalog {
 
     fn fields(&self, name: &str) -> &HashSet<String> {
         &self.fields[name]
+    }
+
+    /// Decode a call's arguments without running it (the fuzz target
+    /// `tool_args` drives every tool through this).
+    pub fn decode(
+        &self,
+        name: &str,
+        raw: Option<JsonObject>,
+        policy: UnknownFields,
+    ) -> Option<Result<(), HandoffError>> {
+        decode_args(name, raw, self, policy)
     }
 
     /// Run a tool by name; `None` when no such tool is offered. The
