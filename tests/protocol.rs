@@ -991,3 +991,115 @@ async fn every_row_of_the_bad_input_table() {
         "a log line carries a large input"
     );
 }
+
+/// Requests in flight per connection are bounded (the transport stops
+/// reading past `MAX_IN_FLIGHT`): a client that pipelines far more than
+/// that, and cancels some, still gets every other answer, in whatever
+/// order, and the connection stays usable.
+#[tokio::test]
+async fn pipelined_requests_past_the_in_flight_bound_are_all_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = started(dir.path()).await;
+    let r = s
+        .call(
+            "register_session",
+            json!({"session_key": "k", "agent_from": "a"}),
+        )
+        .await;
+    ok_body(&r);
+    let n = 1000i64;
+    let mut batch = Vec::new();
+    for id in 10_000..10_000 + n {
+        let line = if id % 2 == 0 {
+            json!({"jsonrpc": "2.0", "id": id, "method": "ping"})
+        } else {
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                   "params": {"name": "get_context", "arguments": {"session_key": "k", "limit": 1}}})
+        };
+        batch.extend(serde_json::to_vec(&line).unwrap());
+        batch.push(b'\n');
+    }
+    // Cancellations of requests that do not exist change nothing.
+    for id in 0..300 {
+        batch.extend(
+            serde_json::to_vec(
+                &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": 90_000 + id}}),
+            )
+            .unwrap(),
+        );
+        batch.push(b'\n');
+    }
+    let mut w = s.stdin.take().unwrap();
+    let writer = tokio::spawn(async move {
+        w.write_all(&batch).await.unwrap();
+        w.flush().await.unwrap();
+        w
+    });
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < n as usize {
+        let v = s.recv().await;
+        let id = v["id"].as_i64().expect("a response");
+        assert!(v.get("error").is_none(), "{v}");
+        assert!(seen.insert(id), "answered twice: {id}");
+    }
+    s.stdin = Some(writer.await.unwrap());
+    let r = s.request("ping", json!({})).await;
+    assert_eq!(r["result"], json!({}));
+    let (status, _) = s.close().await;
+    assert!(status.success());
+}
+
+/// Backpressure: a client that sends many requests for large answers and
+/// does not read them cannot make the server take more than a bounded
+/// number of them in: the server stops reading, and the client's writes
+/// block. When it reads again, every request is answered.
+#[tokio::test]
+async fn a_client_that_does_not_read_is_not_read_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = started(dir.path()).await;
+    ok_body(
+        &s.call(
+            "register_session",
+            json!({"session_key": "k", "agent_from": "a"}),
+        )
+        .await,
+    );
+    ok_body(
+        &s.call(
+            "update_context",
+            json!({"session_key": "k", "context_type": "message", "content": "z".repeat(30_000)}),
+        )
+        .await,
+    );
+    let n = 2000usize;
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut w = s.stdin.take().unwrap();
+    let count = written.clone();
+    let writer = tokio::spawn(async move {
+        for id in 0..n {
+            let line = json!({"jsonrpc": "2.0", "id": 50_000 + id, "method": "tools/call",
+                "params": {"name": "get_context", "arguments": {"session_key": "k", "after_sequence": 1, "limit": 1}}});
+            let mut bytes = serde_json::to_vec(&line).unwrap();
+            bytes.push(b'\n');
+            w.write_all(&bytes).await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        w.flush().await.unwrap();
+        w
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let taken = written.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        taken < n / 2,
+        "the server read {taken} of {n} requests from a client that reads no answers"
+    );
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < n {
+        let v = s.recv().await;
+        assert!(seen.insert(v["id"].as_i64().expect("a response")));
+    }
+    s.stdin = Some(writer.await.unwrap());
+    let (status, _) = s.close().await;
+    assert!(status.success());
+}

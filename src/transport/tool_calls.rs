@@ -174,6 +174,18 @@ const ENDS_KEPT: usize = 256;
 /// (backpressure reaches it through the pipe).
 pub const MAX_IN_FLIGHT: usize = 256;
 
+/// Counts a request as answered when dropped: after its answer's write,
+/// or when that write is abandoned.
+struct Answered(std::sync::Arc<InFlight>, Option<RequestId>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        if let Some(id) = &self.1 {
+            self.0.done(id);
+        }
+    }
+}
+
 /// The ids of requests read and not yet answered.
 #[derive(Default)]
 struct InFlight {
@@ -362,26 +374,36 @@ where
         &mut self,
         item: TxJsonRpcMessage<RoleServer>,
     ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
-        match &item {
-            JsonRpcMessage::Response(r) => self.in_flight.done(&r.id),
-            JsonRpcMessage::Error(e) => {
-                if let Some(id) = &e.id {
-                    self.in_flight.done(id)
-                }
-            }
-            _ => {}
-        }
+        // A request stops counting when its answer is written, not when it
+        // is made: answers the client does not read must hold the reading
+        // back too, or they pile up here instead.
+        let answered = Answered(
+            self.in_flight.clone(),
+            match &item {
+                JsonRpcMessage::Response(r) => Some(r.id.clone()),
+                JsonRpcMessage::Error(e) => e.id.clone(),
+                _ => None,
+            },
+        );
         let (id, mut result) = match item {
             JsonRpcMessage::Response(JsonRpcResponse {
                 id,
                 result: ServerResult::CallToolResult(r),
                 ..
             }) if reply::structured_text(&r).is_some() => (id, r),
-            item => return Either::Right(self.rmcp.send(item)),
+            item => {
+                let write = self.rmcp.send(item);
+                return Either::Right(async move {
+                    let r = write.await;
+                    drop(answered);
+                    r
+                });
+            }
         };
         reply::clear_structured_mark(&mut result);
         let mut write = self.direct.clone();
         Either::Left(async move {
+            let _answered = answered;
             let line = result_line(&id, &result).or_else(|e| {
                 // Not expected (the text is a serialised struct), but the
                 // client waits for an answer to this id all the same.
