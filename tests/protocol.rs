@@ -954,6 +954,8 @@ async fn every_row_of_the_bad_input_table() {
         ("params not an object", b"{\"jsonrpc\":\"2.0\",\"id\":31,\"method\":\"tools/call\",\"params\":7}\n".to_vec(), Expect::Rpc(-32600, json!(31))),
         ("unknown tool", call(32, &"t".repeat(10_000), json!({})), Expect::Rpc(-32602, json!(32))),
         // list lengths
+        ("40,000 context_types", call(38, "get_context", json!({"session_key": "k", "context_types": vec!["message"; 40_000]})), Expect::Tool("VALIDATION_ERROR")),
+        ("no context_types", call(39, "get_context", json!({"session_key": "k", "context_types": []})), Expect::Tool("VALIDATION_ERROR")),
         ("51 file paths", call(33, "analyze_codebase", json!({"session_key": "k", "file_paths": vec!["a.rs"; 51]})), Expect::Tool("VALIDATION_ERROR")),
         // durations and the admin capability (off on this server)
         ("retention change without admin", call(34, "update_configuration", json!({"config_section": "retention", "retention_policy": {"dormant_after": "1ns"}})), Expect::Tool("FORBIDDEN")),

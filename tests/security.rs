@@ -363,3 +363,37 @@ async fn metrics_can_be_switched_off() {
     assert!(format!("{e:?}").contains("NOT_FOUND"), "{e:?}");
     s.close().await;
 }
+
+/// Finding 3: requests of a hostile shape are refused before any query and
+/// never count against the database breaker, so they cannot open it for
+/// everyone; a repeated type is harmless.
+#[tokio::test]
+async fn hostile_list_shapes_cannot_open_the_breaker() {
+    let db = DbDir::new();
+    let s = Server::start(&db, &[("HANDOFF_BREAKER_FAILURES", "2")]).await;
+    register(&s, "k").await;
+    for _ in 0..10 {
+        s.call(
+            "get_context",
+            json!({"session_key": "k", "context_types": vec!["message"; 40_000]}),
+        )
+        .await
+        .err("VALIDATION_ERROR");
+    }
+    let r = s
+        .call(
+            "get_context",
+            json!({"session_key": "k", "context_types": ["system", "system", "message"]}),
+        )
+        .await;
+    assert_eq!(r.ok()["entries"].as_array().unwrap().len(), 1);
+    let b = common::health_component(&s, "breaker.database").await;
+    assert_eq!(b["details"]["state"], "closed", "{b}");
+    s.call(
+        "register_session",
+        json!({"session_key": "unrelated", "agent_from": "b"}),
+    )
+    .await
+    .ok();
+    s.close().await;
+}

@@ -137,7 +137,7 @@ impl From<StoreError> for HandoffError {
                     .internal_cause(m)
             }
             StoreError::Rejected(m) => {
-                HandoffError::internal("the database refused the write").internal_cause(m)
+                HandoffError::internal("the database refused the request").internal_cause(m)
             }
             StoreError::Conflict(m) => HandoffError::storage_unavailable(
                 "another writer changed this session at the same time; retry",

@@ -170,6 +170,55 @@ pub fn encoded_cost(content: &str) -> usize {
     once + twice
 }
 
+/// Whether a database error is the dependency's fault (down, out of
+/// resources, timing out, shutting down) rather than the request's (a
+/// statement its shape made invalid, a value out of range, a constraint).
+/// Only the dependency's failures count against the breaker: a client must
+/// not be able to open it for everyone with requests of a hostile shape.
+pub fn dependency_failed(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            match code.parse::<u32>() {
+                // SQLite (numeric result codes; the low byte is the primary
+                // code): busy, locked, out of memory, read-only file, I/O,
+                // corrupt, disk full, cannot open, lock protocol, not a
+                // database, permission denied.
+                Ok(n) if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+                    matches!(n & 0xff, 3 | 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 15 | 26)
+                }
+                // PostgreSQL SQLSTATE classes: connection (08), transaction
+                // rollback (40: serialization, deadlock), insufficient
+                // resources (53), object not in prerequisite state (55: lock
+                // not available), operator intervention (57: cancelled,
+                // shutting down), system error (58), internal (XX); and a
+                // read-only standby (25006). Data (22), integrity (23),
+                // syntax or access (42) and program limits (54) are the
+                // request's.
+                _ => {
+                    matches!(
+                        code.get(..2),
+                        Some("08" | "40" | "53" | "55" | "57" | "58" | "XX")
+                    ) || code == "25006"
+                }
+            }
+        }
+        // sqlx refuses a statement with more bind arguments than the wire
+        // protocol carries before sending it: the request's shape.
+        sqlx::Error::Protocol(m) if m.contains("too many arguments") => false,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Configuration(_) => true,
+        // Decoding, encoding, a missing column or row: about the data.
+        _ => false,
+    }
+}
+
 /// A lifecycle transition as `handoff://sessions/lifecycle` shows it.
 #[derive(Debug, Clone)]
 pub struct LifecycleListing {

@@ -262,14 +262,13 @@ fn describe_opts(opts: &PgConnectOptions) -> String {
 /// disk full, a server shutting down, serialization failures — is the
 /// database being unavailable.
 pub(super) fn classify(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        if let Some(code) = db.code() {
-            if code.starts_with("23") || code.starts_with("22") {
-                return StoreError::Rejected(redact(db.message()));
-            }
-        }
+    if super::dependency_failed(&e) {
+        return StoreError::Unavailable(redact(&e.to_string()));
     }
-    StoreError::Unavailable(redact(&e.to_string()))
+    match &e {
+        sqlx::Error::Database(db) => StoreError::Rejected(redact(db.message())),
+        _ => StoreError::Rejected(redact(&e.to_string())),
+    }
 }
 
 /// A constraint only another writer can have broken (a taken key or

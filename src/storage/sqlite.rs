@@ -75,11 +75,12 @@ impl SqliteDb {
 /// Constraint violations are the data's fault; anything else is the
 /// database's (and counts against the breaker).
 pub(super) fn classify(e: sqlx::Error) -> StoreError {
+    if super::dependency_failed(&e) {
+        return StoreError::Unavailable(e.to_string());
+    }
     match &e {
-        sqlx::Error::Database(db) if db.kind() != sqlx::error::ErrorKind::Other => {
-            StoreError::Rejected(db.message().to_string())
-        }
-        _ => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Database(db) => StoreError::Rejected(db.message().to_string()),
+        _ => StoreError::Rejected(e.to_string()),
     }
 }
 

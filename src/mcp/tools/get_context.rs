@@ -80,10 +80,29 @@ pub async fn page(
     ))
 }
 
+/// `context_types` checked before any query: 1 to 4 names (one per type;
+/// a repeat is harmless and dropped). 40,000 of them once made SQLite
+/// refuse the statement, which counted against the breaker.
+fn types_filter(
+    given: Option<Vec<ContextTypeArg>>,
+) -> Result<Option<Vec<ContextType>>, HandoffError> {
+    let Some(given) = given else { return Ok(None) };
+    let max = ContextType::ALL.len();
+    if given.is_empty() || given.len() > max {
+        return Err(HandoffError::validation(format!(
+            "context_types must name 1–{max} types (got {})",
+            given.len()
+        ))
+        .detail("field", "context_types"));
+    }
+    let mut types: Vec<ContextType> = given.into_iter().map(ContextType::from).collect();
+    types.sort();
+    types.dedup();
+    Ok(Some(types))
+}
+
 pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
-    let types = a
-        .context_types
-        .map(|v| v.into_iter().map(ContextType::from).collect());
+    let types = types_filter(a.context_types)?;
     let (entries, next, has_more) =
         page(&ctx, &a.session_key, a.after_sequence, a.limit, types).await?;
     Ok(Out {
