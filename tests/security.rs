@@ -219,7 +219,8 @@ async fn tenants_with_separators_cannot_be_made() {
             .unwrap();
         let mut input = child.stdin.take().unwrap();
         if let Some(b) = stdin {
-            input.write_all(b).unwrap();
+            // A refused import may exit before reading it all.
+            let _ = input.write_all(b);
         }
         drop(input);
         child.wait_with_output().unwrap()
