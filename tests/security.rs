@@ -398,3 +398,54 @@ async fn hostile_list_shapes_cannot_open_the_breaker() {
     .ok();
     s.close().await;
 }
+
+/// The peak resident memory of a process, in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+/// Finding 4: a page of large entries is read up to its byte budget, not
+/// as `limit + 1` whole rows: reading 40 entries of ~1 MiB with
+/// `limit: 1000` returns the first four (the 4 MiB budget) without the
+/// server's peak memory growing by the other 36.
+#[tokio::test]
+async fn large_pages_stop_at_the_byte_budget_while_reading() {
+    let db = DbDir::new();
+    let s = Server::start(&db, &[]).await;
+    register(&s, "big").await;
+    let content = "m".repeat(1_000_000);
+    for _ in 0..100 {
+        common::append(&s, "big", &content).await;
+    }
+    // Settle: the writes' buffers are the baseline.
+    let before = peak_kib(s.pid());
+    let r = s
+        .call(
+            "get_context",
+            json!({"session_key": "big", "after_sequence": 1, "limit": 1000}),
+        )
+        .await;
+    let body = r.ok();
+    let n = body["entries"].as_array().unwrap().len();
+    assert!((1..=4).contains(&n), "{n} entries in one 4 MiB page");
+    assert_eq!(body["has_more"], true);
+    assert_eq!(body["next_after_sequence"], 1 + n as i64);
+    let after = peak_kib(s.pid());
+    eprintln!("peak RSS before the read {before} KiB, after {after} KiB");
+    assert!(
+        after.saturating_sub(before) < 64 * 1024,
+        "reading one page raised the peak from {before} KiB to {after} KiB"
+    );
+    // Every entry is still reachable page by page, in order.
+    let all = common::all_entries(&s, "big").await;
+    assert_eq!(all.len(), 101);
+    assert!(all
+        .windows(2)
+        .all(|w| w[0]["sequence_number"].as_i64() < w[1]["sequence_number"].as_i64()));
+    s.close().await;
+}

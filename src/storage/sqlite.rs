@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use handoff_actors::model::{
     json_string, rfc3339, AuditRow, CommitUnit, ContextType, EntryRow, SessionRow, SessionStatus,
 };
@@ -496,11 +497,14 @@ impl Database for SqliteDb {
             b.push(")");
         }
         b.push(" ORDER BY seq LIMIT ").push_bind(q.limit as i64 + 1);
-        let rows = b.build().fetch_all(&mut *conn).await.map_err(classify)?;
-        let mut entries = Vec::with_capacity(rows.len().min(q.limit as usize));
+        // Rows are streamed and reading stops at the byte budget: fetching
+        // `limit + 1` whole rows first held up to a thousand 1 MiB
+        // contents in memory for a page that returns four.
+        let mut rows = b.build().fetch(&mut *conn);
+        let mut entries = Vec::new();
         let mut bytes = 0usize;
         let mut has_more = false;
-        for r in rows {
+        while let Some(r) = rows.try_next().await.map_err(classify)? {
             let content: String = r.get("content");
             let cost = super::encoded_cost(&content);
             if entries.len() == q.limit as usize
