@@ -449,3 +449,57 @@ async fn large_pages_stop_at_the_byte_budget_while_reading() {
         .all(|w| w[0]["sequence_number"].as_i64() < w[1]["sequence_number"].as_i64()));
     s.close().await;
 }
+
+/// Finding 5: what a handoff stores and returns does not grow with the
+/// handoffs before it: 300 collaboration handoffs to distinct agents keep
+/// the last reply and the last stored snapshot as small as the early ones;
+/// the summary names the first 32 participants and counts them all.
+#[tokio::test]
+async fn handoff_rows_stay_bounded() {
+    let db = DbDir::new();
+    let s = Server::start(&db, &[]).await;
+    register(&s, "team").await;
+    let mut sizes = Vec::new();
+    for i in 0..300 {
+        let r = s
+            .call(
+                "request_handoff",
+                json!({"session_key": "team", "target_agent": format!("agent-{i:03}-{}", "x".repeat(80)),
+                       "request_type": "collaboration"}),
+            )
+            .await;
+        sizes.push(r.ok().to_string().len());
+    }
+    let early = sizes[40];
+    let last = *sizes.last().unwrap();
+    assert!(
+        last <= early + 256,
+        "replies grew from {early} to {last} bytes"
+    );
+    assert!(last < 20 * 1024, "a reply of {last} bytes");
+    let summary = s.read("handoff://summary/team").await.unwrap();
+    assert_eq!(summary["participants"].as_array().unwrap().len(), 32);
+    assert_eq!(summary["participant_count"], 301, "{summary}");
+    let page = s
+        .call(
+            "list_handoffs",
+            json!({"target_agent": format!("agent-299-{}", "x".repeat(80))}),
+        )
+        .await;
+    let listed = page.ok()["handoffs"][0]["context_summary"]
+        .to_string()
+        .len();
+    assert!(listed < 16 * 1024, "a stored snapshot of {listed} bytes");
+    s.close().await;
+    let rows = common::sql_rows(
+        &db,
+        "SELECT CAST(length(CAST(context_summary AS TEXT)) AS TEXT) FROM handoffs",
+    )
+    .await;
+    let max = rows
+        .iter()
+        .map(|r| r[0].as_deref().unwrap().parse::<usize>().unwrap())
+        .max()
+        .unwrap();
+    assert!(max < 16 * 1024, "a stored context_summary of {max} bytes");
+}

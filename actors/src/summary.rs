@@ -13,6 +13,12 @@ use crate::model::{rfc3339, ContextType, EntryRow};
 const RECENT: usize = 5;
 /// Characters kept of each recent entry.
 const EXCERPT_CHARS: usize = 200;
+/// Participants the summary names; more are only counted. The summary is
+/// copied into every handoff row as its snapshot, so an uncapped list made
+/// storage grow with the square of the handoffs (300 collaboration
+/// handoffs: 9.8 MB of snapshots, replies growing from 6 to 100 KB). With
+/// the cap a snapshot stays under ~16 KiB whatever the session's history.
+pub const MAX_PARTICIPANTS: usize = 32;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RecentEntry {
@@ -28,6 +34,9 @@ pub struct Summary {
     pub total_entries: i64,
     pub entry_counts: BTreeMap<ContextType, i64>,
     pub participants: Vec<String>,
+    /// Participants beyond `MAX_PARTICIPANTS`, counted, not named.
+    #[serde(default)]
+    pub more_participants: i64,
     pub total_content_bytes: i64,
     pub handoffs: i64,
     pub first_entry_at: Option<String>,
@@ -43,9 +52,21 @@ impl Summary {
     }
 
     pub fn add_participant(&mut self, agent: &str) {
-        if !self.participants.iter().any(|p| p == agent) {
-            self.participants.push(agent.to_string());
+        if self.participants.iter().any(|p| p == agent) {
+            return;
         }
+        if self.participants.len() < MAX_PARTICIPANTS {
+            self.participants.push(agent.to_string());
+        } else {
+            // Past the cap an agent cannot be told apart from one already
+            // counted: a repeat may count twice (an upper bound).
+            self.more_participants += 1;
+        }
+    }
+
+    /// Everyone who took part, named or only counted.
+    pub fn participant_count(&self) -> i64 {
+        self.participants.len() as i64 + self.more_participants
     }
 
     pub fn apply(&mut self, e: &EntryRow) {
@@ -96,6 +117,9 @@ impl Summary {
         );
         if self.participants.len() > 1 {
             s.push_str(&format!("; participants: {}", self.participants.join(", ")));
+            if self.more_participants > 0 {
+                s.push_str(&format!(" and {} more", self.more_participants));
+            }
         }
         if let Some(last) = &self.last_entry_at {
             s.push_str(&format!("; last entry at {last}"));
@@ -125,7 +149,9 @@ pub struct SummaryView {
     pub total_entries: i64,
     pub last_sequence: i64,
     pub entry_counts: BTreeMap<&'static str, i64>,
+    /// The first `MAX_PARTICIPANTS` participants.
     pub participants: Vec<String>,
+    pub participant_count: i64,
     pub total_content_bytes: i64,
     pub recent_entries: Vec<RecentEntry>,
     pub last_activity_at: String,
@@ -144,6 +170,7 @@ impl SummaryView {
             last_sequence: row.last_seq,
             entry_counts: s.counts(),
             participants: s.participants.clone(),
+            participant_count: s.participant_count(),
             total_content_bytes: s.total_content_bytes,
             recent_entries: s.recent_entries.iter().cloned().collect(),
             last_activity_at: rfc3339(&row.last_activity_at),
