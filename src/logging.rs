@@ -3,6 +3,7 @@
 
 use std::sync::OnceLock;
 
+use regex::Regex;
 use tracing_subscriber::EnvFilter;
 
 static HASH_KEY: OnceLock<[u8; 32]> = OnceLock::new();
@@ -52,64 +53,157 @@ pub fn key_hash(value: &str) -> String {
     handoff_actors::key_hash(&hash_key(), value)
 }
 
-/// Scrub known secret shapes from a string before it reaches a log: bearer
-/// tokens, passwords in URLs, private keys, AWS access keys, API-key-like
-/// assignments.
+/// Secret shapes, each with what replaces it: enough of the shape stays
+/// visible (`postgres://app:***@db`, `password=***`, `Bearer ***`,
+/// `ghp_***`) for the log line to stay readable. Applied in this order,
+/// each over the whole string, every occurrence.
+fn patterns() -> &'static [(Regex, &'static str)] {
+    static P: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
+    P.get_or_init(|| {
+        [
+            // PEM private keys, the block whole (or to the end if cut).
+            (
+                r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
+                "[private key redacted]",
+            ),
+            // user:password@ in any URL.
+            (r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^@\s/]*@", "${1}:***@"),
+            // Authorization headers and bearer/basic tokens.
+            (r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{4,}", "${1} ***"),
+            // JWTs.
+            (r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", "***"),
+            // Provider tokens: GitHub, Slack, Google, Stripe-like, OpenAI and
+            // Anthropic, this project's API keys (hk_).
+            (r"\b(gh[pousr]_|github_pat_)[A-Za-z0-9_]{16,}", "${1}***"),
+            (r"\b(xox[abposr]-)[A-Za-z0-9-]{8,}", "${1}***"),
+            (r"\bAIza[0-9A-Za-z_-]{30,}", "AIza***"),
+            (r"\b(sk|pk|rk|hk)([-_](?:live|test|ant|proj))?[-_][A-Za-z0-9_-]{12,}", "${1}***"),
+            // AWS access key ids.
+            (r"\b(AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b", "***"),
+            // key = value / key: value / "key": "value" for secret-ish keys
+            // (aws_secret_access_key, password, passwd, pwd, secret,
+            // api_key, apikey, access_token, token, private_key, auth).
+            (
+                r#"(?i)("?\b[a-z0-9_.-]*(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|token|private[_-]?key|authorization|auth)[a-z0-9_.-]*"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&"'}]+)"#,
+                "${1}***",
+            ),
+        ]
+        .into_iter()
+        .map(|(re, with)| (Regex::new(re).expect("a valid pattern"), with))
+        .collect()
+    })
+}
+
+/// Scrub known secret shapes from a string before it reaches a log: keys
+/// in URLs, bearer tokens, private keys, provider tokens (GitHub, Slack,
+/// Google, AWS, OpenAI/Anthropic-style), JWTs, and `password=`-style
+/// assignments in any of their usual spellings.
 pub fn redact(s: &str) -> String {
-    let mut out = s.to_string();
-    // user:password@ in URLs
-    if let Some(scheme) = out.find("://") {
-        let rest = &out[scheme + 3..];
-        if let Some(at) = rest.find('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                let start = scheme + 3 + colon + 1;
-                let end = scheme + 3 + at;
-                out.replace_range(start..end, "***");
-            }
+    let mut out = std::borrow::Cow::Borrowed(s);
+    for (re, with) in patterns() {
+        if let std::borrow::Cow::Owned(replaced) = re.replace_all(&out, *with) {
+            out = std::borrow::Cow::Owned(replaced);
         }
     }
-    let mut words: Vec<String> = out.split(' ').map(str::to_string).collect();
-    for i in 0..words.len() {
-        let w = words[i].clone();
-        let lower = w.to_ascii_lowercase();
-        let after_bearer = i > 0 && words[i - 1].eq_ignore_ascii_case("bearer");
-        let aws_key = (w.starts_with("AKIA") || w.starts_with("ASIA")) && w.len() == 20;
-        if after_bearer || aws_key {
-            words[i] = "***".into();
-        } else if ["password=", "token=", "api_key=", "apikey=", "secret="]
-            .iter()
-            .any(|p| lower.starts_with(p))
-        {
-            let eq = w.find('=').unwrap_or(0);
-            words[i] = format!("{}=***", &w[..eq]);
-        } else if w.starts_with("sk-") || w.starts_with("hk_") {
-            words[i] = "***".into();
-        }
+    out.into_owned()
+}
+
+/// Characters of a client's string that a log line keeps.
+const CLIENT_STR_CHARS: usize = 200;
+
+/// A string a client sent (a tool name, a URI), as a log may show it:
+/// redacted and cut to `CLIENT_STR_CHARS` characters, with its full length
+/// noted, so a client cannot write megabytes into the log.
+pub fn client_str(s: &str) -> String {
+    let head: String = s.chars().take(CLIENT_STR_CHARS).collect();
+    let head = redact(&head);
+    if head.len() < s.len() && s.chars().nth(CLIENT_STR_CHARS).is_some() {
+        format!("{head}… ({} bytes)", s.len())
+    } else {
+        head
     }
-    out = words.join(" ");
-    if let Some(start) = out.find("-----BEGIN") {
-        out.truncate(start);
-        out.push_str("[private key redacted]");
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{client_str, redact};
 
+    /// Real secret shapes, several to a line, among text that must survive.
     #[test]
     fn redacts_secret_shapes() {
-        assert_eq!(
-            redact("postgres://app:hunter2@db/x"),
-            "postgres://app:***@db/x"
+        let table: &[(&str, &[&str], &[&str])] = &[
+            (
+                "postgres://app:hunter2@db/x and redis://:s3cr3t@cache:6379/0 ok",
+                &["hunter2", "s3cr3t"],
+                &["postgres://app:***@db/x", "cache:6379/0 ok"],
+            ),
+            (
+                "password=hunter2 then password: hunter3, {\"password\": \"hunter4\"} and PASSWD='h5'",
+                &["hunter2", "hunter3", "hunter4", "h5"],
+                &["password=***", "then"],
+            ),
+            (
+                "Authorization: Bearer abc.def-ghi and bearer XYZ123456",
+                &["abc.def-ghi", "XYZ123456"],
+                &["Authorization: ***", "and bearer ***"],
+            ),
+            (
+                "gh ghp_0123456789abcdefghijABCDEFGHIJ012345 and github_pat_11ABCDEFG0123456789_abcdefghijkl",
+                &["0123456789abcdefghij", "11ABCDEFG0123456789"],
+                &["ghp_***"],
+            ),
+            ("slack xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOp", &["AbCdEfGhIjKlMnOp"], &["xoxb-***"]),
+            ("google AIzaSyA-1234567890abcdefghijklmnopqrstu end", &["SyA-1234567890"], &["AIza***", "end"]),
+            (
+                "aws AKIAIOSFODNN7EXAMPLE aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                &["AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI"],
+                &["aws ***"],
+            ),
+            (
+                "keys sk-proj-abcdefghijklmnop123456 sk-ant-api03-abcdefghijklmnopqrst hk_live_abcdefghijklmnop",
+                &["abcdefghijklmnop123456", "api03-abcdefghij", "live_abcdefghijklmnop"],
+                &["keys"],
+            ),
+            (
+                "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+                &["eyJzdWIiOiIxMjM0NTY3ODkwIn0", "dozjgNryP4J3jVmNHl0w5N"],
+                &["jwt ***"],
+            ),
+            (
+                "before -----BEGIN RSA PRIVATE KEY-----\nMIIEow\nabc\n-----END RSA PRIVATE KEY----- after",
+                &["MIIEow", "abc"],
+                &["before [private key redacted] after"],
+            ),
+            (
+                "cut -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk",
+                &["b3BlbnNzaC1rZXk"],
+                &["cut [private key redacted]"],
+            ),
+        ];
+        for (input, gone, kept) in table {
+            let out = redact(input);
+            for g in *gone {
+                assert!(!out.contains(g), "{g:?} survived in {out:?}");
+            }
+            for k in *kept {
+                assert!(out.contains(k), "{k:?} lost from {out:?}");
+            }
+        }
+        // Ordinary text is left alone.
+        let plain = "session fix-login-bug handed to cursor after 3 entries (nothing secret here)";
+        assert_eq!(redact(plain), plain);
+    }
+
+    #[test]
+    fn client_strings_are_cut_and_redacted() {
+        let long = format!(
+            "ghp_0123456789abcdefghijABCDEFGHIJ012345{}",
+            "x".repeat(100_000)
         );
-        assert_eq!(
-            redact("Authorization: Bearer abc.def"),
-            "Authorization: Bearer ***"
-        );
-        assert_eq!(redact("key AKIAIOSFODNN7EXAMPLE used"), "key *** used");
-        assert_eq!(redact("password=hunter2 ok"), "password=*** ok");
-        assert!(!redact("x -----BEGIN PRIVATE KEY----- abc").contains("abc"));
+        let out = client_str(&long);
+        assert!(out.len() < 400, "{}", out.len());
+        assert!(!out.contains("0123456789abcdefghij"));
+        assert!(out.ends_with(&format!("({} bytes)", long.len())));
+        assert_eq!(client_str("get_context"), "get_context");
     }
 }

@@ -503,3 +503,44 @@ async fn handoff_rows_stay_bounded() {
         .unwrap();
     assert!(max < 16 * 1024, "a stored context_summary of {max} bytes");
 }
+
+/// Finding 8: a client's text reaches the log cut and redacted: an unknown
+/// tool name of 100 KB full of secret shapes leaves none of them, and no
+/// long line, in the log.
+#[tokio::test]
+async fn client_text_reaches_the_log_cut_and_redacted() {
+    let db = DbDir::new();
+    let s = Server::start(&db, &[]).await;
+    let secrets = [
+        "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+        "hunter2hunter2",
+        "AKIAIOSFODNN7EXAMPLE",
+        "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOp",
+    ];
+    let name = format!(
+        "{} password={} {} {}{}",
+        secrets[0],
+        secrets[1],
+        secrets[2],
+        secrets[3],
+        "x".repeat(100_000)
+    );
+    let err = s
+        .try_call(&name, json!({}))
+        .await
+        .expect_err("an unknown tool is a protocol error");
+    assert!(
+        format!("{err:?}").len() < 8 * 1024,
+        "the reply echoes the whole name"
+    );
+    s.close().await;
+    let log = std::fs::read_to_string(db.stderr_log()).unwrap();
+    assert!(log.contains("unknown tool"), "{log}");
+    for secret in secrets {
+        assert!(!log.contains(secret), "{secret} reached the log");
+    }
+    assert!(
+        log.lines().all(|l| l.len() < 4096),
+        "a log line of a client's 100 KB"
+    );
+}

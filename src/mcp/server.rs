@@ -215,11 +215,14 @@ impl ServerHandler for HandoffServer {
             .call(self.ctx(), &tool, request.arguments)
             .await;
         let Some(outcome) = outcome else {
-            let e = HandoffError::new(ErrorCode::NotFound, format!("unknown tool '{tool}'"))
-                .detail("tool", tool.clone());
-            tracing::info!(%request_id, tool = %crate::logging::redact(&tool), error_code = "NOT_FOUND", "unknown tool");
+            // The name is the client's text (up to the message limit): the
+            // log and the reply carry a cut, redacted form.
+            let shown = crate::logging::client_str(&tool);
+            let e = HandoffError::new(ErrorCode::NotFound, format!("unknown tool '{shown}'"))
+                .detail("tool", shown.clone());
+            tracing::info!(%request_id, tool = %shown, error_code = "NOT_FOUND", "unknown tool");
             return Err(McpError::invalid_params(
-                format!("unknown tool '{tool}'"),
+                format!("unknown tool '{shown}'"),
                 Some(reply::error_json(&e, request_id)),
             ));
         };
