@@ -630,3 +630,43 @@ async fn path_count_and_session_are_checked() {
     .err("SESSION_NOT_FOUND");
     assert!(s.close().await.success());
 }
+
+/// A hard link inside the root to a file outside it is not read (no path
+/// check can see where its other name lies), and a FIFO inside the root is
+/// answered at once instead of blocking a thread.
+#[tokio::test]
+async fn hard_links_and_fifos_are_not_read() {
+    let dir = fixtures();
+    let root = root(&dir);
+    let ws = dir.path().join("ws");
+    std::fs::hard_link(dir.path().join("outside/secret.txt"), ws.join("inside.py")).unwrap();
+    let fifo = std::ffi::CString::new(ws.join("pipe.rs").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let (_db, s) = start(&[("HANDOFF_WORKSPACE_ROOT", root.as_str())]).await;
+    register(&s, "links").await;
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        s.call(
+            "analyze_codebase",
+            json!({"session_key": "links", "file_paths": ["inside.py", "pipe.rs", "src/lib.rs"]}),
+        ),
+    )
+    .await
+    .expect("analyze_codebase hung on a FIFO");
+    let out = r.ok().clone();
+    let files = out["files"].as_array().unwrap();
+    assert_eq!(files[0]["status"], "skipped", "{out}");
+    assert!(
+        files[0]["reason"].as_str().unwrap().contains("hard link"),
+        "{out}"
+    );
+    assert!(
+        files[0].get("lines").is_none() || files[0]["lines"]["total"] == 0,
+        "{out}"
+    );
+    assert_ne!(files[1]["status"], "analyzed", "{out}");
+    assert_eq!(files[2]["status"], "analyzed", "{out}");
+    assert!(!out.to_string().contains("top secret"));
+    assert!(s.close().await.success());
+}

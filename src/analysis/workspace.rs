@@ -30,9 +30,39 @@ pub enum Unread {
         size: u64,
         limit: usize,
     },
-    /// Not a regular file (a directory, a socket, …).
+    /// Not a regular file (a directory, a socket, a FIFO, …).
     NotAFile,
+    /// A regular file with more than one name: a hard link, whose other
+    /// name may lie outside the root, where no path check can see it.
+    HardLinked,
     Io(String),
+}
+
+/// Open for reading without following a final symlink and without
+/// blocking on a FIFO or a device.
+fn open_no_follow(path: &Path) -> std::io::Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    }
+    o.open(path)
+}
+
+/// The number of names (hard links) a file has.
+fn links(m: &std::fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        m.nlink()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        1
+    }
 }
 
 pub struct Workspace {
@@ -154,7 +184,8 @@ impl Workspace {
         real: &Path,
         limit: usize,
     ) -> Result<Result<Vec<u8>, Unread>, HandoffError> {
-        let meta = match std::fs::metadata(real) {
+        // lstat: `real` is canonical, so a symlink here was swapped in.
+        let meta = match std::fs::symlink_metadata(real) {
             Ok(m) => m,
             Err(e) => return Ok(Err(Unread::Io(e.kind().to_string()))),
         };
@@ -167,7 +198,10 @@ impl Workspace {
                 limit,
             }));
         }
-        let file = match File::open(real) {
+        // What is opened is checked again on its descriptor: a symlink
+        // swapped in is not followed (O_NOFOLLOW), a FIFO swapped in does
+        // not block the open (O_NONBLOCK) and is refused by the fstat below.
+        let file = match open_no_follow(real) {
             Ok(f) => f,
             Err(e) => return Ok(Err(Unread::Io(e.kind().to_string()))),
         };
@@ -185,6 +219,9 @@ impl Workspace {
         if !opened.is_file() {
             return Ok(Err(Unread::NotAFile));
         }
+        if links(&opened) > 1 {
+            return Ok(Err(Unread::HardLinked));
+        }
         let mut buf = Vec::with_capacity(opened.len().min(limit as u64) as usize);
         if let Err(e) = file.take(limit as u64 + 1).read_to_end(&mut buf) {
             return Ok(Err(Unread::Io(e.kind().to_string())));
@@ -199,7 +236,9 @@ impl Workspace {
         Ok(Ok(buf))
     }
 
-    /// Is the opened file the one that was checked, inside the root?
+    /// Is the opened file the one that was checked, inside the root? Both:
+    /// the descriptor's path is under the root, and it is the same file
+    /// (device and inode) as the one the path checks saw.
     #[allow(unused_variables)]
     fn still_inside(
         &self,
@@ -211,7 +250,9 @@ impl Workspace {
         {
             use std::os::fd::AsRawFd;
             if let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
-                return real.starts_with(&self.root);
+                if !real.starts_with(&self.root) {
+                    return false;
+                }
             }
         }
         #[cfg(unix)]
@@ -313,6 +354,44 @@ mod tests {
         assert_eq!(
             ws.read("f", "x", &d, 100).unwrap().unwrap_err(),
             Unread::NotAFile
+        );
+    }
+
+    /// A FIFO swapped in after the checks does not block the open, and a
+    /// symlink swapped in is not followed (the old `File::open` blocked a
+    /// blocking-pool thread for ever on the first and followed the second).
+    #[test]
+    fn the_open_neither_blocks_nor_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_no_follow(&f).map(|f| f.metadata().unwrap().is_file()));
+        });
+        let opened = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("opening a FIFO blocked");
+        assert_eq!(opened.unwrap(), false, "a FIFO is not a regular file");
+        std::fs::write(dir.path().join("target"), "x").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("target"), dir.path().join("link")).unwrap();
+        assert!(open_no_follow(&dir.path().join("link")).is_err());
+    }
+
+    #[test]
+    fn hard_links_are_not_read() {
+        let (root, outside, ws) = setup();
+        std::fs::write(outside.path().join("secret"), "top secret").unwrap();
+        std::fs::hard_link(outside.path().join("secret"), root.path().join("h.rs")).unwrap();
+        let Resolved::Found(p) = ws.resolve("f", "h.rs").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            ws.read("f", "h.rs", &p, 100).unwrap().unwrap_err(),
+            Unread::HardLinked
         );
     }
 }

@@ -29,6 +29,8 @@ its result and the others are still analyzed.";
 
 /// Paths in one call at most.
 pub const MAX_FILES: usize = 50;
+/// The longest one call may spend reading and scanning its files.
+const ANALYSIS_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 /// One path's length at most, in bytes.
 const MAX_PATH_BYTES: usize = 4096;
 
@@ -199,6 +201,16 @@ fn analyze_all(
             }
             Err(Unread::NotAFile) => {
                 res.reason = Some("not a regular file".into());
+                out.push(res);
+                continue;
+            }
+            Err(Unread::HardLinked) => {
+                res.status = FileStatus::Skipped;
+                res.reason = Some(
+                    "the file has more than one hard link (another name may lie outside the \
+                     workspace root); not read"
+                        .into(),
+                );
                 out.push(res);
                 continue;
             }
@@ -389,10 +401,20 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     let kind = a.analysis_type.unwrap_or_default();
     let limit = ctx.cfg.max_content_bytes;
     let paths = a.file_paths;
-    // File I/O and scanning block: off the async workers.
-    let files = tokio::task::spawn_blocking(move || analyze_all(&root, &paths, kind, limit))
+    // File I/O and scanning block: off the async workers, and bounded in
+    // time (a file on a stuck network mount must not hold the call).
+    let work = tokio::task::spawn_blocking(move || analyze_all(&root, &paths, kind, limit));
+    let files = tokio::time::timeout(ANALYSIS_TIME, work)
         .await
-        .map_err(|e| HandoffError::internal(format!("the analysis task failed: {e}")))??;
+        .map_err(|_| {
+            HandoffError::internal(format!(
+                "reading the files took longer than {} s; nothing was stored",
+                ANALYSIS_TIME.as_secs()
+            ))
+        })?
+        .map_err(|e| {
+            HandoffError::internal("the analysis task failed").internal_cause(e.to_string())
+        })??;
     let t = totals(&files);
     let content = summary(kind, &files, &t, limit);
     let entry = NewEntry {
