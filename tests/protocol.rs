@@ -438,12 +438,13 @@ async fn oversized_message_is_dropped_and_server_survives() {
     // The big request is read past without being buffered and refused
     // under its id (found at the end of the line, where this client puts
     // it), so the client does not wait for ever. It is never executed.
-    let mut refused = false;
-    loop {
+    // The two answers may come in either order.
+    let (mut refused, mut pinged) = (false, false);
+    while !(refused && pinged) {
         let v = s.recv().await;
         if v["id"] == 501 {
             assert_eq!(v["result"], json!({}));
-            break;
+            pinged = true;
         }
         if v["id"] == 500 {
             assert_eq!(v["error"]["code"], -32600, "{v}");
@@ -451,7 +452,6 @@ async fn oversized_message_is_dropped_and_server_survives() {
             refused = true;
         }
     }
-    assert!(refused, "the oversized request got no answer");
     if let (Some(before), Some(after)) = (rss_before, rss_kib(pid)) {
         assert!(
             after < before + 64 * 1024,
