@@ -231,7 +231,9 @@ async fn update_job_config_validates_applies_persists_and_audits() {
     let r = s
         .call(
             "update_job_config",
-            json!({"job_name": "cache_maintenance", "config": {"enabled": false, "interval": "2h"}}),
+            // Only `enabled`: the 300 ms interval stays, so runs stopping
+            // below is the flag's doing, not a longer interval's.
+            json!({"job_name": "cache_maintenance", "config": {"enabled": false}}),
         )
         .await
         .ok()
@@ -259,9 +261,15 @@ async fn update_job_config_validates_applies_persists_and_audits() {
         .clone();
     assert_eq!(r["run"]["outcome"], "success");
     assert_eq!(r["job"]["state"], "disabled");
+    s.call(
+        "update_job_config",
+        json!({"job_name": "cache_maintenance", "config": {"interval": "2h"}}),
+    )
+    .await
+    .ok();
     s.close().await;
 
-    // The overrides survive a restart; the change is in the audit log.
+    // The overrides survive a restart; the changes are in the audit log.
     let s = Server::start(&db, &[]).await;
     let j = s.read("handoff://jobs/cache_maintenance").await.unwrap();
     assert_eq!(j["config"]["enabled"], false, "{j}");
@@ -276,7 +284,7 @@ async fn update_job_config_validates_applies_persists_and_audits() {
         .filter(|(a, _)| a == "job.config_updated")
         .map(|(_, d)| serde_json::from_str(&d).unwrap())
         .collect();
-    assert_eq!(updates.len(), 2, "{updates:?}");
+    assert_eq!(updates.len(), 3, "{updates:?}");
     assert_eq!(updates[0]["job"], "cache_maintenance");
     audit_verify(&db);
 }
