@@ -47,6 +47,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let db = open_db(&cfg).await?;
     let key = hash_key(&cfg, &db).await?;
+    let (audit_key, audit_on_head) = crate::audit::prepare(&cfg, &db).await?;
     crate::mcp::configuration::init(&cfg, &db).await;
     crate::logging::set_hash_key(key);
     let breaker = BreakerHandle::new();
@@ -77,6 +78,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             refresh_after: cfg.replica_refresh,
             cache: cache.clone(),
         },
+        audit_key,
+        audit_on_head,
         extra: Vec::new(),
     })
     .await?;

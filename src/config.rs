@@ -82,6 +82,12 @@ pub struct Config {
     /// Key for the keyed hashes of session keys in logs and audit rows. When
     /// unset, one is generated and kept in the database.
     pub log_hash_key: Option<String>,
+    /// Key of the audit chain and of the configuration backup checksums: 32
+    /// bytes as 64 hex digits or base64. Kept out of the database so its
+    /// role cannot forge hashes. Unset: a random key in a file (mode 0600)
+    /// beside the SQLite file, or in the data directory for PostgreSQL
+    /// (replicas must then share this setting instead). See `crate::audit`.
+    pub audit_key: Option<Secret>,
     /// Tokio worker threads: 0 one per core (default), 1 everything on one
     /// thread (less CPU per call, lower peak throughput), n that many.
     pub runtime_threads: usize,
@@ -141,6 +147,7 @@ impl Default for Config {
             cache_capacity: 10_000,
             log: "info".into(),
             log_hash_key: None,
+            audit_key: None,
             runtime_threads: 0,
             test_hooks: false,
             stdio: StdioConfig::default(),
@@ -152,6 +159,24 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             live: Live::default(),
         }
+    }
+}
+
+/// A secret setting: serialised as given, but never shown by `Debug` (and so
+/// never in a log line that formats the configuration).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
     }
 }
 
@@ -259,6 +284,14 @@ impl Config {
         {
             cfg.workspace_root = None;
         }
+        // `HANDOFF_AUDIT_KEY=` (empty) too.
+        if cfg
+            .audit_key
+            .as_ref()
+            .is_some_and(|k| k.expose().trim().is_empty())
+        {
+            cfg.audit_key = None;
+        }
         crate::settings::bounds::use_test_floors(cfg.test_hooks);
         cfg.validate()?;
         Ok((cfg, ignored_env))
@@ -295,6 +328,15 @@ impl Config {
         }
         if self.workspace_root.as_ref().is_some_and(|p| !p.is_dir()) {
             problems.push("workspace_root (HANDOFF_WORKSPACE_ROOT) must be an existing directory");
+        }
+        if self
+            .audit_key
+            .as_ref()
+            .is_some_and(|k| crate::audit::key::parse(k.expose()).is_none())
+        {
+            // Never the value itself.
+            problems
+                .push("audit_key (HANDOFF_AUDIT_KEY) must be 32 bytes, as 64 hex digits or base64");
         }
         let mut problems: Vec<String> = problems.into_iter().map(String::from).collect();
         let j = &self.jobs;
@@ -355,12 +397,17 @@ impl Config {
         if let Some(url) = &self.database_url {
             return Ok(url.clone());
         }
-        let dir = dirs::data_dir()
-            .or_else(|| dirs::home_dir().map(|h| h.join(".local/share")))
-            .ok_or_else(|| anyhow::anyhow!("no data directory; set HANDOFF_DATABASE_URL"))?
-            .join("handoff");
+        let dir = data_dir()?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
         Ok(format!("sqlite://{}", dir.join("handoff.db").display()))
     }
+}
+
+/// `handoff` in the platform data directory (not created here).
+pub fn data_dir() -> anyhow::Result<PathBuf> {
+    Ok(dirs::data_dir()
+        .or_else(|| dirs::home_dir().map(|h| h.join(".local/share")))
+        .ok_or_else(|| anyhow::anyhow!("no data directory; set HANDOFF_DATABASE_URL"))?
+        .join("handoff"))
 }

@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod app;
+pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod config;

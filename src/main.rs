@@ -124,7 +124,8 @@ enum ConfigCmd {
 
 #[derive(Subcommand)]
 enum AuditCmd {
-    /// Check the audit log's hash chain from the first row to the last.
+    /// Check the audit log's keyed hash chain from the first row to the last,
+    /// and that it still reaches the newest row this machine saw written.
     Verify,
 }
 
@@ -164,7 +165,7 @@ fn main() -> ExitCode {
             Cmd::Migrate => cli::migrate(&cfg).await,
             Cmd::Audit {
                 cmd: AuditCmd::Verify,
-            } => cli::audit_verify(&cfg).await,
+            } => cli::audit::verify(&cfg).await,
             Cmd::Sessions {
                 cmd: SessionsCmd::List { tenant, limit },
             } => cli::sessions_list(&cfg, &tenant, limit).await,

@@ -55,8 +55,9 @@ async fn audit_chain_verifies_and_detects_tampering() {
 
     // Read and then tamper with the audit log behind the server's back, on
     // whichever database the suite runs on.
+    // The append-only trigger first: whoever tampers owns the database.
     macro_rules! inspect_then_tamper {
-        ($conn:expr) => {{
+        ($conn:expr, $disable_trigger:expr) => {{
             let mut conn = $conn;
             let rows: Vec<(i64, String, Option<String>, Option<String>, String)> = sqlx::query_as(
                 "SELECT seq, action, actor, subject_hash, details FROM audit_log ORDER BY seq",
@@ -83,6 +84,7 @@ async fn audit_chain_verifies_and_detects_tampering() {
             .unwrap();
             assert_eq!(left, 0);
 
+            sqlx::query($disable_trigger).execute(&mut conn).await.unwrap();
             sqlx::query("UPDATE audit_log SET details = '{}' WHERE seq = 2")
                 .execute(&mut conn)
                 .await
@@ -91,9 +93,15 @@ async fn audit_chain_verifies_and_detects_tampering() {
         }};
     }
     if common::postgres_backend() {
-        inspect_then_tamper!(sqlx::PgConnection::connect(&url).await.unwrap());
+        inspect_then_tamper!(
+            sqlx::PgConnection::connect(&url).await.unwrap(),
+            "ALTER TABLE audit_log DISABLE TRIGGER USER"
+        );
     } else {
-        inspect_then_tamper!(sqlx::SqliteConnection::connect(&url).await.unwrap());
+        inspect_then_tamper!(
+            sqlx::SqliteConnection::connect(&url).await.unwrap(),
+            "DROP TRIGGER audit_log_no_update"
+        );
     }
     let out = handoff(&["audit", "verify"], &[("HANDOFF_DATABASE_URL", &url)]);
     let stdout = String::from_utf8_lossy(&out.stdout);

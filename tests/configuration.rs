@@ -207,8 +207,8 @@ async fn update_validates_applies_persists_and_audits() {
     .await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0][0].as_deref(), Some("configuration.updated"));
-    // The actor is who the transport says called; the name the client
-    // gave itself is kept beside it.
+    // The actor is who the transport says called; the name the client gave
+    // (`updated_by`) is kept as what it claimed.
     assert_eq!(rows[0][1].as_deref(), Some("stdio"));
     let details: Value = serde_json::from_str(rows[0][2].as_deref().unwrap()).unwrap();
     assert_eq!(details["claimed_by"], "ops-bot");
@@ -244,7 +244,8 @@ async fn backup_restore_round_trip_and_errors() {
     assert_eq!(id.len(), 36);
     assert_eq!(b["name"], "before");
     assert_eq!(b["description"], "defaults");
-    assert_eq!(b["checksum"].as_str().unwrap().len(), 64);
+    // Keyed blake3 under the audit key: `k1:{key id}:{64 hex}`.
+    assert!(b["checksum"].as_str().unwrap().starts_with("k1:"));
     assert!(b["size_bytes"].as_i64().unwrap() > 0);
     assert_eq!(c["configuration"]["retention"]["dormant_after"], "7d");
 

@@ -1,6 +1,7 @@
 //! Least privilege on PostgreSQL (`ops/postgres/roles.sql`): the migration
 //! role owns the schema; the server runs as a role that can only read and
-//! write rows, and refuses to start on a database that is not migrated.
+//! write rows (and only append to the audit log, only read the migration
+//! history), and refuses to start on a database that is not migrated.
 
 mod common;
 
@@ -37,15 +38,8 @@ impl Drop for Roles {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_runs_with_dml_rights_only() {
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..12];
-    let roles = Roles {
-        migrator: format!("handoff_mig_{tag}"),
-        app: format!("handoff_app_{tag}"),
-    };
-    let db = DbDir::postgres();
-    let name = db.pg_name().unwrap().to_string();
+/// Run ops/postgres/roles.sql on the database `name`.
+fn apply_roles_sql(name: &str, roles: &Roles) {
     let out = psql(
         &format!("{PG}/{name}"),
         &[
@@ -66,6 +60,49 @@ async fn the_server_runs_with_dml_rights_only() {
         "roles.sql: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The app role may read the audit log and the migration history, append to
+/// the log, and nothing more: every other statement is a permission error.
+fn assert_append_only(app_url: &str) {
+    for ok in [
+        "SELECT count(*) FROM audit_log",
+        "SELECT count(*) FROM _sqlx_migrations",
+    ] {
+        let out = psql(app_url, &["-c", ok]);
+        assert!(
+            out.status.success(),
+            "{ok}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for refused in [
+        "UPDATE audit_log SET details = '{}'",
+        "DELETE FROM audit_log",
+        "DELETE FROM audit_log WHERE seq = (SELECT max(seq) FROM audit_log)",
+        "TRUNCATE audit_log",
+        "UPDATE _sqlx_migrations SET success = false",
+        "DELETE FROM _sqlx_migrations",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'x', true, '\\x00', 0)",
+    ] {
+        let out = psql(app_url, &["-c", refused]);
+        assert!(!out.status.success(), "the app role could run {refused}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("permission denied"), "{refused}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_with_dml_rights_only() {
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let roles = Roles {
+        migrator: format!("handoff_mig_{tag}"),
+        app: format!("handoff_app_{tag}"),
+    };
+    let db = DbDir::postgres();
+    let name = db.pg_name().unwrap().to_string();
+    apply_roles_sql(&name, &roles);
     let as_migrator = format!(
         "postgres://{}:m-secret@127.0.0.1:5432/{name}",
         roles.migrator
@@ -151,6 +188,26 @@ async fn the_server_runs_with_dml_rights_only() {
             "{ddl}: {err}"
         );
     }
+
+    // The audit log only grows: the rows the tool calls left stay as they
+    // are, also after roles.sql runs again (as after an upgrade), and the
+    // chain verifies as the app role.
+    assert_append_only(&app_url);
+    apply_roles_sql(&name, &roles);
+    assert_append_only(&app_url);
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .env("HANDOFF_DATABASE_URL", &as_app)
+        .env("HANDOFF_MIGRATE_ON_START", "false")
+        .stdin(Stdio::null())
+        .output()
+        .expect("audit verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("audit chain intact"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(db);
     drop(roles);
 }

@@ -1,14 +1,17 @@
 //! The audit actor: an append-only log of registrations, handoffs, deletions,
 //! lifecycle transitions, breaker transitions and auth failures. Each row
-//! carries the blake3 hash of the row before it, so an edit or a deletion
-//! anywhere breaks the chain (`handoff audit verify`). Rows are written
-//! through the persistence actor, in order, one batch in flight at a time.
+//! carries a keyed blake3 hash over its fields and the hash of the row before
+//! it, so an edit or a deletion anywhere breaks the chain (`handoff audit
+//! verify`), and whoever can write the table but lacks the key (the
+//! application's database role) cannot forge hashes that verify. Rows are
+//! written through the persistence actor, in order, one batch in flight at a
+//! time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::model::{now, rfc3339, AuditRow, CommitUnit};
 use crate::persistence::PersistenceHandle;
@@ -71,64 +74,286 @@ impl AuditMsg {
     }
 }
 
-/// The chain link: blake3 over the previous hash and every field,
-/// length-prefixed so no two rows can serialise alike.
-pub fn row_hash(row: &AuditRow) -> String {
-    let mut h = blake3::Hasher::new();
-    let fields: [&str; 8] = [
-        &row.prev_hash,
-        &row.seq.to_string(),
-        &row.ts,
-        &row.tenant,
-        &row.action,
-        row.actor.as_deref().unwrap_or(""),
-        row.subject_hash.as_deref().unwrap_or(""),
-        &row.details,
-    ];
+/// Derivation contexts (blake3 `derive_key`): each use of the master key
+/// gets its own subkey.
+const CHAIN_CONTEXT: &str = "handoff 2026 audit chain";
+const KEY_ID_CONTEXT: &str = "handoff 2026 audit key id";
+/// A keyed hash is written `k1:{key id}:{64 hex}`; 64 hex digits alone are
+/// a row written before the chain was keyed (unkeyed blake3).
+const KEYED_PREFIX: &str = "k1";
+
+/// The secret behind the chain's keyed hashes (and the configuration backup
+/// checksums). It never goes to the database, so the application's database
+/// role cannot read it; its id (a fingerprint, safe to show) is written into
+/// every hash, so a wrong key is told apart from a tampered row.
+#[derive(Clone)]
+pub struct AuditKey {
+    master: [u8; 32],
+    chain: [u8; 32],
+    id: String,
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditKey").field("id", &self.id).finish()
+    }
+}
+
+impl AuditKey {
+    pub fn new(master: [u8; 32]) -> Self {
+        Self {
+            chain: blake3::derive_key(CHAIN_CONTEXT, &master),
+            id: blake3::Hash::from(blake3::derive_key(KEY_ID_CONTEXT, &master)).to_hex()[..8]
+                .to_string(),
+            master,
+        }
+    }
+
+    /// The key's public fingerprint (8 hex digits).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A subkey for another use (`context` is a blake3 derivation context).
+    pub fn derive(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.master)
+    }
+
+    /// `k1:{id}:{hex}`: the keyed hash of `fields` under `subkey`.
+    pub fn tag(&self, subkey: &[u8; 32], fields: &[&str]) -> String {
+        let h = fields_hash(blake3::Hasher::new_keyed(subkey), fields);
+        format!("{KEYED_PREFIX}:{}:{}", self.id, h.to_hex())
+    }
+
+    /// Whether `tag` is this key's tag of `fields` under `subkey`.
+    pub fn check(&self, subkey: &[u8; 32], fields: &[&str], tag: &str) -> Result<(), Mismatch> {
+        match parse_tag(tag) {
+            None => Err(Mismatch::Malformed),
+            Some(Tag::Unkeyed(_)) => Err(Mismatch::Unkeyed),
+            Some(Tag::Keyed { key_id, .. }) if key_id != self.id => {
+                Err(Mismatch::OtherKey(key_id.to_string()))
+            }
+            // blake3::Hash compares in constant time.
+            Some(Tag::Keyed { hash, .. }) => {
+                if fields_hash(blake3::Hasher::new_keyed(subkey), fields) == hash {
+                    Ok(())
+                } else {
+                    Err(Mismatch::Differs)
+                }
+            }
+        }
+    }
+}
+
+/// Why a tag does not verify.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mismatch {
+    /// Not a hash this code writes.
+    Malformed,
+    /// Unkeyed blake3 (written before keying, or by someone without the key).
+    Unkeyed,
+    /// Keyed, with the key of this id.
+    OtherKey(String),
+    /// Keyed with this key, over other contents.
+    Differs,
+}
+
+/// A stored hash, parsed.
+pub enum Tag<'a> {
+    Keyed { key_id: &'a str, hash: blake3::Hash },
+    Unkeyed(blake3::Hash),
+}
+
+pub fn parse_tag(s: &str) -> Option<Tag<'_>> {
+    match s.split_once(':') {
+        None => blake3::Hash::from_hex(s).ok().map(Tag::Unkeyed),
+        Some((KEYED_PREFIX, rest)) => {
+            let (key_id, hex) = rest.split_once(':')?;
+            Some(Tag::Keyed {
+                key_id,
+                hash: blake3::Hash::from_hex(hex).ok()?,
+            })
+        }
+        Some(_) => None,
+    }
+}
+
+/// Every field length-prefixed, so no two field lists hash alike.
+fn fields_hash(mut h: blake3::Hasher, fields: &[&str]) -> blake3::Hash {
     for f in fields {
         h.update(&(f.len() as u64).to_le_bytes());
         h.update(f.as_bytes());
     }
-    h.finalize().to_hex().to_string()
+    h.finalize()
 }
 
-/// Check a chain read back in `seq` order. Returns the number of rows, or the
-/// first sequence number where it breaks and why.
+fn row_fields(row: &AuditRow) -> [String; 8] {
+    [
+        row.prev_hash.clone(),
+        row.seq.to_string(),
+        row.ts.clone(),
+        row.tenant.clone(),
+        row.action.clone(),
+        row.actor.clone().unwrap_or_default(),
+        row.subject_hash.clone().unwrap_or_default(),
+        row.details.clone(),
+    ]
+}
+
+/// The chain link: the keyed hash over the previous hash and every field.
+pub fn row_hash(key: &AuditKey, row: &AuditRow) -> String {
+    let f = row_fields(row);
+    let f: Vec<&str> = f.iter().map(String::as_str).collect();
+    let h = fields_hash(blake3::Hasher::new_keyed(&key.chain), &f);
+    format!("{KEYED_PREFIX}:{}:{}", key.id, h.to_hex())
+}
+
+/// The link rows had before the chain was keyed: plain blake3 over the same
+/// fields. Anyone can compute it, so it only proves something about rows
+/// a keyed row links to (see `verify_chain`).
+pub fn unkeyed_row_hash(row: &AuditRow) -> String {
+    let f = row_fields(row);
+    let f: Vec<&str> = f.iter().map(String::as_str).collect();
+    fields_hash(blake3::Hasher::new(), &f).to_hex().to_string()
+}
+
+/// The id of the key a row's hash was made with; `None` for an unkeyed or
+/// malformed hash.
+pub fn head_key_id(head: &AuditRow) -> Option<&str> {
+    match parse_tag(&head.hash)? {
+        Tag::Keyed { key_id, .. } => Some(key_id),
+        Tag::Unkeyed(_) => None,
+    }
+}
+
+/// What a verified chain holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub rows: u64,
+    /// Rows at the start written before the chain was keyed. The first keyed
+    /// row's hash covers the last of them, so they cannot be changed either
+    /// (as long as a keyed row follows them).
+    pub unkeyed: u64,
+    /// The last row's sequence number and hash.
+    pub head: Option<(i64, String)>,
+}
+
+/// Where and why a chain does not verify.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainError {
+    pub seq: i64,
+    pub why: String,
+    /// The rows from `seq` on were keyed and no key was given: not checked,
+    /// rather than found broken.
+    pub no_key: bool,
+}
+
+impl ChainError {
+    fn broken(seq: i64, why: impl Into<String>) -> Self {
+        Self {
+            seq,
+            why: why.into(),
+            no_key: false,
+        }
+    }
+}
+
+/// Check a chain read back in `seq` order, from row 1: sequence numbers
+/// without gaps, each row linked to the one before, each hash keyed with
+/// `key` (unkeyed rows only before the first keyed one).
 pub fn verify_chain<'a>(
+    key: Option<&AuditKey>,
     rows: impl IntoIterator<Item = &'a AuditRow>,
-) -> Result<u64, (i64, String)> {
+) -> Result<Verified, ChainError> {
     let mut prev = GENESIS.to_string();
-    let mut expected_seq: Option<i64> = None;
-    let mut n = 0;
+    let mut expected_seq = 1;
+    let mut out = Verified {
+        rows: 0,
+        unkeyed: 0,
+        head: None,
+    };
     for row in rows {
-        if let Some(e) = expected_seq {
-            if row.seq != e {
-                return Err((row.seq, format!("expected row {e}, found {}", row.seq)));
-            }
+        if row.seq != expected_seq {
+            return Err(ChainError::broken(
+                row.seq.min(expected_seq),
+                format!("expected row {expected_seq}, found row {}", row.seq),
+            ));
         }
         if row.prev_hash != prev {
-            return Err((row.seq, "prev_hash does not match the previous row".into()));
+            return Err(ChainError::broken(
+                row.seq,
+                "prev_hash does not match the previous row",
+            ));
         }
-        if row_hash(row) != row.hash {
-            return Err((row.seq, "row hash does not match its contents".into()));
+        match parse_tag(&row.hash) {
+            None => return Err(ChainError::broken(row.seq, "malformed hash")),
+            Some(Tag::Unkeyed(_)) => {
+                if out.rows > out.unkeyed {
+                    return Err(ChainError::broken(
+                        row.seq,
+                        "unkeyed hash after keyed rows (rewritten without the key)",
+                    ));
+                }
+                if unkeyed_row_hash(row) != row.hash {
+                    return Err(ChainError::broken(
+                        row.seq,
+                        "row hash does not match its contents",
+                    ));
+                }
+                out.unkeyed += 1;
+            }
+            Some(Tag::Keyed { key_id, .. }) => {
+                let Some(key) = key else {
+                    return Err(ChainError {
+                        seq: row.seq,
+                        why: format!("keyed with audit key {key_id}, and no audit key was given"),
+                        no_key: true,
+                    });
+                };
+                if key_id != key.id {
+                    return Err(ChainError::broken(
+                        row.seq,
+                        format!(
+                            "keyed with audit key {key_id}, not with the key given ({}): \
+                             tampered, or the wrong key",
+                            key.id
+                        ),
+                    ));
+                }
+                if row_hash(key, row) != row.hash {
+                    return Err(ChainError::broken(
+                        row.seq,
+                        "row hash does not match its contents (edited, or rehashed without the key)",
+                    ));
+                }
+            }
         }
         prev = row.hash.clone();
-        expected_seq = Some(row.seq + 1);
-        n += 1;
+        expected_seq = row.seq + 1;
+        out.rows += 1;
+        out.head = Some((row.seq, row.hash.clone()));
     }
-    Ok(n)
+    Ok(out)
 }
+
+/// Told the new head after each committed flush (the binary keeps it as an
+/// anchor outside the database, to detect later truncation).
+pub type OnHead = Arc<dyn Fn(i64, &str) + Send + Sync>;
 
 pub struct AuditActor;
 
 pub struct AuditArgs {
     pub store: Arc<dyn Store>,
     pub persistence: PersistenceHandle,
+    pub key: AuditKey,
+    pub on_head: Option<OnHead>,
 }
 
 pub struct AuditState {
     store: Arc<dyn Store>,
     persistence: PersistenceHandle,
+    key: AuditKey,
+    on_head: Option<OnHead>,
     next_seq: i64,
     head: String,
     buffer: Vec<AuditEvent>,
@@ -142,22 +367,36 @@ impl Actor for AuditActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<AuditMsg>,
+        myself: ActorRef<AuditMsg>,
         args: AuditArgs,
     ) -> Result<AuditState, ActorProcessingErr> {
         let head = args.store.audit_head().await?;
+        // Rows from before the chain was keyed: seal them with a keyed row
+        // at once, so nobody can rewrite them unnoticed from now on.
+        let seal = head.as_ref().is_some_and(|h| head_key_id(h).is_none());
         let (next_seq, head) = match head {
             Some(r) => (r.seq + 1, r.hash),
             None => (1, GENESIS.to_string()),
         };
-        Ok(AuditState {
+        let mut st = AuditState {
             store: args.store,
             persistence: args.persistence,
+            key: args.key,
+            on_head: args.on_head,
             next_seq,
             head,
             buffer: Vec::new(),
             flush_scheduled: false,
-        })
+        };
+        if seal {
+            st.buffer.push(AuditEvent::system(
+                "audit.keyed",
+                json!({"key_id": st.key.id(), "unkeyed_rows": next_seq - 1}),
+            ));
+            st.flush_scheduled = true;
+            myself.send_after(LINGER, || AuditMsg::Flush);
+        }
+        Ok(st)
     }
 
     async fn handle(
@@ -261,7 +500,7 @@ impl AuditState {
                     prev_hash: prev.clone(),
                     hash: String::new(),
                 };
-                row.hash = row_hash(&row);
+                row.hash = row_hash(&self.key, &row);
                 prev = row.hash.clone();
                 row
             })
@@ -275,6 +514,9 @@ impl AuditState {
             Ok(()) => {
                 self.buffer.clear();
                 self.next_seq += n;
+                if let Some(f) = &self.on_head {
+                    f(self.next_seq - 1, &prev);
+                }
                 self.head = prev;
                 Flushed::Done
             }
@@ -282,6 +524,14 @@ impl AuditState {
             // for these sequence numbers rereads the head and chains again.
             Err(e) if e.is_write_conflict() => match self.store.audit_head().await {
                 Ok(Some(head)) => {
+                    if head_key_id(&head) != Some(self.key.id()) {
+                        tracing::error!(
+                            seq = head.seq,
+                            key_id = self.key.id(),
+                            "another process extends the audit chain with another audit key \
+                             (replicas must share HANDOFF_AUDIT_KEY); audit verify will fail"
+                        );
+                    }
                     self.next_seq = head.seq + 1;
                     self.head = head.hash;
                     Flushed::Conflict
@@ -300,48 +550,163 @@ impl AuditState {
 mod tests {
     use super::*;
 
-    fn chain(n: i64) -> Vec<AuditRow> {
+    fn key(b: u8) -> AuditKey {
+        AuditKey::new([b; 32])
+    }
+
+    fn row(seq: i64, prev: &str) -> AuditRow {
+        AuditRow {
+            seq,
+            ts: "2026-11-25T00:00:00.000000Z".into(),
+            tenant: "local".into(),
+            action: "session.registered".into(),
+            actor: Some("agent".into()),
+            subject_hash: Some("abc".into()),
+            details: format!("{{\"n\":{seq}}}"),
+            prev_hash: prev.to_string(),
+            hash: String::new(),
+        }
+    }
+
+    /// `unkeyed` rows as written before keying, then `keyed` rows.
+    fn chain(k: &AuditKey, unkeyed: i64, keyed: i64) -> Vec<AuditRow> {
         let mut prev = GENESIS.to_string();
-        (1..=n)
+        (1..=unkeyed + keyed)
             .map(|seq| {
-                let mut row = AuditRow {
-                    seq,
-                    ts: "2026-11-25T00:00:00.000000Z".into(),
-                    tenant: "local".into(),
-                    action: "session.registered".into(),
-                    actor: Some("agent".into()),
-                    subject_hash: Some("abc".into()),
-                    details: format!("{{\"n\":{seq}}}"),
-                    prev_hash: prev.clone(),
-                    hash: String::new(),
+                let mut r = row(seq, &prev);
+                r.hash = if seq <= unkeyed {
+                    unkeyed_row_hash(&r)
+                } else {
+                    row_hash(k, &r)
                 };
-                row.hash = row_hash(&row);
-                prev = row.hash.clone();
-                row
+                prev = r.hash.clone();
+                r
             })
             .collect()
     }
 
+    /// What someone with the table but not the key can do: recompute every
+    /// link from `from` on with unkeyed blake3, in the keyed format.
+    fn rehash_without_key(rows: &mut [AuditRow], from: usize) {
+        for i in from..rows.len() {
+            if i > 0 {
+                rows[i].prev_hash = rows[i - 1].hash.clone();
+            }
+            let forged = unkeyed_row_hash(&rows[i]);
+            rows[i].hash = match parse_tag(&rows[i].hash) {
+                Some(Tag::Keyed { key_id, .. }) => format!("k1:{key_id}:{forged}"),
+                _ => forged,
+            };
+        }
+    }
+
     #[test]
     fn intact_chain_verifies() {
-        assert_eq!(verify_chain(&chain(5)), Ok(5));
-        assert_eq!(verify_chain(&[]), Ok(0));
+        let k = key(1);
+        let v = verify_chain(Some(&k), &chain(&k, 0, 5)).unwrap();
+        assert_eq!((v.rows, v.unkeyed), (5, 0));
+        assert_eq!(v.head.unwrap().0, 5);
+        assert_eq!(verify_chain(Some(&k), &[]).unwrap().rows, 0);
     }
 
     #[test]
     fn edits_deletions_and_reordering_are_detected() {
-        let mut edited = chain(5);
+        let k = key(1);
+        let mut edited = chain(&k, 0, 5);
         edited[2].details = "{}".into();
-        assert_eq!(verify_chain(&edited).unwrap_err().0, 3);
+        assert_eq!(verify_chain(Some(&k), &edited).unwrap_err().seq, 3);
 
-        let mut deleted = chain(5);
+        let mut deleted = chain(&k, 0, 5);
         deleted.remove(1);
-        assert_eq!(verify_chain(&deleted).unwrap_err().0, 3);
+        assert_eq!(verify_chain(Some(&k), &deleted).unwrap_err().seq, 2);
 
-        let mut rehashed = chain(5);
-        // Rewriting a row and its own hash still breaks the next link.
+        let mut first_gone = chain(&k, 0, 5);
+        first_gone.remove(0);
+        assert_eq!(verify_chain(Some(&k), &first_gone).unwrap_err().seq, 1);
+
+        let mut rehashed = chain(&k, 0, 5);
+        // Rewriting a row and its own keyed hash still breaks the next link.
         rehashed[1].details = "{}".into();
-        rehashed[1].hash = row_hash(&rehashed[1]);
-        assert_eq!(verify_chain(&rehashed).unwrap_err().0, 3);
+        rehashed[1].hash = row_hash(&k, &rehashed[1]);
+        assert_eq!(verify_chain(Some(&k), &rehashed).unwrap_err().seq, 3);
+    }
+
+    #[test]
+    fn rows_rehashed_without_the_key_are_detected() {
+        let k = key(1);
+        // An edit, every later link recomputed.
+        let mut edited = chain(&k, 0, 5);
+        edited[2].details = "{}".into();
+        rehash_without_key(&mut edited, 2);
+        assert_eq!(verify_chain(Some(&k), &edited).unwrap_err().seq, 3);
+
+        // A deletion, later rows renumbered and relinked.
+        let mut deleted = chain(&k, 0, 5);
+        deleted.remove(1);
+        for (i, r) in deleted.iter_mut().enumerate() {
+            r.seq = i as i64 + 1;
+        }
+        rehash_without_key(&mut deleted, 1);
+        assert_eq!(verify_chain(Some(&k), &deleted).unwrap_err().seq, 2);
+
+        // The whole log turned into unkeyed rows ends before the first one
+        // the key made: verified, but with no keyed row left, which the
+        // caller refuses (see `handoff audit verify`).
+        let mut all = chain(&k, 0, 3);
+        let mut prev = GENESIS.to_string();
+        for r in all.iter_mut() {
+            r.prev_hash = prev;
+            r.hash = unkeyed_row_hash(r);
+            prev = r.hash.clone();
+        }
+        let v = verify_chain(Some(&k), &all).unwrap();
+        assert_eq!(v.unkeyed, v.rows);
+
+        // Another key's chain.
+        assert!(verify_chain(Some(&key(2)), &chain(&k, 0, 2))
+            .unwrap_err()
+            .why
+            .contains(k.id()));
+    }
+
+    #[test]
+    fn rows_before_keying_are_sealed_by_the_first_keyed_row() {
+        let k = key(1);
+        let v = verify_chain(Some(&k), &chain(&k, 3, 2)).unwrap();
+        assert_eq!((v.rows, v.unkeyed), (5, 3));
+
+        // An unkeyed row edited and the unkeyed prefix recomputed: the first
+        // keyed row no longer links to it.
+        let mut rows = chain(&k, 3, 2);
+        rows[1].details = "{}".into();
+        rehash_without_key(&mut rows[..3], 1);
+        assert_eq!(verify_chain(Some(&k), &rows).unwrap_err().seq, 4);
+
+        // An unkeyed row after keyed ones.
+        let mut rows = chain(&k, 0, 3);
+        rows[2].hash = unkeyed_row_hash(&rows[2]);
+        assert_eq!(verify_chain(Some(&k), &rows).unwrap_err().seq, 3);
+
+        // Keyed rows and no key: not checked, rather than broken.
+        let e = verify_chain(None, &chain(&k, 2, 2)).unwrap_err();
+        assert_eq!((e.seq, e.no_key), (3, true));
+    }
+
+    #[test]
+    fn tags_tell_other_keys_and_unkeyed_hashes_apart() {
+        let k = key(1);
+        let sub = k.derive("handoff test");
+        let t = k.tag(&sub, &["a", "b"]);
+        assert!(t.starts_with(&format!("k1:{}:", k.id())));
+        assert_eq!(k.check(&sub, &["a", "b"], &t), Ok(()));
+        assert_eq!(k.check(&sub, &["ab", ""], &t), Err(Mismatch::Differs));
+        let plain = blake3::hash(b"ab").to_hex().to_string();
+        assert_eq!(k.check(&sub, &["a", "b"], &plain), Err(Mismatch::Unkeyed));
+        assert_eq!(
+            key(2).check(&sub, &["a", "b"], &t),
+            Err(Mismatch::OtherKey(k.id().to_string()))
+        );
+        assert_eq!(k.check(&sub, &["a"], "k2:x:y"), Err(Mismatch::Malformed));
+        assert!(!format!("{k:?}").contains(&format!("{:?}", [1u8; 32])));
     }
 }

@@ -20,7 +20,7 @@ use ractor::{
     Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
 };
 
-use crate::audit::{AuditActor, AuditArgs, AUDIT_NAME};
+use crate::audit::{AuditActor, AuditArgs, AuditKey, OnHead, AUDIT_NAME};
 use crate::breaker::{BreakerActor, BreakerArgs, BreakerConfig, BreakerHandle, BREAKER_NAME};
 use crate::jobs::supervisor::{JobsArgs, JobsSupervisor, JOBS_NAME};
 use crate::metrics::metrics;
@@ -57,6 +57,9 @@ pub struct RootArgs {
     pub breaker_config: BreakerConfig,
     pub persistence: PersistenceConfig,
     pub sessions: SessionDeps,
+    /// The audit chain's key, and who is told its new head.
+    pub audit_key: AuditKey,
+    pub audit_on_head: Option<OnHead>,
     pub extra: Vec<ChildSpec>,
 }
 
@@ -124,6 +127,8 @@ impl RootState {
                 AuditArgs {
                     store: a.store.clone(),
                     persistence: PersistenceHandle,
+                    key: a.audit_key.clone(),
+                    on_head: a.audit_on_head.clone(),
                 },
                 me.clone(),
             )

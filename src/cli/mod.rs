@@ -1,6 +1,7 @@
 //! Operator commands other than `serve`. Their output goes to stdout: they
 //! are not MCP servers.
 
+pub mod audit;
 pub mod dump;
 pub mod export;
 pub mod import;
@@ -14,21 +15,6 @@ pub async fn migrate(cfg: &Config) -> anyhow::Result<ExitCode> {
     let db = crate::storage::open(&cfg.database_url()?, true).await?;
     println!("migrations applied: {}", db.describe());
     Ok(ExitCode::SUCCESS)
-}
-
-pub async fn audit_verify(cfg: &Config) -> anyhow::Result<ExitCode> {
-    let db = app::open_db(cfg).await?;
-    let rows = db.audit_rows().await?;
-    match handoff_actors::audit::verify_chain(&rows) {
-        Ok(n) => {
-            println!("audit chain intact: {n} rows");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err((seq, why)) => {
-            println!("audit chain BROKEN at row {seq}: {why}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
 }
 
 pub async fn sessions_list(cfg: &Config, tenant: &str, limit: u32) -> anyhow::Result<ExitCode> {

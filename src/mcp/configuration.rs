@@ -240,7 +240,7 @@ pub struct BackupView {
     pub name: String,
     pub description: Option<String>,
     pub created_at: String,
-    /// blake3 (hex) of the backup's canonical JSON.
+    /// Keyed blake3 of the backup's id and canonical JSON, `k1:{key id}:{hex}`.
     pub checksum: String,
     pub size_bytes: i64,
 }

@@ -122,7 +122,7 @@ pub struct ConfigBackupInfo {
     pub name: String,
     pub description: Option<String>,
     pub created_at: String,
-    /// blake3 (hex) of `body`.
+    /// Keyed blake3 of `id` and `body` (`crate::audit::backup_checksum`).
     pub checksum: String,
     pub size_bytes: i64,
 }

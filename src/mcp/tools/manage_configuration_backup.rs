@@ -1,8 +1,11 @@
 //! `manage_configuration_backup`: create, list, restore and delete backups
 //! of the runtime configuration. A backup is the canonical JSON of every
-//! runtime-managed section with its blake3 checksum; restore verifies the
-//! checksum and the schema before it changes anything.
+//! runtime-managed section with its checksum, keyed blake3 under the audit
+//! key (`crate::audit::backup_checksum`), which the database role cannot
+//! read; restore verifies the checksum and the schema before it changes
+//! anything.
 
+use handoff_actors::audit::Mismatch;
 use handoff_actors::model::{now, rfc3339};
 use handoff_actors::{ErrorCode, HandoffError};
 use schemars::JsonSchema;
@@ -19,8 +22,8 @@ pub const NAME: &str = "manage_configuration_backup";
 pub const DESCRIPTION: &str =
     "Back up and restore the runtime configuration. action (alias operation): create \
 (backup_name?, description?), list, restore (backup_id, or backup_name for the newest backup \
-of that name) or delete (backup_id). Restore verifies the backup's blake3 checksum and the \
-configuration schema first; a tampered or invalid backup changes nothing. Unknown backup: \
+of that name) or delete (backup_id). Restore verifies the backup's keyed blake3 checksum and \
+the configuration schema first; a tampered or invalid backup changes nothing. Unknown backup: \
 NOT_FOUND.";
 
 const MAX_DESCRIPTION_BYTES: usize = 1000;
@@ -142,12 +145,13 @@ async fn create(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     }
     let e = ctx.cfg.live.get();
     let body = e.settings.canonical_json();
+    let id = uuid::Uuid::now_v7().to_string();
     let info = ConfigBackupInfo {
-        id: uuid::Uuid::now_v7().to_string(),
+        checksum: crate::audit::backup_checksum(crate::audit::installed()?, &id, &body),
+        id,
         name,
         description: a.description.clone(),
         created_at,
-        checksum: blake3::hash(body.as_bytes()).to_hex().to_string(),
         size_bytes: body.len() as i64,
     };
     let backup = ConfigBackup {
@@ -183,16 +187,28 @@ async fn restore(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
         .run(ctx.reads.db.config_backup(&info.id))
         .await?
         .ok_or_else(|| not_found(&info.id))?;
-    let actual = blake3::hash(backup.body.as_bytes()).to_hex().to_string();
-    if actual != backup.info.checksum {
+    let key = crate::audit::installed()?;
+    let b = &backup.info;
+    if let Err(m) = crate::audit::check_backup(key, &b.id, &backup.body, &b.checksum) {
+        // Only why, never the checksum the key gives this body: that would
+        // hand whoever altered the row the checksum to write next to it.
+        let (reason, why) = match m {
+            Mismatch::Unkeyed | Mismatch::Malformed => (
+                "unkeyed_checksum",
+                "its checksum is not keyed (taken before backups were keyed, or rewritten)",
+            ),
+            Mismatch::OtherKey(_) => ("other_key", "its checksum was made with another audit key"),
+            Mismatch::Differs => (
+                "checksum_mismatch",
+                "it fails its checksum check (it was altered after it was taken)",
+            ),
+        };
         return Err(HandoffError::validation(format!(
-            "backup {} fails its checksum check (it was altered after it was taken); nothing was restored",
-            backup.info.id
+            "backup {} cannot be trusted: {why}; nothing was restored",
+            b.id
         ))
-        .detail("backup_id", backup.info.id.as_str())
-        .detail("reason", "checksum_mismatch")
-        .detail("expected_checksum", backup.info.checksum.as_str())
-        .detail("actual_checksum", actual));
+        .detail("backup_id", b.id.as_str())
+        .detail("reason", reason));
     }
     let restored: Settings = serde_json::from_str(&backup.body).map_err(|e| {
         HandoffError::validation(format!(
