@@ -24,11 +24,28 @@ use clap::{Parser, Subcommand};
 use handoff::config::Config;
 use handoff::{app, cli, logging};
 
+/// Printed under every `--help`: where the data lives and what a tenant is.
+const DATABASE_HELP: &str = "\
+Database:
+  HANDOFF_DATABASE_URL  sqlite://PATH or postgres://USER@HOST:PORT/DB.
+                        Default: the embedded SQLite file handoff.db in the
+                        platform data directory (Linux:
+                        ~/.local/share/handoff/handoff.db, or under
+                        $XDG_DATA_HOME), created on first use.
+Tenants:
+  Sessions belong to a tenant, and no tenant sees another's. Over stdio
+  the tenant is `local`; the tenant options of the commands below choose
+  which tenant's sessions they read or write. A tenant id is 1-63
+  characters of a-z 0-9 _ - starting with a letter or digit.
+Configuration: --config FILE or HANDOFF_CONFIG, then HANDOFF_* variables
+(README.md, \"Configuration\").";
+
 #[derive(Parser)]
 #[command(
     name = "handoff",
     version,
-    about = "MCP server for handing work between AI agents without losing context"
+    about = "MCP server for handing work between AI agents without losing context",
+    after_help = DATABASE_HELP
 )]
 struct Cli {
     /// TOML configuration file (default: $HANDOFF_CONFIG, if set).
@@ -40,9 +57,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve MCP on stdio (the default for local agent clients).
+    /// Serve MCP on stdio (the default for local agent clients), on the
+    /// database HANDOFF_DATABASE_URL names (default: the embedded SQLite
+    /// file); migrations are applied at start.
+    #[command(after_help = DATABASE_HELP)]
     Serve,
-    /// Apply database migrations and exit.
+    /// Apply the schema migrations to the database HANDOFF_DATABASE_URL
+    /// names (default: the embedded SQLite file, created if missing) and
+    /// exit; prints which database it migrated.
+    #[command(after_help = DATABASE_HELP)]
     Migrate,
     /// Audit log tools.
     Audit {
@@ -73,7 +96,8 @@ enum Cmd {
         /// Where to write (`-` for stdout, the default).
         #[arg(long, short, value_name = "FILE|-")]
         output: Option<PathBuf>,
-        /// Tenant to export (`local` is the stdio tenant).
+        /// Tenant to export (`local` is the stdio tenant; see "Tenants" in
+        /// `handoff --help`).
         #[arg(long, default_value = "local", value_parser = tenant_arg)]
         tenant: String,
     },

@@ -117,79 +117,6 @@ fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Problems of `v` against a published schema (the subset schemars emits:
-/// `$ref`, `type`, `enum`, `const`, `anyOf`/`oneOf`, `required`,
-/// `properties`, `items`).
-fn schema_problems(root: &Value, schema: &Value, v: &Value, path: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        let name = r.strip_prefix("#/$defs/").expect("local $ref");
-        out.extend(schema_problems(root, &root["$defs"][name], v, path));
-    }
-    if let Some(t) = schema.get("type") {
-        let types: Vec<&str> = match t {
-            Value::String(s) => vec![s.as_str()],
-            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-            _ => vec![],
-        };
-        let ok = types.iter().any(|t| match *t {
-            "object" => v.is_object(),
-            "array" => v.is_array(),
-            "string" => v.is_string(),
-            "boolean" => v.is_boolean(),
-            "integer" => v.is_i64() || v.is_u64(),
-            "number" => v.is_number(),
-            "null" => v.is_null(),
-            _ => true,
-        });
-        if !ok {
-            out.push(format!("{path}: {v:.80} is not {types:?}"));
-            return out;
-        }
-    }
-    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
-        if !e.contains(v) {
-            out.push(format!("{path}: {v} not in {e:?}"));
-        }
-    }
-    if let Some(c) = schema.get("const") {
-        if c != v {
-            out.push(format!("{path}: {v} is not {c}"));
-        }
-    }
-    for key in ["anyOf", "oneOf"] {
-        if let Some(any) = schema.get(key).and_then(Value::as_array) {
-            if !any
-                .iter()
-                .any(|s| schema_problems(root, s, v, path).is_empty())
-            {
-                out.push(format!("{path}: matches no {key} branch"));
-            }
-        }
-    }
-    if let Some(obj) = v.as_object() {
-        let props = schema.get("properties").and_then(Value::as_object);
-        if let Some(req) = schema.get("required").and_then(Value::as_array) {
-            for r in req.iter().filter_map(Value::as_str) {
-                if !obj.contains_key(r) {
-                    out.push(format!("{path}: required '{r}' missing"));
-                }
-            }
-        }
-        for (k, val) in obj {
-            if let Some(ps) = props.and_then(|p| p.get(k)) {
-                out.extend(schema_problems(root, ps, val, &format!("{path}.{k}")));
-            }
-        }
-    }
-    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
-        for (i, x) in arr.iter().enumerate() {
-            out.extend(schema_problems(root, items, x, &format!("{path}[{i}]")));
-        }
-    }
-    out
-}
-
 async fn output_schema(s: &Server) -> Value {
     let tools = s.client.list_all_tools().await.expect("tools/list");
     let t = tools
@@ -227,7 +154,7 @@ async fn analyzes_each_language_and_appends_one_file_entry() {
         )
         .await;
     let out = r.ok().clone();
-    let p = schema_problems(&schema, &schema, &out, "structuredContent");
+    let p = common::schema_problems(&schema, &out);
     assert!(p.is_empty(), "reply vs outputSchema: {p:?}\n{out}");
     assert_eq!(out["analysis_type"], "full");
     assert_eq!(out["totals"]["files"], 6);
@@ -490,7 +417,7 @@ async fn without_a_workspace_root_the_tool_is_forbidden() {
         .await;
     let e = r.err("FORBIDDEN");
     let schema = output_schema(&s).await;
-    let p = schema_problems(&schema, &schema, e, "structuredContent");
+    let p = common::schema_problems(&schema, e);
     assert!(p.is_empty(), "error vs outputSchema: {p:?}\n{e}");
     assert!(e["error"]
         .as_str()
@@ -542,7 +469,7 @@ async fn oversized_and_missing_files_are_reported_per_file() {
         .ok()
         .clone();
     let schema = output_schema(&s).await;
-    let p = schema_problems(&schema, &schema, &out, "structuredContent");
+    let p = common::schema_problems(&schema, &out);
     assert!(p.is_empty(), "reply vs outputSchema: {p:?}\n{out}");
     let big = file(&out, "big.rs");
     assert_eq!(big["status"], "skipped");

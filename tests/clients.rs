@@ -1,7 +1,7 @@
-//! Real third-party clients against the real binary: the official MCP
-//! TypeScript SDK (through the mcp-load driver) and the official MCP Python
-//! SDK 2.x. Each test is skipped, with a message on stderr, only when its
-//! runtime (`node` / `python3`) is not installed.
+//! Real third-party clients against the real binary, on the configured
+//! backend: the official MCP TypeScript SDK (driven by tests/ts, installed
+//! from its lockfile) and the official MCP Python SDK 2.x (from PyPI, in a
+//! virtualenv under target/). A missing runtime fails the test, naming it.
 
 mod common;
 
@@ -11,14 +11,20 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-fn have(program: &str) -> bool {
-    Command::new(program)
+/// The program's path, or a failure saying how to install it: a missing
+/// prerequisite fails the test, it never skips it.
+fn require(program: &str, install: &str) {
+    let ok = Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
-        .unwrap_or(false)
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "`{program}` is needed by the MCP client tests and is not on PATH: {install}"
+    );
 }
 
 fn target_dir() -> PathBuf {
@@ -28,177 +34,178 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The mcp-load script, with its dependencies installed. `shared/` may be
-/// read-only (as in CI): then the driver is copied under target/ and
-/// installed there.
-fn mcp_load_script() -> Option<PathBuf> {
+/// The TypeScript client harness (tests/ts) installed under target/ with
+/// `npm ci` from its lockfile; reinstalled when the lockfile changes.
+fn ts_client_script() -> PathBuf {
     // Both TypeScript tests may need the install: one at a time.
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let script = match std::env::var_os("HANDOFF_MCP_LOAD") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/mcp-load/mcp-load.mjs"),
-    };
-    if !script.is_file() {
+    require(
+        "node",
+        "install Node.js 18 or newer (e.g. apt install nodejs npm)",
+    );
+    require("npm", "install npm (e.g. apt install npm)");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ts");
+    let copy = target_dir().join("ts-client");
+    std::fs::create_dir_all(&copy).expect("mkdir target/ts-client");
+    let lock = std::fs::read(src.join("package-lock.json")).expect("tests/ts/package-lock.json");
+    let installed = std::fs::read(copy.join("package-lock.json")).ok();
+    for f in ["client_check.mjs", "package.json", "package-lock.json"] {
+        std::fs::copy(src.join(f), copy.join(f)).expect("copy tests/ts");
+    }
+    if installed.as_deref() != Some(&lock[..])
+        || !copy.join("node_modules/@modelcontextprotocol/sdk").is_dir()
+    {
         eprintln!(
-            "skipping: mcp-load driver not found at {} (set HANDOFF_MCP_LOAD)",
-            script.display()
-        );
-        return None;
-    }
-    let dir = script.parent().unwrap().to_path_buf();
-    if dir.join("node_modules/@modelcontextprotocol/sdk").is_dir() {
-        return Some(script);
-    }
-    let copy = target_dir().join("mcp-load");
-    std::fs::create_dir_all(&copy).expect("mkdir target/mcp-load");
-    for f in ["mcp-load.mjs", "package.json", "package-lock.json"] {
-        if dir.join(f).exists() {
-            std::fs::copy(dir.join(f), copy.join(f)).expect("copy mcp-load");
-        }
-    }
-    if !copy.join("node_modules/@modelcontextprotocol/sdk").is_dir() {
-        let verb = if copy.join("package-lock.json").exists() {
-            "ci"
-        } else {
-            "install"
-        };
-        eprintln!(
-            "installing mcp-load's dependencies: npm {verb} in {}",
+            "installing the TypeScript SDK: npm ci in {}",
             copy.display()
         );
         let out = Command::new("npm")
-            .arg(verb)
-            .arg("--no-audit")
-            .arg("--no-fund")
+            .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&copy)
             .output()
             .expect("run npm");
         assert!(
             out.status.success(),
-            "npm {verb} failed: {}{}",
+            "npm ci (the official MCP TypeScript SDK, from registry.npmjs.org) failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Some(copy.join("mcp-load.mjs"))
+    copy.join("client_check.mjs")
 }
 
-fn run_mcp_load(arg_style: &str) {
-    if !have("node") {
-        eprintln!("SKIPPED: `node` is not installed; the TypeScript SDK client test needs it");
-        return;
-    }
-    let Some(script) = mcp_load_script() else {
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let report = tmp.path().join("report.json");
-    let server_log = tmp.path().join("server.log");
+/// Run the TypeScript harness against a fresh server; returns its report.
+fn run_ts_client(arg_style: &str) -> Value {
+    let script = ts_client_script();
+    let db = common::DbDir::new();
     let started = Instant::now();
     let out = Command::new("node")
-        // The driver hands its whole environment to the server, and the
-        // server refuses unknown HANDOFF_* variables: keep ours out.
-        .env_remove("HANDOFF_MCP_LOAD")
         .arg(&script)
-        .arg("--cmd")
-        .arg(format!("{} serve", common::BIN))
+        .args(["--cmd", common::BIN, "--arg-style", arg_style])
         .arg("--env")
-        .arg(format!(
-            "HANDOFF_DATABASE_URL=sqlite://{}",
-            tmp.path().join("h.db").display()
-        ))
-        .args(["--concurrency", "8", "--duration", "3", "--sessions", "20"])
-        .args(["--verify-sample", "0", "--json", "--arg-style", arg_style])
-        .arg("--out")
-        .arg(&report)
-        .arg("--server-log")
-        .arg(&server_log)
+        .arg(format!("HANDOFF_DATABASE_URL={}", db.url()))
+        .stderr(std::fs::File::create(db.stderr_log()).expect("stderr log"))
         .output()
-        .expect("run node mcp-load");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .expect("run node client_check.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = std::fs::read_to_string(db.stderr_log()).unwrap_or_default();
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("client_check.mjs printed no JSON ({e}); stdout: {stdout}\nstderr: {log}")
+    });
     assert!(
-        out.status.success(),
-        "mcp-load exited with {}: {stderr}\nstdout: {}",
+        out.status.success() && r["ok"] == true,
+        "client_check.mjs failed ({}): {}\nserver stderr: {log}",
         out.status,
-        String::from_utf8_lossy(&out.stdout)
+        r["error"]
     );
-    let r: Value =
-        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("report is JSON");
     eprintln!(
-        "mcp-load --arg-style {arg_style}: {} calls ({} calls/s), {:?} wall",
-        r["mixed"]["calls"],
-        r["mixed"]["calls_per_s"],
+        "TypeScript SDK, --arg-style {arg_style}: {} acked writes, verified in {:?}",
+        r["writes"]["acked"],
         started.elapsed()
     );
-    let ctx = || {
-        format!(
-            "report: setup={} mixed.errors={} verification={} noise={}\ndriver stderr: {stderr}",
-            r["setup"], r["mixed"]["errors"], r["verification"], r["noise"]
-        )
-    };
-    assert_eq!(r["params"]["arg_style"], arg_style);
-    assert_eq!(r["server_info"]["name"], "handoff");
-    for t in ["register_session", "update_context", "request_handoff"] {
-        assert!(
-            r["advertised_tools"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|x| x == t),
-            "tools/list lacks {t}"
-        );
-    }
-    assert_eq!(r["setup"]["sessions_registered_ok"], 20, "{}", ctx());
-    for (tool, v) in r["setup"]["per_tool"].as_object().unwrap() {
-        assert_eq!(v["errors"], 0, "setup {tool}: {}", ctx());
-    }
-    assert!(r["mixed"]["calls"].as_u64().unwrap() > 0, "{}", ctx());
-    assert_eq!(r["mixed"]["errors"], 0, "{}", ctx());
-    for (tool, v) in r["mixed"]["per_tool"].as_object().unwrap() {
-        assert_eq!(v["errors"], 0, "{tool}: {}", ctx());
-        assert_eq!(v["errors_by_text"], json!({}), "{tool}: {}", ctx());
-    }
-    let v = &r["verification"];
-    assert_eq!(v["ok"], true, "{}", ctx());
-    assert!(
-        v["acked_updates_checked"].as_u64().unwrap() > 0,
-        "{}",
-        ctx()
-    );
-    assert_eq!(v["found"], v["acked_updates_checked"], "{}", ctx());
-    for k in [
-        "lost",
-        "duplicated",
-        "misordered",
-        "phantoms",
-        "foreign_entries",
+    r
+}
+
+fn check_ts_report(r: &Value, arg_style: &str) {
+    assert_eq!(r["arg_style"], arg_style);
+    assert_eq!(r["server_info"]["name"], "handoff", "{}", r["server_info"]);
+    let tools: Vec<&str> = r["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for t in [
+        "register_session",
+        "update_context",
+        "get_context",
+        "request_handoff",
+        "list_handoffs",
+        "accept_handoff",
     ] {
-        assert_eq!(v[k], 0, "verification.{k}: {}", ctx());
+        assert!(tools.contains(&t), "tools/list lacks {t}: {tools:?}");
     }
-    assert_eq!(v["readback_errors"], json!({}), "{}", ctx());
-    assert_eq!(r["noise"]["stdout_non_jsonrpc_lines"], 0, "{}", ctx());
-    assert_eq!(r["noise"]["other_transport_errors"], 0, "{}", ctx());
+    assert_eq!(r["tools_without_output_schema"], json!([]));
+    for reg in r["register"].as_array().unwrap() {
+        assert_eq!(reg["is_error"], false, "{reg}");
+        assert_eq!(reg["structured"]["success"], true, "{reg}");
+    }
+    // Every write acknowledged, and every acknowledgement stored once, in
+    // its place, with nothing unacknowledged beside it.
+    let w = &r["writes"];
+    assert_eq!(
+        w["acked"], w["attempted"],
+        "failed writes: {}",
+        w["failures"]
+    );
+    assert_eq!(r["text_mismatches"], 0);
+    let v = &r["verification"];
+    assert_eq!(v["checked"], w["acked"], "{v}");
+    assert_eq!(v["found"], v["checked"], "{v}");
+    for k in ["lost", "duplicated", "misordered", "unacknowledged"] {
+        assert_eq!(v[k], 0, "verification.{k}: {v}");
+    }
+    assert!(v["pages"].as_u64().unwrap() > 4, "pages were followed: {v}");
+    assert!(
+        r["subscription_notice"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("handoff://context/")),
+        "no resources/updated notice: {}",
+        r["subscription_notice"]
+    );
+    // The handoff loop, as the target agent sees it.
+    let h = &r["handoff"];
+    assert_eq!(
+        h["request"]["structured"]["handoff"]["status"], "pending",
+        "{h}"
+    );
+    let listed = &h["listed"]["structured"];
+    assert_eq!(
+        listed["handoffs"][0]["id"], h["request"]["structured"]["handoff"]["id"],
+        "{h}"
+    );
+    assert_eq!(
+        h["accepted"]["structured"]["handoff"]["status"], "accepted",
+        "{h}"
+    );
+    assert!(r["summary"]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p == "ts-agent"));
+    // The error body of the contract.
+    let e = &r["error_call"];
+    assert_eq!(e["is_error"], true, "{e}");
+    assert_eq!(e["structured"]["error_code"], "SESSION_NOT_FOUND", "{e}");
+    assert!(e["structured"]["request_id"]
+        .as_str()
+        .is_some_and(|s| s.len() == 36));
 }
 
 #[test]
-fn typescript_sdk_load_camel_case() {
-    run_mcp_load("camel");
+fn typescript_sdk_camel_case() {
+    let r = run_ts_client("camel");
+    check_ts_report(&r, "camel");
 }
 
 #[test]
-fn typescript_sdk_load_snake_case() {
-    run_mcp_load("snake");
+fn typescript_sdk_snake_case() {
+    let r = run_ts_client("snake");
+    check_ts_report(&r, "snake");
 }
 
-/// A virtualenv with the MCP Python SDK (2.x preferred); reused when it
-/// already imports `mcp`. Returns its python.
+/// A virtualenv with the MCP Python SDK 2.x; reused when it already has
+/// it. Returns its python.
 fn python_sdk_venv() -> PathBuf {
     let venv = target_dir().join("py-mcp-venv");
     let py = venv.join("bin/python");
     let works = |py: &Path| {
         Command::new(py)
-            .args(["-c", "import mcp"])
+            .args([
+                "-c",
+                "import mcp, importlib.metadata as m; assert int(m.version('mcp').split('.')[0]) >= 2",
+            ])
             .stderr(Stdio::null())
             .status()
             .map(|s| s.success())
@@ -221,10 +228,11 @@ fn python_sdk_venv() -> PathBuf {
             .map(|s| s.success())
             .unwrap_or(false)
     };
-    if !pip("mcp>=2") {
-        eprintln!("NOTE: `pip install \"mcp>=2\"` failed; falling back to the newest `mcp`");
-        assert!(pip("mcp"), "pip install mcp failed");
-    }
+    assert!(
+        pip("mcp>=2"),
+        "pip install \"mcp>=2\" (the official MCP Python SDK, from PyPI) failed in {}",
+        venv.display()
+    );
     assert!(
         works(&py),
         "the venv does not import mcp after installing it"
@@ -234,14 +242,14 @@ fn python_sdk_venv() -> PathBuf {
 
 #[test]
 fn python_sdk_stdio_client() {
-    if !have("python3") {
-        eprintln!("SKIPPED: `python3` is not installed; the Python SDK client test needs it");
-        return;
-    }
+    require(
+        "python3",
+        "install Python 3.10 or newer with venv (e.g. apt install python3 python3-venv)",
+    );
     let py = python_sdk_venv();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_check.py");
-    let tmp = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", tmp.path().join("h.db").display());
+    let db = common::DbDir::new();
+    let url = db.url();
     let key = "py-session";
     let started = Instant::now();
     let out = Command::new(&py)
@@ -272,17 +280,8 @@ fn python_sdk_stdio_client() {
 
     // The SDK 2.x client probes the newest revision first, and the server
     // speaks it.
-    if sdk.split('.').next().and_then(|m| m.parse::<u32>().ok()) >= Some(2) {
-        assert_eq!(r["protocol_version"], "2026-07-28", "SDK {sdk}");
-    } else {
-        eprintln!(
-            "NOTE: Python SDK {sdk} (not 2.x) negotiated {}",
-            r["protocol_version"]
-        );
-        assert!(r["protocol_version"]
-            .as_str()
-            .is_some_and(|v| v >= "2025-03-26"));
-    }
+    assert!(sdk.starts_with("2."), "Python SDK {sdk} is not 2.x");
+    assert_eq!(r["protocol_version"], "2026-07-28", "SDK {sdk}");
     assert_eq!(r["server_name"], "handoff");
     for t in [
         "register_session",

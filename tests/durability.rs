@@ -393,3 +393,31 @@ async fn graceful_eof_exits_zero_and_keeps_everything() {
     }
     assert!(s.close().await.success());
 }
+
+/// The kill -9 tests above would also pass on a machine that never crashed
+/// for real, so the setting that makes "acknowledged" mean "on disk" is
+/// checked on the commit connection itself: SQLite `synchronous=FULL`, and
+/// PostgreSQL `synchronous_commit=on` even where the database's own default
+/// says off.
+#[tokio::test]
+async fn the_commit_connection_is_durable() {
+    let db = DbDir::new();
+    let expected = if let Some(name) = db.pg_name() {
+        common::sql_execute(
+            &db,
+            &format!("ALTER DATABASE {name} SET synchronous_commit = off"),
+        )
+        .await;
+        // A plain connection to the database now commits asynchronously...
+        let rows = common::sql_rows(&db, "SHOW synchronous_commit").await;
+        assert_eq!(rows, vec![vec![Some("off".to_string())]]);
+        json!({"synchronous_commit": "on"})
+    } else {
+        json!({"synchronous": "full"})
+    };
+    // ... and the server's does not.
+    let s = Server::start(&db, &[]).await;
+    let database = common::health_component(&s, "database").await;
+    assert_eq!(database["details"]["durability"], expected, "{database}");
+    assert!(s.close().await.success());
+}

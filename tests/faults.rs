@@ -8,12 +8,13 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{all_entries, assert_gap_free, health_component, prometheus_value, DbDir, Server};
+use common::{
+    all_entries, assert_gap_free, health_component, prometheus_value, DbDir, Proxy, Server,
+};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 fn free_port() -> u16 {
@@ -112,6 +113,32 @@ fn writers(
         .collect()
 }
 
+/// Wait for `what` to become true (checked every 50 ms, 20 s at most).
+async fn poll<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Entries stored in `keys` so far, as the summaries count them.
+async fn writes_so_far(s: &Server, keys: &[String]) -> i64 {
+    let mut n = 0;
+    for k in keys {
+        let v = s
+            .read(&format!("handoff://summary/{k}"))
+            .await
+            .expect("summary");
+        n += v["last_sequence"].as_i64().unwrap_or(0);
+    }
+    n
+}
+
 fn check_acks(key: &str, entries: &[serde_json::Value], acks: &[(String, String, i64)]) {
     assert_gap_free(key, entries);
     let at: HashMap<i64, &str> = entries
@@ -184,23 +211,39 @@ async fn redis_stopped_and_started_during_load_is_invisible_to_clients() {
         })
     };
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let m = b.read_text("handoff://metrics").await.unwrap();
-    let hits = prometheus_value(
-        &m,
-        "handoff_cache_ops_total",
-        &[("op", "get"), ("outcome", "hit")],
-    );
-    assert!(
-        hits.unwrap_or(0.0) > 0.0,
-        "B served summaries from the cache: {hits:?}"
-    );
+    // B serves summaries from the cache (polled: no fixed wait).
+    poll("B serves summaries from the cache", || async {
+        let m = b.read_text("handoff://metrics").await.unwrap();
+        prometheus_value(
+            &m,
+            "handoff_cache_ops_total",
+            &[("op", "get"), ("outcome", "hit")],
+        )
+        .unwrap_or(0.0)
+            > 0.0
+    })
+    .await;
     redis.down();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    let during = health_component(&a, "cache").await;
-    assert_eq!(during["status"], "degraded", "{during}");
+    poll("A reports the cache degraded", || async {
+        health_component(&a, "cache").await["status"] == "degraded"
+    })
+    .await;
+    // Writes go on while Redis is away.
+    let during = writes_so_far(&a, &keys).await;
+    poll("writes continue without Redis", || async {
+        writes_so_far(&a, &keys).await > during + 20
+    })
+    .await;
     redis.up();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    poll("A reports the cache healthy again", || async {
+        health_component(&a, "cache").await["status"] == "ok"
+    })
+    .await;
+    let after = writes_so_far(&a, &keys).await;
+    poll("writes continue after Redis is back", || async {
+        writes_so_far(&a, &keys).await > after + 20
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
 
     let mut acks = Vec::new();
@@ -210,8 +253,7 @@ async fn redis_stopped_and_started_during_load_is_invisible_to_clients() {
         acks.extend(a);
     }
     let reads = reader.await.unwrap();
-    assert!(reads > 20, "reader made {reads} reads");
-    assert!(acks.len() > 100, "only {} writes in 5.5 s", acks.len());
+    assert!(reads > 0, "the reader made no reads");
 
     // The cache breaker opened while Redis was down and closed again.
     let m = a.read_text("handoff://metrics").await.unwrap();
@@ -241,67 +283,16 @@ async fn redis_stopped_and_started_during_load_is_invisible_to_clients() {
     }
 }
 
-/// A TCP proxy in front of PostgreSQL. `cut` drops every connection and
-/// swallows new ones without answering (a dead network, not a refusal);
-/// `restore` forwards again.
-struct Proxy {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(upstream: &'static str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Default::default();
-        let (c, l) = (cut.clone(), links.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut down, _)) = listener.accept().await else {
-                    return;
-                };
-                let c = c.clone();
-                let link = tokio::spawn(async move {
-                    while c.load(Ordering::Relaxed) {
-                        // Hold the socket open and say nothing.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    if let Ok(mut up) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-                    }
-                });
-                l.lock().unwrap().push(link);
-            }
-        });
-        Proxy { port, cut, links }
-    }
-    fn cut(&self) {
-        self.cut.store(true, Ordering::Relaxed);
-        for l in self.links.lock().unwrap().drain(..) {
-            l.abort();
-        }
-    }
-    fn restore(&self) {
-        self.cut.store(false, Ordering::Relaxed);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_cut_off_during_load_fails_fast_and_recovers() {
     let db = DbDir::postgres();
-    let proxy = Proxy::start("127.0.0.1:5432").await;
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{}/{}",
-        proxy.port,
-        db.pg_name().unwrap()
-    );
+    let proxy = Proxy::start(common::pg_server_addr()).await;
+    let url = common::pg_url_via(&proxy.addr(), db.pg_name().unwrap());
     const TIMEOUT: Duration = Duration::from_secs(1);
     let env = [
         ("HANDOFF_DATABASE_URL", url.as_str()),
         ("HANDOFF_DB_TIMEOUT", "1s"),
-        ("HANDOFF_BREAKER_OPEN_FOR", "500ms"),
+        ("HANDOFF_BREAKER_OPEN_FOR", "3s"),
         ("HANDOFF_BREAKER_FAILURES", "3"),
     ];
     let s = Arc::new(Server::start(&db, &env).await);
@@ -316,35 +307,54 @@ async fn postgres_cut_off_during_load_fails_fast_and_recovers() {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = writers(s.clone(), keys.clone(), 8, stop.clone());
+    let breaker =
+        || async { health_component(&s, "breaker.database").await["details"]["state"].clone() };
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    poll("writes under way", || async {
+        writes_so_far(&s, &keys).await > 40
+    })
+    .await;
     proxy.cut();
     let cut_at = Instant::now();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The failures reach the threshold and the breaker opens.
+    poll("the database breaker opens", || async {
+        breaker().await == "open"
+    })
+    .await;
     let h = s.read("handoff://health").await.unwrap();
     assert_eq!(h["status"], "error", "health during the outage: {h}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // While open (3 s, long enough that no half-open probe interferes), a
+    // call is refused at once, saying why, without waiting for the
+    // database timeout.
+    let started = Instant::now();
+    let r = s
+        .call(
+            "update_context",
+            json!({"session_key": keys[0], "context_type": "message", "content": "while-open"}),
+        )
+        .await;
+    let open_call = started.elapsed();
+    let body = r.err("STORAGE_UNAVAILABLE");
+    assert_eq!(body["retryable"], true, "{body}");
+    assert_eq!(body["details"]["state"], "open", "{body}");
+    assert!(
+        open_call < Duration::from_millis(300),
+        "an open breaker answered in {open_call:?}"
+    );
     proxy.restore();
     let restored_at = Instant::now();
-    // Recovery on its own: a write succeeds again within a few seconds.
-    let recovered = loop {
-        let r = s
-            .call(
-                "update_context",
-                json!({"session_key": keys[0], "context_type": "message", "content": "after"}),
-            )
-            .await;
-        if !r.is_error {
-            break restored_at.elapsed();
-        }
-        assert!(
-            restored_at.elapsed() < Duration::from_secs(10),
-            "no recovery: {:?}",
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Recovery on its own: a probe gets through, the breaker closes and
+    // writes succeed again.
+    poll("the database breaker closes", || async {
+        breaker().await == "closed"
+    })
+    .await;
+    let recovered = restored_at.elapsed();
+    let after = writes_so_far(&s, &keys).await;
+    poll("writes succeed after the outage", || async {
+        writes_so_far(&s, &keys).await > after + 20
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
 
     let (mut acks, mut errors) = (Vec::new(), Vec::new());
@@ -355,10 +365,17 @@ async fn postgres_cut_off_during_load_fails_fast_and_recovers() {
     }
     assert!(!errors.is_empty(), "the outage was not noticed");
     let slowest = errors.iter().map(|(_, d)| *d).max().unwrap();
+    let while_open: Vec<Duration> = errors
+        .iter()
+        .filter(|(e, _)| e["details"]["state"] == "open")
+        .map(|(_, d)| *d)
+        .collect();
     eprintln!(
-        "outage {:?}: {} errors, slowest failed call {slowest:?}, recovered {recovered:?} after restore, {} acks",
+        "outage {:?}: {} errors ({} refused by the open breaker, slowest of those {:?}), slowest failed call {slowest:?}, closed {recovered:?} after restore, {} acks",
         restored_at - cut_at,
         errors.len(),
+        while_open.len(),
+        while_open.iter().max(),
         acks.len()
     );
     for (e, d) in &errors {
@@ -367,6 +384,21 @@ async fn postgres_cut_off_during_load_fails_fast_and_recovers() {
         assert!(
             *d <= TIMEOUT + Duration::from_millis(500),
             "a call took {d:?}: {e}"
+        );
+    }
+    for d in &while_open {
+        assert!(*d < Duration::from_millis(300), "open breaker took {d:?}");
+    }
+    let m = s.read_text("handoff://metrics").await.unwrap();
+    for to in ["open", "closed"] {
+        let n = prometheus_value(
+            &m,
+            "handoff_breaker_transitions_total",
+            &[("dependency", "database"), ("to", to)],
+        );
+        assert!(
+            n.unwrap_or(0.0) >= 1.0,
+            "no database breaker transition to {to}: {n:?}"
         );
     }
     for k in &keys {

@@ -219,10 +219,10 @@ async fn update_job_config_validates_applies_persists_and_audits() {
     assert_eq!(keys, ["interval_ms", "max_retries", "retry_delay_ms"]);
     assert_eq!(r["job"]["config"]["interval"], "300ms");
     assert_eq!(r["updated_by"], "ops");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let j = s.read("handoff://jobs/cache_maintenance").await.unwrap();
-    let runs = j["success_count"].as_u64().unwrap();
-    assert!(runs >= 2, "runs every 300ms now: {j}");
+    let j = wait_job(&s, "cache_maintenance", "two scheduled runs", |j| {
+        j["success_count"].as_u64().unwrap() >= 2
+    })
+    .await;
     assert_eq!(j["history"][0]["trigger"], "schedule");
     assert_eq!(j["config"]["interval_ms"], 300);
     assert!(j["next_run_at"].is_string());
@@ -245,12 +245,13 @@ async fn update_job_config_validates_applies_persists_and_audits() {
         "{r}"
     );
     assert!(r["job"]["next_run_at"].is_null());
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let j = s.read("handoff://jobs/cache_maintenance").await.unwrap();
-    assert_eq!(j["state"], "disabled", "{j}");
-    let before = s.read("handoff://jobs/cache_maintenance").await.unwrap()["success_count"]
-        .as_u64()
-        .unwrap();
+    let j = wait_job(&s, "cache_maintenance", "disabled", |j| {
+        j["state"] == "disabled"
+    })
+    .await;
+    let before = j["success_count"].as_u64().unwrap();
+    // Proving an absence takes a wait: over two intervals of the 300 ms
+    // schedule, no run.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let after = s.read("handoff://jobs/cache_maintenance").await.unwrap();
     assert_eq!(after["success_count"].as_u64().unwrap(), before, "{after}");
@@ -287,6 +288,22 @@ async fn update_job_config_validates_applies_persists_and_audits() {
     assert_eq!(updates.len(), 3, "{updates:?}");
     assert_eq!(updates[0]["job"], "cache_maintenance");
     audit_verify(&db);
+}
+
+/// Poll `handoff://jobs/{job}` until `done` holds (10 s at most).
+async fn wait_job(s: &Server, job: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let j = s.read(&format!("handoff://jobs/{job}")).await.unwrap();
+        if done(&j) {
+            return j;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{job}: not {what} in time: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

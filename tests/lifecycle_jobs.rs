@@ -14,13 +14,15 @@ use common::{audit_verify, register, DbDir, Server};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-/// Below production's floors: only with the operator's test hooks.
-const STEPS_1S: [(&str, &str); 5] = [
+/// Below production's floors: only with the operator's test hooks. Three
+/// seconds between the steps leave room for a loaded machine: each step
+/// is polled from its threshold on, and must be seen before the next.
+const STEPS: [(&str, &str); 5] = [
     ("HANDOFF_TEST_HOOKS", "true"),
     ("HANDOFF_RETENTION__DORMANT_AFTER", "1s"),
-    ("HANDOFF_RETENTION__EXPIRE_AFTER", "3s"),
-    ("HANDOFF_RETENTION__ARCHIVE_AFTER", "5s"),
-    ("HANDOFF_RETENTION__PURGE_AFTER", "7s"),
+    ("HANDOFF_RETENTION__EXPIRE_AFTER", "4s"),
+    ("HANDOFF_RETENTION__ARCHIVE_AFTER", "7s"),
+    ("HANDOFF_RETENTION__PURGE_AFTER", "10s"),
 ];
 
 async fn audit_rows(db: &DbDir) -> Vec<(String, Option<String>, String)> {
@@ -58,25 +60,51 @@ async fn status(s: &Server, key: &str) -> String {
     r["status"].as_str().unwrap().to_string()
 }
 
-/// Sleep until `at` after `t0`.
-async fn until(t0: Instant, at: Duration) {
+/// From `at` after `t0` on, run `job` until the counts of its reports,
+/// summed, reach `want` for `step` (5 s at most); returns the sums.
+async fn run_until(
+    s: &Server,
+    job: &str,
+    t0: Instant,
+    at: Duration,
+    step: &str,
+    want: u64,
+) -> Value {
     if let Some(d) = at.checked_sub(t0.elapsed()) {
         tokio::time::sleep(d).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut sums = serde_json::Map::new();
+    loop {
+        let r = run(s, job).await;
+        for (k, v) in r.as_object().into_iter().flatten() {
+            if let Some(n) = v.as_u64() {
+                let total = sums.get(k).and_then(Value::as_u64).unwrap_or(0) + n;
+                sums.insert(k.clone(), json!(total));
+            }
+        }
+        if sums.get(step).and_then(Value::as_u64).unwrap_or(0) >= want {
+            return Value::Object(sums);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{job}: {step} never reached {want}: {sums:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 #[tokio::test]
 async fn sessions_move_through_every_state() {
     let db = DbDir::new();
-    let s = Server::start(&db, &STEPS_1S).await;
+    let s = Server::start(&db, &STEPS).await;
     let t0 = Instant::now();
     register(&s, "life").await;
     append(&s, "life").await.ok();
     register(&s, "wakes").await;
 
     // active → dormant; a dormant session wakes on activity.
-    until(t0, Duration::from_millis(1500)).await;
-    let r = run(&s, "lifecycle").await;
+    let r = run_until(&s, "lifecycle", t0, Duration::from_secs(1), "dormant", 2).await;
     assert_eq!(r["dormant"], 2, "{r}");
     assert_eq!(r["expired"], 0, "{r}");
     assert_eq!(status(&s, "life").await, "dormant");
@@ -98,8 +126,7 @@ async fn sessions_move_through_every_state() {
     );
 
     // dormant → expired: no more writes, details say why.
-    until(t0, Duration::from_millis(3500)).await;
-    let r = run(&s, "lifecycle").await;
+    let r = run_until(&s, "lifecycle", t0, Duration::from_secs(4), "expired", 1).await;
     assert_eq!(r["expired"], 1, "{r}");
     assert_eq!(status(&s, "life").await, "expired");
     let e = append(&s, "life").await.err("SESSION_NOT_ACTIVE").clone();
@@ -112,8 +139,7 @@ async fn sessions_move_through_every_state() {
     .err("SESSION_EXISTS");
 
     // expired → archived: read-only, still readable.
-    until(t0, Duration::from_millis(5500)).await;
-    let r = run(&s, "lifecycle").await;
+    let r = run_until(&s, "lifecycle", t0, Duration::from_secs(7), "archived", 1).await;
     assert_eq!(r["archived"], 1, "{r}");
     assert_eq!(status(&s, "life").await, "archived");
     let e = append(&s, "life").await.err("SESSION_NOT_ACTIVE").clone();
@@ -153,8 +179,7 @@ async fn sessions_move_through_every_state() {
     );
 
     // archived → purged: gone, like delete_session, and its key with it.
-    until(t0, Duration::from_millis(7500)).await;
-    let r = run(&s, "lifecycle").await;
+    let r = run_until(&s, "lifecycle", t0, Duration::from_secs(10), "purged", 1).await;
     assert_eq!(r["purged"], 1, "{r}");
     s.call("get_context", json!({"session_key": "life"}))
         .await
@@ -202,7 +227,7 @@ async fn sessions_move_through_every_state() {
 #[tokio::test]
 async fn a_busy_session_is_never_made_dormant() {
     let db = DbDir::new();
-    let s = Server::start(&db, &STEPS_1S).await;
+    let s = Server::start(&db, &STEPS).await;
     register(&s, "busy").await;
     register(&s, "idle").await;
     // Appends only: the stored row (its last_activity_at) is not rewritten
@@ -268,8 +293,16 @@ async fn retention_purges_and_rollups_count() {
     assert!(cm["storage"].is_object(), "{cm}");
 
     // Retention purges whatever the status (the lifecycle job never ran).
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let r = run(&s, "retention").await;
+    let t0 = Instant::now();
+    let r = run_until(
+        &s,
+        "retention",
+        t0,
+        Duration::from_millis(400),
+        "sessions_purged",
+        2,
+    )
+    .await;
     assert_eq!(r["sessions_purged"], 2, "{r}");
     for k in ["r1", "r2"] {
         s.call("get_context", json!({"session_key": k}))
@@ -282,6 +315,8 @@ async fn retention_purges_and_rollups_count() {
 
     // One lifecycle run takes a long-idle session through every step.
     register(&s, "r3").await;
+    // Time must pass here (not an event): past every threshold, so that
+    // one run takes the session through all steps.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let r = run(&s, "lifecycle").await;
     for step in ["dormant", "expired", "archived", "purged"] {

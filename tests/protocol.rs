@@ -2,7 +2,6 @@
 //! JSON-RPC written to the binary's stdin and read from its stdout
 //! (CONTRACT.md §1, §2 and §7's shutdown behaviour).
 
-use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +9,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+mod common;
+
+use common::DbDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_handoff");
 const MIB: usize = 1024 * 1024;
@@ -27,22 +30,19 @@ struct Raw {
 }
 
 impl Raw {
-    fn spawn(dir: &Path) -> Raw {
+    fn spawn(dir: &DbDir) -> Raw {
         Raw::spawn_with(dir, "info")
     }
 
-    fn spawn_with(dir: &Path, log: &str) -> Raw {
+    fn spawn_with(dir: &DbDir, log: &str) -> Raw {
         Raw::spawn_env(dir, log, &[])
     }
 
-    fn spawn_env(dir: &Path, log: &str, env: &[(&str, &str)]) -> Raw {
+    fn spawn_env(dir: &DbDir, log: &str, env: &[(&str, &str)]) -> Raw {
         let mut child = Command::new(BIN)
             .arg("serve")
             .envs(env.iter().copied())
-            .env(
-                "HANDOFF_DATABASE_URL",
-                format!("sqlite://{}", dir.join("h.db").display()),
-            )
+            .env("HANDOFF_DATABASE_URL", dir.url())
             .env("HANDOFF_LOG", log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -210,7 +210,7 @@ fn err_body<'a>(result: &'a Value, code: &str) -> &'a Value {
     body
 }
 
-async fn started(dir: &Path) -> Raw {
+async fn started(dir: &DbDir) -> Raw {
     let mut s = Raw::spawn(dir);
     let r = s.initialize("2025-06-18").await;
     assert!(r.get("result").is_some(), "initialize failed: {r}");
@@ -247,8 +247,8 @@ fn inline_meta() -> Value {
 
 #[tokio::test]
 async fn handshake_and_clean_streams() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Raw::spawn(dir.path());
+    let dir = DbDir::new();
+    let mut s = Raw::spawn(&dir);
     let r = s.initialize("2025-06-18").await;
     let res = &r["result"];
     assert_eq!(res["protocolVersion"], "2025-06-18", "{r}");
@@ -284,8 +284,8 @@ async fn handshake_and_clean_streams() {
 
 #[tokio::test]
 async fn older_protocol_revision_negotiates() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Raw::spawn(dir.path());
+    let dir = DbDir::new();
+    let mut s = Raw::spawn(&dir);
     let r = s.initialize("2025-03-26").await;
     assert_eq!(r["result"]["protocolVersion"], "2025-03-26", "{r}");
     let r = s
@@ -301,8 +301,8 @@ async fn older_protocol_revision_negotiates() {
 
 #[tokio::test]
 async fn bad_json_line_is_survived() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = started(dir.path()).await;
+    let dir = DbDir::new();
+    let mut s = started(&dir).await;
     // Unparsable input gets JSON-RPC's parse error with a null id (the
     // contract; rmcp alone would ignore it, rust-sdk#938), one per line, and
     // the server carries on.
@@ -338,8 +338,8 @@ async fn bad_json_line_is_survived() {
 
 #[tokio::test]
 async fn unknown_method_is_method_not_found() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = started(dir.path()).await;
+    let dir = DbDir::new();
+    let mut s = started(&dir).await;
     let r = s.request("foo/bar", json!({})).await;
     assert_eq!(r["error"]["code"], -32601, "{r}");
     assert!(r.get("result").is_none());
@@ -353,8 +353,8 @@ async fn unknown_method_is_method_not_found() {
 
 #[tokio::test]
 async fn tool_errors_are_structured() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = started(dir.path()).await;
+    let dir = DbDir::new();
+    let mut s = started(&dir).await;
     // Wrong argument types: a tool result with isError and the error object.
     let r = s
         .call(
@@ -416,8 +416,8 @@ async fn tool_errors_are_structured() {
 
 #[tokio::test]
 async fn oversized_message_is_dropped_and_server_survives() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = started(dir.path()).await;
+    let dir = DbDir::new();
+    let mut s = started(&dir).await;
     let r = s
         .call(
             "register_session",
@@ -477,8 +477,8 @@ async fn oversized_message_is_dropped_and_server_survives() {
 
 #[tokio::test]
 async fn content_limit_at_exactly_one_mib() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = started(dir.path()).await;
+    let dir = DbDir::new();
+    let mut s = started(&dir).await;
     ok_body(
         &s.call(
             "register_session",
@@ -539,7 +539,7 @@ async fn write_some(s: &mut Raw) {
     ok_body(&r);
 }
 
-async fn assert_written(dir: &Path) {
+async fn assert_written(dir: &DbDir) {
     let mut s = started(dir).await;
     let entries = context_of(&mut s, "k").await;
     let seqs: Vec<i64> = entries
@@ -556,28 +556,28 @@ async fn assert_written(dir: &Path) {
 
 #[tokio::test]
 async fn eof_exits_cleanly_and_keeps_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = started(dir.path()).await;
+    let dir = DbDir::new();
+    let mut s = started(&dir).await;
     write_some(&mut s).await;
     let t = std::time::Instant::now();
     let (status, _) = s.close().await;
     assert_eq!(status.code(), Some(0), "{status:?}");
     assert!(t.elapsed() < Duration::from_secs(5));
-    assert_written(dir.path()).await;
+    assert_written(&dir).await;
 }
 
 #[tokio::test]
 async fn eof_before_initialize_exits_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Raw::spawn(dir.path());
+    let dir = DbDir::new();
+    let s = Raw::spawn(&dir);
     let (status, _) = s.close().await;
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
 #[tokio::test]
 async fn sigterm_exits_cleanly_and_keeps_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = started(dir.path()).await;
+    let dir = DbDir::new();
+    let mut s = started(&dir).await;
     write_some(&mut s).await;
     // SAFETY: sending a signal to our own child process.
     let rc = unsafe { libc::kill(s.pid(), libc::SIGTERM) };
@@ -589,7 +589,7 @@ async fn sigterm_exits_cleanly_and_keeps_writes() {
         stderr.iter().any(|l| l.contains("signal")),
         "no log record of the signal: {stderr:?}"
     );
-    assert_written(dir.path()).await;
+    assert_written(&dir).await;
 }
 
 #[tokio::test]
@@ -601,8 +601,8 @@ async fn server_discover_lists_versions() {
     // `io.modelcontextprotocol/protocolVersion` and
     // `io.modelcontextprotocol/clientCapabilities` (clientInfo optional);
     // without them the answer is -32602.
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Raw::spawn(dir.path());
+    let dir = DbDir::new();
+    let mut s = Raw::spawn(&dir);
     let r = s.request("server/discover", json!({})).await;
     assert_eq!(r["error"]["code"], -32602, "{r}");
     let r = s
@@ -669,8 +669,8 @@ async fn discover_then_legacy_initialize() {
     // A client that probes with server/discover and then falls back to the
     // initialize handshake (as a 2026-07-28-first client talking to an older
     // deployment would) keeps working.
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Raw::spawn(dir.path());
+    let dir = DbDir::new();
+    let mut s = Raw::spawn(&dir);
     let r = s
         .request("server/discover", json!({"_meta": inline_meta()}))
         .await;
@@ -759,8 +759,8 @@ fn assert_no_leaks(stderr: &[String]) {
 
 #[tokio::test]
 async fn logs_never_carry_raw_keys_content_or_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Raw::spawn_with(dir.path(), "info");
+    let dir = DbDir::new();
+    let mut s = Raw::spawn_with(&dir, "info");
     s.initialize("2025-06-18").await;
     sensitive_traffic(&mut s).await;
     let (status, stderr) = s.close().await;
@@ -775,8 +775,8 @@ async fn logs_never_carry_raw_keys_content_or_secrets() {
 
 #[tokio::test]
 async fn debug_logs_never_carry_content() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Raw::spawn_with(dir.path(), "debug");
+    let dir = DbDir::new();
+    let mut s = Raw::spawn_with(&dir, "debug");
     s.initialize("2025-06-18").await;
     sensitive_traffic(&mut s).await;
     let (status, stderr) = s.close().await;
@@ -788,8 +788,8 @@ async fn debug_logs_never_carry_content() {
 async fn sigkill_keeps_acknowledged_writes() {
     // "An acknowledged entry is durable (committed) before the reply is
     // sent": no shutdown path at all, yet every acknowledged write survives.
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = started(dir.path()).await;
+    let dir = DbDir::new();
+    let mut s = started(&dir).await;
     write_some(&mut s).await;
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(s.pid(), libc::SIGKILL) }, 0);
@@ -798,13 +798,13 @@ async fn sigkill_keeps_acknowledged_writes() {
         .expect("not dead after SIGKILL")
         .expect("wait");
     assert!(!status.success());
-    assert_written(dir.path()).await;
+    assert_written(&dir).await;
 }
 
 #[tokio::test]
 async fn unsupported_protocol_version_gets_a_supported_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Raw::spawn(dir.path());
+    let dir = DbDir::new();
+    let mut s = Raw::spawn(&dir);
     let r = s.initialize("1999-01-01").await;
     let v = r["result"]["protocolVersion"]
         .as_str()
@@ -821,8 +821,8 @@ async fn unsupported_protocol_version_gets_a_supported_one() {
 
 #[tokio::test]
 async fn tools_call_without_arguments() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = started(dir.path()).await;
+    let dir = DbDir::new();
+    let mut s = started(&dir).await;
     let r = s
         .request("tools/call", json!({"name": "register_session"}))
         .await;
@@ -843,8 +843,8 @@ async fn tools_call_without_arguments() {
 #[tokio::test]
 #[ignore = "known limitation (README), from rmcp: protocol 2025-03-26 says a server MUST accept JSON-RPC batches; a batch array is answered with a single -32600 Invalid Request (id null) and none of its requests run"]
 async fn jsonrpc_batch_on_2025_03_26() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Raw::spawn(dir.path());
+    let dir = DbDir::new();
+    let mut s = Raw::spawn(&dir);
     let r = s.initialize("2025-03-26").await;
     assert_eq!(r["result"]["protocolVersion"], "2025-03-26");
     s.send(&json!([
@@ -884,8 +884,8 @@ enum Expect {
 /// is stored.
 #[tokio::test]
 async fn every_row_of_the_bad_input_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Raw::spawn_env(dir.path(), "info", &[]);
+    let dir = DbDir::new();
+    let mut s = Raw::spawn_env(&dir, "info", &[]);
     let r = s.initialize("2025-06-18").await;
     assert!(r.get("result").is_some(), "{r}");
     let r = s
@@ -1000,8 +1000,8 @@ async fn every_row_of_the_bad_input_table() {
 /// order, and the connection stays usable.
 #[tokio::test]
 async fn pipelined_requests_past_the_in_flight_bound_are_all_answered() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = started(dir.path()).await;
+    let dir = DbDir::new();
+    let mut s = started(&dir).await;
     let r = s
         .call(
             "register_session",
@@ -1058,8 +1058,8 @@ async fn pipelined_requests_past_the_in_flight_bound_are_all_answered() {
 /// block. When it reads again, every request is answered.
 #[tokio::test]
 async fn a_client_that_does_not_read_is_not_read_from() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = started(dir.path()).await;
+    let dir = DbDir::new();
+    let mut s = started(&dir).await;
     ok_body(
         &s.call(
             "register_session",

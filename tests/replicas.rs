@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     all_entries, append, assert_gap_free, prometheus_value, register, sql_rows, DbDir, Server,
@@ -17,8 +17,14 @@ use serde_json::{json, Value};
 
 const REFRESH: &str = "200ms";
 
+/// Two replicas on one database, sharing the test Redis as production
+/// replicas do (each test database has its own cache key space).
 async fn replicas(db: &DbDir) -> (Arc<Server>, Arc<Server>) {
-    let env = [("HANDOFF_REPLICA_REFRESH", REFRESH)];
+    let redis = common::redis_url();
+    let env = [
+        ("HANDOFF_REPLICA_REFRESH", REFRESH),
+        ("HANDOFF_REDIS_URL", redis.as_str()),
+    ];
     let a = Server::start(db, &env).await;
     let b = Server::start(db, &env).await;
     (Arc::new(a), Arc::new(b))
@@ -104,6 +110,10 @@ async fn two_replicas_writing_the_same_sessions_lose_and_reorder_nothing() {
         .fold(0.0, |acc, x| async move { acc + x })
         .await;
     eprintln!("write conflicts retried: {conflicts}");
+    assert!(
+        conflicts >= 1.0,
+        "no replica lost a race for a sequence number: the test raced nothing"
+    );
 
     // Read back through each replica: every ack once, at its number, and
     // each writer's acks in its own order.
@@ -143,17 +153,27 @@ async fn two_replicas_writing_the_same_sessions_lose_and_reorder_nothing() {
         }
     }
 
-    // Summaries agree with the stored history on both replicas once the
-    // refresh bound has passed.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Summaries agree with the stored history on both replicas within the
+    // refresh bound (polled, with room for a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(5);
     for key in &keys {
         let n = all_entries(&a, key).await.len() as i64;
         for s in [&a, &b] {
-            let v = s
-                .read(&format!("handoff://summary/{key}"))
-                .await
-                .expect("summary");
-            assert_eq!(v["last_sequence"], n, "{key}: summary behind the history");
+            loop {
+                let v = s
+                    .read(&format!("handoff://summary/{key}"))
+                    .await
+                    .expect("summary");
+                if v["last_sequence"] == n {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{key}: summary at {} behind the history ({n})",
+                    v["last_sequence"]
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
     let a = Arc::try_unwrap(a).ok().expect("a");
@@ -305,9 +325,11 @@ async fn deletions_racing_writes_on_another_replica_leave_nothing_behind() {
         .await
         .ok();
     }
+    // Writes B has acknowledged so far (the deletions wait for some).
+    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let (b, keys) = (b.clone(), keys.clone());
+        let (b, keys, acked) = (b.clone(), keys.clone(), acked.clone());
         writers.push(tokio::spawn(async move {
             let (mut stored, mut refused) = (0, 0);
             for i in 0..400 {
@@ -331,6 +353,7 @@ async fn deletions_racing_writes_on_another_replica_leave_nothing_behind() {
                     refused += 1;
                 } else {
                     stored += 1;
+                    acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 if refused >= keys.len() * 4 {
                     break;
@@ -339,8 +362,13 @@ async fn deletions_racing_writes_on_another_replica_leave_nothing_behind() {
             (stored, refused)
         }));
     }
-    // Let B's actors load every session and get writes in flight first.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Let B's actors load every session and get writes in flight first:
+    // wait until B has acknowledged a few writes on each session.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acked.load(std::sync::atomic::Ordering::Relaxed) < 3 * SESSIONS {
+        assert!(Instant::now() < deadline, "B acknowledged no writes");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for k in &keys {
         a.call("delete_session", json!({"session_key": k}))
             .await

@@ -10,8 +10,6 @@ use std::process::{Command, Stdio};
 use common::{all_entries, DbDir, Server, BIN};
 use serde_json::json;
 
-const PG: &str = "postgres://postgres@127.0.0.1:5432";
-
 fn psql(url: &str, args: &[&str]) -> std::process::Output {
     Command::new("psql")
         .arg(url)
@@ -34,14 +32,17 @@ impl Drop for Roles {
             "DROP ROLE IF EXISTS {}; DROP ROLE IF EXISTS {}",
             self.app, self.migrator
         );
-        let _ = psql(&format!("{PG}/postgres"), &["-c", &sql]);
+        let _ = psql(
+            &format!("{}/postgres", common::pg_server_url()),
+            &["-c", &sql],
+        );
     }
 }
 
 /// Run ops/postgres/roles.sql on the database `name`.
 fn apply_roles_sql(name: &str, roles: &Roles) {
     let out = psql(
-        &format!("{PG}/{name}"),
+        &format!("{}/{name}", common::pg_server_url()),
         &[
             "-v",
             &format!("migrator={}", roles.migrator),
@@ -103,11 +104,10 @@ async fn the_server_runs_with_dml_rights_only() {
     let db = DbDir::postgres();
     let name = db.pg_name().unwrap().to_string();
     apply_roles_sql(&name, &roles);
-    let as_migrator = format!(
-        "postgres://{}:m-secret@127.0.0.1:5432/{name}",
-        roles.migrator
-    );
-    let as_app = format!("postgres://{}:a-secret@127.0.0.1:5432/{name}", roles.app);
+    // The roles' own URLs, on the configured server.
+    let server = common::pg_server_addr();
+    let as_migrator = format!("postgres://{}:m-secret@{server}/{name}", roles.migrator);
+    let as_app = format!("postgres://{}:a-secret@{server}/{name}", roles.app);
 
     // Not migrated yet: the app role refuses to start, and says why.
     let out = Command::new(BIN)

@@ -21,13 +21,10 @@ struct Raw {
 }
 
 impl Raw {
-    async fn start(dir: &std::path::Path) -> Raw {
+    async fn start(db: &common::DbDir) -> Raw {
         let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
             .arg("serve")
-            .env(
-                "HANDOFF_DATABASE_URL",
-                format!("sqlite://{}/h.db", dir.display()),
-            )
+            .env("HANDOFF_DATABASE_URL", db.url())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -92,27 +89,46 @@ impl Raw {
         r["result"]["structuredContent"].clone()
     }
 
-    /// URIs of the resources/updated notifications seen so far (drained),
-    /// after giving late ones a moment to arrive.
-    async fn updated(&mut self) -> Vec<String> {
-        // A ping's reply comes after any notification sent before it.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        self.request("ping", json!({})).await;
-        let out = self
-            .seen
-            .iter()
-            .filter(|v| v["method"] == "notifications/resources/updated")
-            .map(|v| v["params"]["uri"].as_str().unwrap().to_string())
-            .collect();
-        self.seen.clear();
-        out
+    /// Read until a resources/updated notice for each of `want` has
+    /// arrived; returns every resources/updated URI seen until then
+    /// (drained), sorted. The server publishes a change before it replies,
+    /// and one connection's notices keep their order, so a notice caused
+    /// before the last of `want` cannot arrive after it: the caller proves
+    /// an absence by waiting for a later change it does watch.
+    async fn updated_until(&mut self, want: &[&str]) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut got: Vec<String> = self
+                .seen
+                .iter()
+                .filter(|v| v["method"] == "notifications/resources/updated")
+                .map(|v| v["params"]["uri"].as_str().unwrap().to_string())
+                .collect();
+            if want.iter().all(|w| got.iter().any(|g| g == w)) {
+                self.seen.clear();
+                got.sort();
+                return got;
+            }
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no notice for {want:?} in time; saw {got:?}"))
+                .unwrap()
+                .expect("server alive");
+            self.seen.push(serde_json::from_str(&line).unwrap());
+        }
     }
+}
+
+fn sorted(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
 }
 
 #[tokio::test]
 async fn subscribe_notify_unsubscribe() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut r = Raw::start(dir.path()).await;
+    let db = common::DbDir::new();
+    let mut r = Raw::start(&db).await;
     r.call(
         "register_session",
         json!({"session_key": "watched", "agent_from": "a"}),
@@ -137,25 +153,23 @@ async fn subscribe_notify_unsubscribe() {
         .await;
     assert!(bad.get("error").is_some(), "{bad}");
 
-    r.call(
-        "update_context",
-        json!({"session_key": "watched", "context_type": "message", "content": "x"}),
-    )
-    .await;
-    let mut got = r.updated().await;
-    got.sort();
+    const CONTEXT: &str = "handoff://context/watched";
+    const SUMMARY: &str = "handoff://summary/watched";
+    const BOB: &str = "handoff://agents/bob/handoffs";
+    let write =
+        |key: &'static str| json!({"session_key": key, "context_type": "message", "content": "x"});
+    r.call("update_context", write("watched")).await;
     assert_eq!(
-        got,
-        ["handoff://context/watched", "handoff://summary/watched"]
+        r.updated_until(&[CONTEXT, SUMMARY]).await,
+        sorted(&[CONTEXT, SUMMARY])
     );
 
-    r.call(
-        "update_context",
-        json!({"session_key": "other", "context_type": "message", "content": "x"}),
-    )
-    .await;
-    assert!(
-        r.updated().await.is_empty(),
+    // An unwatched session's change: nothing before the next watched one.
+    r.call("update_context", write("other")).await;
+    r.call("update_context", write("watched")).await;
+    assert_eq!(
+        r.updated_until(&[CONTEXT, SUMMARY]).await,
+        sorted(&[CONTEXT, SUMMARY]),
         "no notice for an unwatched session"
     );
 
@@ -164,19 +178,22 @@ async fn subscribe_notify_unsubscribe() {
         json!({"session_key": "other", "target_agent": "bob"}),
     )
     .await;
-    assert_eq!(r.updated().await, ["handoff://agents/bob/handoffs"]);
+    assert_eq!(r.updated_until(&[BOB]).await, [BOB]);
 
-    r.request(
-        "resources/unsubscribe",
-        json!({"uri": "handoff://context/watched"}),
-    )
-    .await;
+    // After unsubscribing the context: only the summary's notice, and
+    // nothing else before the next handoff's.
+    r.request("resources/unsubscribe", json!({"uri": CONTEXT}))
+        .await;
+    r.call("update_context", write("watched")).await;
     r.call(
-        "update_context",
-        json!({"session_key": "watched", "context_type": "message", "content": "y"}),
+        "request_handoff",
+        json!({"session_key": "other", "target_agent": "bob"}),
     )
     .await;
-    assert_eq!(r.updated().await, ["handoff://summary/watched"]);
+    assert_eq!(
+        r.updated_until(&[SUMMARY, BOB]).await,
+        sorted(&[SUMMARY, BOB])
+    );
 }
 
 mod common;
@@ -208,7 +225,7 @@ async fn listen_on_the_newest_revision() {
     )
     .await
     .expect("discover handshake");
-    let s = common::Server { child, client };
+    let s = common::Server::from_parts(child, client);
     s.call(
         "register_session",
         json!({"session_key": "w", "agent_from": "a"}),
@@ -251,8 +268,8 @@ async fn listen_on_the_newest_revision() {
 /// makes room.
 #[tokio::test]
 async fn subscriptions_per_connection_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut r = Raw::start(dir.path()).await;
+    let db = common::DbDir::new();
+    let mut r = Raw::start(&db).await;
     for i in 0..1000 {
         let uri = format!("handoff://context/s{i}");
         let ok = r.request("resources/subscribe", json!({"uri": uri})).await;

@@ -92,22 +92,33 @@ fn enc(s: &str) -> String {
 
 // ---- tools/list ---------------------------------------------------------------
 
-const TOOLS: [&str; 5] = [
+const TOOLS: [&str; 15] = [
     "register_session",
     "update_context",
     "request_handoff",
     "get_context",
     "delete_session",
+    "list_handoffs",
+    "accept_handoff",
+    "search_context",
+    "analyze_codebase",
+    "get_configuration",
+    "update_configuration",
+    "manage_configuration_backup",
+    "get_job_status",
+    "run_job_now",
+    "update_job_config",
 ];
 
 #[tokio::test]
 async fn tools_list_has_schemas_and_hides_test_hook() {
     let (_db, s) = start(&[]).await;
     let tools = s.client.list_all_tools().await.expect("tools/list");
-    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    for want in TOOLS {
-        assert!(names.contains(&want), "{want} missing from {names:?}");
-    }
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    names.sort_unstable();
+    let mut want = TOOLS.to_vec();
+    want.sort_unstable();
+    assert_eq!(names, want, "tools/list");
     assert!(
         !names.contains(&"debug_crash_session"),
         "test hook listed without HANDOFF_TEST_HOOKS: {names:?}"
@@ -199,103 +210,67 @@ async fn debug_crash_session_validates_session_key() {
 
 // ---- published schemas against real traffic ----------------------------------
 
-/// The problems of `v` against `schema` (a JSON Schema subset: `$ref` into
-/// `$defs`, `type`, `enum`, `anyOf`, `properties`, `required`,
-/// `additionalProperties: false`, `items`, `minimum`): what an SDK that
-/// validates tool results (the TypeScript SDK 1.x client does, with Ajv)
-/// would reject.
-fn schema_problems(root: &Value, schema: &Value, v: &Value, path: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        let name = r.strip_prefix("#/$defs/").expect("local $ref");
-        out.extend(schema_problems(root, &root["$defs"][name], v, path));
-    }
-    if let Some(t) = schema.get("type") {
-        let types: Vec<&str> = match t {
-            Value::String(s) => vec![s.as_str()],
-            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-            _ => vec![],
-        };
-        let ok = types.iter().any(|t| match *t {
-            "object" => v.is_object(),
-            "array" => v.is_array(),
-            "string" => v.is_string(),
-            "boolean" => v.is_boolean(),
-            "integer" => v.is_i64() || v.is_u64(),
-            "number" => v.is_number(),
-            "null" => v.is_null(),
-            _ => true,
-        });
-        if !ok {
-            out.push(format!("{path}: {v:.80} is not {types:?}"));
-            return out;
+/// Every tool, called so that it succeeds and so that it fails, with each
+/// result checked against the tool's published outputSchema by a real JSON
+/// Schema validator (and each successful call's arguments against its
+/// inputSchema). A tool added to tools/list without a case here fails the
+/// test.
+#[tokio::test]
+async fn every_tool_result_matches_its_published_schemas() {
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(ws.path().join("src")).unwrap();
+    std::fs::write(ws.path().join("src/lib.rs"), "pub fn f() {}\n").unwrap();
+    let root = ws.path().to_str().unwrap().to_string();
+    let (_db, s) = start(&[("HANDOFF_WORKSPACE_ROOT", root.as_str())]).await;
+    let schemas = common::tool_schemas(&s).await;
+    let mut succeeded = std::collections::BTreeSet::new();
+    let mut failed = std::collections::BTreeSet::new();
+
+    // Checks one call against the schemas; returns the body.
+    async fn check(
+        s: &Server,
+        schemas: &std::collections::HashMap<String, (Value, Value)>,
+        tool: &str,
+        args: Value,
+        want_error: Option<&str>,
+    ) -> Value {
+        let (input, output) = schemas
+            .get(tool)
+            .unwrap_or_else(|| panic!("{tool} is not in tools/list"));
+        if want_error.is_none() {
+            let p = common::schema_problems(input, &args);
+            assert!(
+                p.is_empty(),
+                "{tool} arguments {args} vs inputSchema: {p:?}"
+            );
         }
-    }
-    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
-        if !e.contains(v) {
-            out.push(format!("{path}: {v} not in {e:?}"));
-        }
-    }
-    if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
-        if !any
-            .iter()
-            .any(|s| schema_problems(root, s, v, path).is_empty())
-        {
-            out.push(format!("{path}: matches no anyOf branch"));
-        }
-    }
-    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), v.as_f64()) {
-        if n < min {
-            out.push(format!("{path}: {n} < {min}"));
-        }
-    }
-    if let Some(obj) = v.as_object() {
-        let props = schema.get("properties").and_then(Value::as_object);
-        if let Some(req) = schema.get("required").and_then(Value::as_array) {
-            for r in req.iter().filter_map(Value::as_str) {
-                if !obj.contains_key(r) {
-                    out.push(format!("{path}: required '{r}' missing"));
-                }
+        let out = s.call(tool, args.clone()).await;
+        match want_error {
+            None => {
+                out.ok();
+            }
+            Some(code) => {
+                out.err(code);
             }
         }
-        for (k, val) in obj {
-            match props.and_then(|p| p.get(k)) {
-                Some(ps) => out.extend(schema_problems(root, ps, val, &format!("{path}.{k}"))),
-                None if schema.get("additionalProperties") == Some(&json!(false)) => {
-                    out.push(format!("{path}: additional property '{k}'"))
-                }
-                None => {}
-            }
-        }
+        let p = common::schema_problems(output, &out.body);
+        assert!(
+            p.is_empty(),
+            "{tool} {} vs outputSchema: {p:?}\n{}",
+            if out.is_error { "error" } else { "success" },
+            out.body
+        );
+        out.body
     }
-    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
-        for (i, x) in arr.iter().enumerate() {
-            out.extend(schema_problems(root, items, x, &format!("{path}[{i}]")));
-        }
-    }
-    out
-}
 
-async fn schemas(s: &Server) -> std::collections::HashMap<String, (Value, Value)> {
-    s.client
-        .list_all_tools()
-        .await
-        .expect("tools/list")
-        .into_iter()
-        .map(|t| {
-            let input = Value::Object((*t.input_schema).clone());
-            let output = Value::Object((*t.output_schema.expect("outputSchema")).clone());
-            (t.name.to_string(), (input, output))
-        })
-        .collect()
-}
-
-/// One call of every tool, each of which succeeds.
-fn successful_calls() -> Vec<(&'static str, Value)> {
-    vec![
+    let successes: Vec<(&str, Value)> = vec![
         (
             "register_session",
             json!({"session_key": "k", "agent_from": "a", "metadata": {"x": 1}}),
+        ),
+        (
+            "register_session",
+            json!({"session_key": "k2", "agent_from": "a"}),
         ),
         (
             "update_context",
@@ -310,64 +285,159 @@ fn successful_calls() -> Vec<(&'static str, Value)> {
             "get_context",
             json!({"session_key": "k", "after_sequence": 1, "context_types": ["file"]}),
         ),
+        ("search_context", json!({"query": "c", "limit": 5})),
+        (
+            "analyze_codebase",
+            json!({"session_key": "k", "file_paths": ["src/lib.rs"]}),
+        ),
         (
             "request_handoff",
             json!({"session_key": "k", "target_agent": "b", "request_type": "collaboration", "request_data": {"instructions": "i", "priority": "high", "extra": [1]}}),
         ),
         (
+            "list_handoffs",
+            json!({"target_agent": "b", "status": "pending"}),
+        ),
+        ("get_configuration", json!({})),
+        (
+            "get_configuration",
+            json!({"config_section": "retention", "include_metadata": true}),
+        ),
+        (
+            "update_configuration",
+            json!({"config_section": "retention", "retention_policy": {"dormant_after": "2d"}, "validate_only": true}),
+        ),
+        (
+            "update_configuration",
+            json!({"config_section": "retention", "retention_policy": {"dormant_after": "2d"}, "updated_by": "t"}),
+        ),
+        (
+            "manage_configuration_backup",
+            json!({"action": "create", "backup_name": "b1", "description": "d"}),
+        ),
+        ("manage_configuration_backup", json!({"action": "list"})),
+        ("get_job_status", json!({})),
+        ("get_job_status", json!({"job_name": "lifecycle"})),
+        (
+            "update_job_config",
+            json!({"job_name": "lifecycle", "config": {"enabled": true}}),
+        ),
+        ("run_job_now", json!({"job_name": "lifecycle"})),
+        (
+            "delete_session",
+            json!({"session_key": "k2", "requested_by": "a"}),
+        ),
+    ];
+    let mut handoff_id = String::new();
+    let mut backup_id = String::new();
+    for (tool, args) in successes {
+        let body = check(&s, &schemas, tool, args, None).await;
+        match tool {
+            "request_handoff" => handoff_id = body["handoff"]["id"].as_str().unwrap().into(),
+            "manage_configuration_backup" if body["backup"]["id"].is_string() => {
+                backup_id = body["backup"]["id"].as_str().unwrap().into()
+            }
+            _ => {}
+        }
+        succeeded.insert(tool.to_string());
+    }
+    // The calls that need an id from above.
+    for (tool, args) in [
+        (
+            "accept_handoff",
+            json!({"handoff_id": handoff_id, "agent": "b"}),
+        ),
+        (
+            "manage_configuration_backup",
+            json!({"action": "restore", "backup_id": backup_id}),
+        ),
+        (
+            "manage_configuration_backup",
+            json!({"action": "delete", "backup_id": backup_id}),
+        ),
+        (
             "request_handoff",
             json!({"session_key": "k", "target_agent": "c", "request_type": "full_handoff"}),
         ),
-        (
-            "delete_session",
-            json!({"session_key": "k", "requested_by": "a"}),
-        ),
-    ]
-}
-
-#[tokio::test]
-async fn successes_match_the_published_schemas() {
-    let (_db, s) = start(&[]).await;
-    let schemas = schemas(&s).await;
-    for (tool, args) in successful_calls() {
-        let (input, output) = &schemas[tool];
-        let p = schema_problems(input, input, &args, "arguments");
-        assert!(p.is_empty(), "{tool} arguments vs inputSchema: {p:?}");
-        let body = s.call(tool, args).await.ok().clone();
-        let p = schema_problems(output, output, &body, "structuredContent");
-        assert!(p.is_empty(), "{tool} reply vs outputSchema: {p:?}\n{body}");
+    ] {
+        check(&s, &schemas, tool, args, None).await;
+        succeeded.insert(tool.to_string());
     }
-    assert!(s.close().await.success());
-}
 
-#[tokio::test]
-async fn errors_match_the_published_schemas() {
-    let (_db, s) = start(&[]).await;
-    let schemas = schemas(&s).await;
-    let failing = [
-        ("register_session", json!({"session_key": "k"})),
+    let errors: Vec<(&str, Value, &str)> = vec![
+        (
+            "register_session",
+            json!({"session_key": "k3"}),
+            "VALIDATION_ERROR",
+        ),
         (
             "update_context",
-            json!({"session_key": "k", "context_type": "message", "content": "c"}),
+            json!({"session_key": "missing", "context_type": "message", "content": "c"}),
+            "SESSION_NOT_FOUND",
+        ),
+        (
+            "get_context",
+            json!({"session_key": "missing"}),
+            "SESSION_NOT_FOUND",
+        ),
+        ("search_context", json!({"query": ""}), "VALIDATION_ERROR"),
+        (
+            "analyze_codebase",
+            json!({"session_key": "missing", "file_paths": ["src/lib.rs"]}),
+            "SESSION_NOT_FOUND",
         ),
         (
             "request_handoff",
-            json!({"session_key": "k", "target_agent": "b"}),
+            json!({"session_key": "missing", "target_agent": "b"}),
+            "SESSION_NOT_FOUND",
         ),
-        ("get_context", json!({"session_key": "k"})),
-        ("delete_session", json!({"session_key": "k"})),
+        (
+            "list_handoffs",
+            json!({"target_agent": ""}),
+            "VALIDATION_ERROR",
+        ),
+        (
+            "accept_handoff",
+            json!({"handoff_id": uuid::Uuid::new_v4().to_string(), "agent": "b"}),
+            "HANDOFF_NOT_FOUND",
+        ),
+        (
+            "get_configuration",
+            json!({"config_section": "nope"}),
+            "VALIDATION_ERROR",
+        ),
+        (
+            "update_configuration",
+            json!({"config_section": "retention", "retention_policy": {"dormant_after": "1ns"}}),
+            "VALIDATION_ERROR",
+        ),
+        (
+            "manage_configuration_backup",
+            json!({"action": "restore"}),
+            "VALIDATION_ERROR",
+        ),
+        ("get_job_status", json!({"job_name": "nope"}), "NOT_FOUND"),
+        (
+            "update_job_config",
+            json!({"job_name": "lifecycle", "config": {"interval": "banana"}}),
+            "VALIDATION_ERROR",
+        ),
+        ("run_job_now", json!({"job_name": "nope"}), "NOT_FOUND"),
+        (
+            "delete_session",
+            json!({"session_key": "missing"}),
+            "SESSION_NOT_FOUND",
+        ),
     ];
-    for (tool, args) in failing {
-        let out = s.call(tool, args).await;
-        assert!(out.is_error);
-        let (_, output) = &schemas[tool];
-        let p = schema_problems(output, output, &out.body, "structuredContent");
-        assert!(
-            p.is_empty(),
-            "{tool} error reply vs outputSchema: {p:?}\n{}",
-            out.body
-        );
+    for (tool, args, code) in errors {
+        check(&s, &schemas, tool, args, Some(code)).await;
+        failed.insert(tool.to_string());
     }
+
+    let listed: std::collections::BTreeSet<String> = schemas.keys().cloned().collect();
+    assert_eq!(listed.len(), 15, "tools/list: {listed:?}");
+    assert_eq!(succeeded, listed, "tools without a successful case");
+    assert_eq!(failed, listed, "tools without an error case");
     assert!(s.close().await.success());
 }
 
@@ -375,7 +445,7 @@ async fn errors_match_the_published_schemas() {
 #[ignore = "documented choice (README): input schemas publish the canonical snake_case names and their required lists; camelCase spellings are accepted by the server, not described by the schema"]
 async fn camel_case_arguments_match_the_published_schemas() {
     let (_db, s) = start(&[]).await;
-    let schemas = schemas(&s).await;
+    let schemas = common::tool_schemas(&s).await;
     let camel = [
         (
             "register_session",
@@ -396,7 +466,7 @@ async fn camel_case_arguments_match_the_published_schemas() {
     ];
     for (tool, args) in camel {
         let (input, _) = &schemas[tool];
-        let p = schema_problems(input, input, &args, "arguments");
+        let p = common::schema_problems(input, &args);
         assert!(p.is_empty(), "{tool}: {p:?}");
         // The server itself takes them (checked in camel_case_arguments_accepted).
     }

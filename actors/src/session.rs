@@ -792,6 +792,11 @@ impl SessionState {
                 return;
             }
             let ok = r.is_ok();
+            // Before the replies: a client that saw its reply and then caused
+            // another change gets the two notices in that order.
+            if ok {
+                changes.publish(change);
+            }
             for (_, ack) in acks {
                 ack.send(&r);
             }
@@ -815,7 +820,6 @@ impl SessionState {
                 for e in audits {
                     AuditMsg::record(e);
                 }
-                changes.publish(change);
             }
             let _ = done_tx.send(outcome);
             let _ = me.cast(SessionMsg::Committed);

@@ -387,8 +387,12 @@ pub async fn health(ctx: &Ctx) -> Value {
         }
     };
     if db_ok {
-        components
-            .push(json!({"name": "database", "status": "ok", "details": {"backend": backend}}));
+        let durability =
+            match tokio::time::timeout(ctx.reads.timeout, ctx.reads.db.writer_durability()).await {
+                Ok(Ok(v)) => v,
+                _ => Value::Null,
+            };
+        components.push(json!({"name": "database", "status": "ok", "details": {"backend": backend, "durability": durability}}));
     }
     // A cache that does not answer degrades nothing a client sees (reads
     // fall back to the database), so it is reported, not escalated.

@@ -507,6 +507,12 @@ pub trait Database: Store {
     }
 
     fn describe(&self) -> String;
+
+    /// The durability setting of the connection that commits batches, read
+    /// from that connection (`{"synchronous": "full"}` on SQLite,
+    /// `{"synchronous_commit": "on"}` on PostgreSQL): health reports it, so
+    /// an operator (and the tests) see that acknowledged means on disk.
+    async fn writer_durability(&self) -> Result<Value, StoreError>;
 }
 
 /// The analytics roll-up document both adapters store and report.

@@ -578,6 +578,21 @@ impl Database for SqliteDb {
         format!("sqlite {}", self.path)
     }
 
+    async fn writer_durability(&self) -> Result<serde_json::Value, StoreError> {
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&self.writer)
+            .await
+            .map_err(classify)?;
+        let name = match level {
+            0 => "off",
+            1 => "normal",
+            2 => "full",
+            3 => "extra",
+            _ => "unknown",
+        };
+        Ok(serde_json::json!({ "synchronous": name }))
+    }
+
     async fn lifecycle_candidates(
         &self,
         statuses: &[&str],

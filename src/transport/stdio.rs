@@ -88,7 +88,12 @@ impl Actor for StdioTransport {
                     Ok(r) => format!("{r:?}"),
                     Err(e) => format!("join error: {e}"),
                 },
-                Err(e) => format!("initialisation failed: {e}"),
+                // A client that leaves (or a probe that only checks the
+                // binary starts) before the handshake is not an error.
+                Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => {
+                    "the client closed stdin before the MCP handshake".to_string()
+                }
+                Err(e) => format!("the MCP handshake did not complete: {e}"),
             };
             // The last replies may still be buffered; a client that is gone
             // must not hold the shutdown up.

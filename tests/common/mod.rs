@@ -85,12 +85,63 @@ struct PgTestDb {
     name: String,
 }
 
+/// The test PostgreSQL server's URL, without a database
+/// (`HANDOFF_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432`).
+pub fn pg_server_url() -> String {
+    std::env::var("HANDOFF_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// The test Redis (`HANDOFF_TEST_REDIS_URL`, default
+/// `redis://127.0.0.1:6379/`); it must answer, or the test fails saying so.
+pub fn redis_url() -> String {
+    let url = std::env::var("HANDOFF_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let out = std::process::Command::new("redis-cli")
+        .args(["-u", &url, "ping"])
+        .stdin(Stdio::null())
+        .output();
+    let pong = out
+        .as_ref()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG");
+    assert!(
+        pong,
+        "no Redis answers at {url} (set HANDOFF_TEST_REDIS_URL, or start one: \
+         redis-server --port 6379 --save '' --appendonly no)"
+    );
+    url
+}
+
+/// `host:port` of the test PostgreSQL server (for a proxy in front of it).
+pub fn pg_server_addr() -> String {
+    let url = pg_server_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host_port = host_port.split(['/', '?']).next().unwrap_or(host_port);
+    if host_port.contains(':') {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:5432")
+    }
+}
+
+/// The test PostgreSQL server's URL with the user info kept and the host
+/// replaced by `addr` (a proxy), for database `name`.
+pub fn pg_url_via(addr: &str, name: &str) -> String {
+    let url = pg_server_url();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url.as_str()));
+    let user = rest
+        .rsplit_once('@')
+        .map(|(u, _)| format!("{u}@"))
+        .unwrap_or_default();
+    format!("{scheme}://{user}{addr}/{name}")
+}
+
 impl PgTestDb {
     fn create() -> Self {
-        let server = std::env::var("HANDOFF_TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-            .trim_end_matches('/')
-            .to_string();
+        let server = pg_server_url();
         let name = format!("handoff_test_{}", uuid::Uuid::new_v4().simple());
         let db = PgTestDb { server, name };
         db.psql(&format!("CREATE DATABASE {}", db.name))
@@ -135,6 +186,8 @@ impl Drop for PgTestDb {
 pub struct Server {
     pub child: Child,
     pub client: RunningService<RoleClient, ()>,
+    /// Compiled outputSchema of every listed tool, fetched on first call.
+    validators: tokio::sync::OnceCell<std::collections::HashMap<String, jsonschema::Validator>>,
 }
 
 /// What a tool call returned: the structured content and the error flag.
@@ -169,6 +222,15 @@ impl ToolOut {
 impl Server {
     /// Start a server on `db` with extra environment variables.
     pub async fn start(db: &DbDir, env: &[(&str, &str)]) -> Server {
+        Server::start_with(db, env, |_| {}).await
+    }
+
+    /// `start`, with a last say over the command (e.g. a `pre_exec`).
+    pub async fn start_with(
+        db: &DbDir,
+        env: &[(&str, &str)],
+        setup: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .env("HANDOFF_DATABASE_URL", db.url())
@@ -189,6 +251,7 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        setup(&mut cmd);
         let mut child = cmd.spawn().expect("spawn handoff");
         let stdout = child.stdout.take().expect("stdout");
         let stdin = child.stdin.take().expect("stdin");
@@ -196,7 +259,47 @@ impl Server {
             .await
             .expect("initialize timed out")
             .expect("initialize");
-        Server { child, client }
+        Server::from_parts(child, client)
+    }
+
+    /// A server whose client was connected by the caller.
+    pub fn from_parts(child: Child, client: RunningService<RoleClient, ()>) -> Server {
+        Server {
+            child,
+            client,
+            validators: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Every tool result of the suite is checked against the tool's
+    /// published outputSchema, successes and errors alike.
+    async fn check_output_schema(&self, tool: &str, body: &Value) {
+        let validators = self
+            .validators
+            .get_or_init(|| async {
+                tool_schemas(self)
+                    .await
+                    .into_iter()
+                    .map(|(name, (_, output))| {
+                        let v = jsonschema::validator_for(&output).unwrap_or_else(|e| {
+                            panic!("{name}: the published outputSchema does not compile: {e}")
+                        });
+                        (name, v)
+                    })
+                    .collect()
+            })
+            .await;
+        let validator = validators
+            .get(tool)
+            .unwrap_or_else(|| panic!("{tool} is not in tools/list"));
+        let problems: Vec<String> = validator
+            .iter_errors(body)
+            .map(|e| format!("at {}: {e}", e.instance_path()))
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "{tool}: result does not match its outputSchema: {problems:?}\n{body}"
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -227,8 +330,13 @@ impl Server {
             .and_then(|c| c.as_text())
             .map(|t| t.text.clone())
             .expect("one text content item");
+        // The contract asks for the JSON in a text item too (for clients
+        // that ignore structuredContent); the server writes one from the
+        // other, so this is a shape check, and the schema check below is
+        // the one that can catch a wrong result.
         let parsed: Value = serde_json::from_str(&text).expect("text content is JSON");
         assert_eq!(parsed, body, "text content and structuredContent differ");
+        self.check_output_schema(name, &body).await;
         Ok(ToolOut {
             is_error: r.is_error.unwrap_or(false),
             body,
@@ -254,7 +362,9 @@ impl Server {
 
     /// Close stdin (EOF) and wait for the process to exit.
     pub async fn close(self) -> std::process::ExitStatus {
-        let Server { mut child, client } = self;
+        let Server {
+            mut child, client, ..
+        } = self;
         let _ = client.cancel().await;
         tokio::time::timeout(Duration::from_secs(20), child.wait())
             .await
@@ -389,7 +499,9 @@ impl Server {
 
     /// Wait for the process to exit (after `sigkill_now`).
     pub async fn reap(self) -> std::process::ExitStatus {
-        let Server { mut child, client } = self;
+        let Server {
+            mut child, client, ..
+        } = self;
         drop(client);
         tokio::time::timeout(Duration::from_secs(20), child.wait())
             .await
@@ -509,4 +621,93 @@ pub fn audit_verify(db: &DbDir) {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// What a JSON Schema validator (the `jsonschema` crate, the draft the
+/// schema names or 2020-12) finds wrong with `v` against `schema`: one line
+/// per problem, empty when `v` is valid. A schema that does not compile is
+/// a problem too.
+pub fn schema_problems(schema: &Value, v: &Value) -> Vec<String> {
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(validator) => validator,
+        Err(e) => return vec![format!("the schema itself is invalid: {e}")],
+    };
+    validator
+        .iter_errors(v)
+        .map(|e| format!("at {}: {e}", e.instance_path()))
+        .collect()
+}
+
+/// Every tool's published (inputSchema, outputSchema), by name.
+pub async fn tool_schemas(s: &Server) -> std::collections::HashMap<String, (Value, Value)> {
+    s.client
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .into_iter()
+        .map(|t| {
+            let input = Value::Object((*t.input_schema).clone());
+            let output = Value::Object(
+                (*t.output_schema
+                    .unwrap_or_else(|| panic!("{} has no outputSchema", t.name)))
+                .clone(),
+            );
+            (t.name.to_string(), (input, output))
+        })
+        .collect()
+}
+
+/// A TCP proxy in front of a dependency. `cut` drops every connection and
+/// swallows new ones without answering (a dead network, not a refusal);
+/// `restore` forwards again.
+pub struct Proxy {
+    pub port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: String) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let (c, l) = (cut.clone(), links.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut down, _)) = listener.accept().await else {
+                    return;
+                };
+                let (c, upstream) = (c.clone(), upstream.clone());
+                let link = tokio::spawn(async move {
+                    while c.load(Ordering::Relaxed) {
+                        // Hold the socket open and say nothing.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                l.lock().unwrap().push(link);
+            }
+        });
+        Proxy { port, cut, links }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+        for l in self.links.lock().unwrap().drain(..) {
+            l.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
