@@ -3,7 +3,7 @@
 use handoff_actors::HandoffError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::mcp::args::{self, ToolArgs};
 use crate::mcp::context::Ctx;
@@ -22,6 +22,8 @@ pub struct Args {
     /// The agent that owns the session (1–100 bytes).
     pub agent_from: String,
     /// Free-form JSON object kept with the session (≤ 16 KiB, depth ≤ 8).
+    // Published as what `args::metadata` accepts: an object, or null.
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub metadata: Option<Value>,
 }
 

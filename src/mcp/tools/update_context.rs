@@ -25,6 +25,8 @@ pub struct EntryArgs {
     /// The entry's content (non-empty, ≤ 1 MiB).
     pub content: String,
     /// Free-form JSON object (≤ 16 KiB, depth ≤ 8).
+    // Published as what `args::metadata` accepts: an object, or null.
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub metadata: Option<Value>,
 }
 
@@ -37,6 +39,8 @@ pub struct Args {
     /// Single form: the entry's content.
     pub content: Option<String>,
     /// Single form: the entry's metadata.
+    // Published as what `args::metadata` accepts: an object, or null.
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub metadata: Option<Value>,
     /// Batch form: 1–100 entries committed together.
     pub entries: Option<Vec<EntryArgs>>,
