@@ -14,6 +14,8 @@ use ractor::Actor;
 use crate::config::Config;
 use crate::mcp::HandoffServer;
 use crate::storage::{self, Database, Reads};
+use crate::transport::admin::{self, AdminArgs, AdminListener};
+use crate::transport::http::{self, HttpArgs, HttpTransport};
 use crate::transport::stdio::{self, StdioArgs, StdioTransport};
 
 /// Open the configured database (applying migrations).
@@ -42,8 +44,28 @@ async fn hash_key(cfg: &Config, db: &Arc<dyn Database>) -> anyhow::Result<[u8; 3
     ))
 }
 
+/// Refuse what would expose every session to the network: this build has
+/// no API keys and no TLS, so MCP over HTTP listens on loopback only,
+/// unless the operator says `--insecure` (logged as a warning).
+fn check_listen(cfg: &Config) -> anyhow::Result<()> {
+    if let Some(addr) = cfg.http.listen {
+        if !addr.ip().is_loopback() {
+            if !cfg.http.insecure {
+                anyhow::bail!(
+                    "refusing to serve MCP on {addr}: not a loopback address, and this build has \
+                     neither API keys nor TLS; use 127.0.0.1, or --insecure (HANDOFF_HTTP__INSECURE) \
+                     behind a proxy that authenticates"
+                );
+            }
+            tracing::warn!(address = %addr, "serving MCP on a non-loopback address without authentication or TLS (--insecure)");
+        }
+    }
+    Ok(())
+}
+
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     crate::mcp::analytics::mark_start();
+    check_listen(&cfg)?;
     let cfg = Arc::new(cfg);
     let db = open_db(&cfg).await?;
     let key = hash_key(&cfg, &db).await?;
@@ -105,22 +127,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         "local",
         crate::mcp::context::Caller::stdio(cfg.stdio.admin),
     );
-    let max = cfg.max_message_bytes;
-    core.start_children(vec![ChildSpec {
-        name: stdio::NAME.into(),
-        shutdown_on_exit: true,
-        start: Arc::new(move |sup| {
-            let args = StdioArgs {
-                server: server.clone(),
-                max_message_bytes: max,
-            };
-            Box::pin(async move {
-                Actor::spawn_linked(Some(stdio::NAME.into()), StdioTransport, args, sup)
-                    .await
-                    .map(|(a, _)| a.get_cell())
-            })
-        }),
-    }]);
+    core.start_children(transports(&cfg, server));
 
     let on_signal = core.clone();
     tokio::spawn(async move {
@@ -131,6 +138,67 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     root.await.ok();
     Ok(())
+}
+
+/// MCP on stdio, or on HTTP when `http.listen` is set; the operators'
+/// listener beside either when `http.admin` is set. The MCP transport's
+/// end is the service's end.
+fn transports(cfg: &Arc<Config>, server: HandoffServer) -> Vec<ChildSpec> {
+    let mut specs = Vec::new();
+    if let Some(listen) = cfg.http.listen {
+        let (server, cfg) = (server.clone(), cfg.clone());
+        specs.push(ChildSpec {
+            name: http::NAME.into(),
+            shutdown_on_exit: true,
+            start: Arc::new(move |sup| {
+                let args = HttpArgs {
+                    server: server.clone(),
+                    listen,
+                    cfg: cfg.clone(),
+                };
+                Box::pin(async move {
+                    Actor::spawn_linked(Some(http::NAME.into()), HttpTransport, args, sup)
+                        .await
+                        .map(|(a, _)| a.get_cell())
+                })
+            }),
+        });
+    } else {
+        let (server, max) = (server.clone(), cfg.max_message_bytes);
+        specs.push(ChildSpec {
+            name: stdio::NAME.into(),
+            shutdown_on_exit: true,
+            start: Arc::new(move |sup| {
+                let args = StdioArgs {
+                    server: server.clone(),
+                    max_message_bytes: max,
+                };
+                Box::pin(async move {
+                    Actor::spawn_linked(Some(stdio::NAME.into()), StdioTransport, args, sup)
+                        .await
+                        .map(|(a, _)| a.get_cell())
+                })
+            }),
+        });
+    }
+    if let Some(listen) = cfg.http.admin {
+        specs.push(ChildSpec {
+            name: admin::NAME.into(),
+            shutdown_on_exit: true,
+            start: Arc::new(move |sup| {
+                let args = AdminArgs {
+                    server: server.clone(),
+                    listen,
+                };
+                Box::pin(async move {
+                    Actor::spawn_linked(Some(admin::NAME.into()), AdminListener, args, sup)
+                        .await
+                        .map(|(a, _)| a.get_cell())
+                })
+            }),
+        });
+    }
+    specs
 }
 
 async fn wait_for_signal() {

@@ -97,6 +97,9 @@ pub struct Config {
     pub test_hooks: bool,
     /// The stdio transport (`[stdio]`, `HANDOFF_STDIO__ADMIN`).
     pub stdio: StdioConfig,
+    /// The network daemon (`[http]`, `HANDOFF_HTTP__LISTEN`, …): MCP over
+    /// Streamable HTTP instead of stdio, and the operators' listener.
+    pub http: HttpConfig,
     /// The directory `analyze_codebase` may read in (and below). Unset (the
     /// default): the tool refuses every call with FORBIDDEN.
     pub workspace_root: Option<PathBuf>,
@@ -151,6 +154,7 @@ impl Default for Config {
             runtime_threads: 0,
             test_hooks: false,
             stdio: StdioConfig::default(),
+            http: HttpConfig::default(),
             workspace_root: None,
             retention: RetentionPolicy::default(),
             monitoring: MonitoringConfig::default(),
@@ -190,6 +194,31 @@ pub struct StdioConfig {
     /// the process-wide resources. Off by default: an agent steered by a
     /// prompt injection must not be able to purge the database.
     pub admin: bool,
+}
+
+/// The network daemon's listeners and what they accept.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// MCP Streamable HTTP on `/mcp` at this address (`serve --http`).
+    /// Unset (the default): MCP on stdio.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `/health`, `/ready` and `/metrics` at this address (`serve --admin`),
+    /// never behind the MCP credentials: keep it on loopback or a private
+    /// network. Unset: no admin listener.
+    pub admin: Option<std::net::SocketAddr>,
+    /// `Host` header values `/mcp` accepts (a DNS-rebinding guard), as
+    /// `name` or `name:port`. Empty (the default): loopback names only.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins `/mcp` accepts (`https://app.example:443`). A request
+    /// with any other `Origin` is refused; requests without one (every
+    /// non-browser client) pass.
+    pub allowed_origins: Vec<String>,
+    /// Start on a non-loopback address anyway (`serve --insecure`). Without
+    /// it, `listen` must be a loopback address: this build has no API keys
+    /// and no TLS yet, so anything else would expose every session to the
+    /// network.
+    pub insecure: bool,
 }
 
 /// The jobs' start-up schedule. `analytics_rollup` runs every

@@ -61,7 +61,20 @@ enum Cmd {
     /// database HANDOFF_DATABASE_URL names (default: the embedded SQLite
     /// file); migrations are applied at start.
     #[command(after_help = DATABASE_HELP)]
-    Serve,
+    Serve {
+        /// Serve MCP over Streamable HTTP on `/mcp` at this address instead
+        /// of stdio (config `http.listen`, HANDOFF_HTTP__LISTEN).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+        /// Serve /health, /ready and /metrics at this address (config
+        /// `http.admin`, HANDOFF_HTTP__ADMIN).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<std::net::SocketAddr>,
+        /// Allow `--http` on a non-loopback address without authentication
+        /// or TLS (config `http.insecure`).
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Apply the schema migrations to the database HANDOFF_DATABASE_URL
     /// names (default: the embedded SQLite file, created if missing) and
     /// exit; prints which database it migrated.
@@ -185,7 +198,18 @@ fn main() -> ExitCode {
     };
     let code = rt.block_on(async move {
         let r = match cli.cmd {
-            Cmd::Serve => app::serve(cfg).await.map(|_| ExitCode::SUCCESS),
+            Cmd::Serve {
+                http,
+                admin,
+                insecure,
+            } => {
+                let mut cfg = cfg;
+                // Flags win over the file and the environment.
+                cfg.http.listen = http.or(cfg.http.listen);
+                cfg.http.admin = admin.or(cfg.http.admin);
+                cfg.http.insecure |= insecure;
+                app::serve(cfg).await.map(|_| ExitCode::SUCCESS)
+            }
             Cmd::Migrate => cli::migrate(&cfg).await,
             Cmd::Audit {
                 cmd: AuditCmd::Verify,

@@ -75,36 +75,48 @@ fn ts_client_script() -> PathBuf {
     copy.join("client_check.mjs")
 }
 
-/// Run the TypeScript harness against a fresh server; returns its report.
-fn run_ts_client(arg_style: &str) -> Value {
+/// Run the TypeScript harness with `args`; returns its report. The server's
+/// (stdio) or the harness's stderr goes to `log`.
+fn run_ts(args: &[String], log: &Path) -> Value {
     let script = ts_client_script();
-    let db = common::DbDir::new();
     let started = Instant::now();
     let out = Command::new("node")
         .arg(&script)
-        .args(["--cmd", common::BIN, "--arg-style", arg_style])
-        .arg("--env")
-        .arg(format!("HANDOFF_DATABASE_URL={}", db.url()))
-        .stderr(std::fs::File::create(db.stderr_log()).expect("stderr log"))
+        .args(args)
+        .stderr(std::fs::File::create(log).expect("stderr log"))
         .output()
         .expect("run node client_check.mjs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let log = std::fs::read_to_string(db.stderr_log()).unwrap_or_default();
+    let log = std::fs::read_to_string(log).unwrap_or_default();
     let r: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!("client_check.mjs printed no JSON ({e}); stdout: {stdout}\nstderr: {log}")
     });
     assert!(
         out.status.success() && r["ok"] == true,
-        "client_check.mjs failed ({}): {}\nserver stderr: {log}",
+        "client_check.mjs failed ({}): {}\nstderr: {log}",
         out.status,
         r["error"]
     );
     eprintln!(
-        "TypeScript SDK, --arg-style {arg_style}: {} acked writes, verified in {:?}",
+        "TypeScript SDK {args:?}: {} acked writes, verified in {:?}",
         r["writes"]["acked"],
         started.elapsed()
     );
     r
+}
+
+/// The harness against a fresh server on stdio.
+fn run_ts_client(arg_style: &str) -> Value {
+    let db = common::DbDir::new();
+    let args = [
+        "--cmd".to_string(),
+        common::BIN.to_string(),
+        "--arg-style".to_string(),
+        arg_style.to_string(),
+        "--env".to_string(),
+        format!("HANDOFF_DATABASE_URL={}", db.url()),
+    ];
+    run_ts(&args, &db.stderr_log())
 }
 
 fn check_ts_report(r: &Value, arg_style: &str) {
@@ -195,6 +207,26 @@ fn typescript_sdk_snake_case() {
     check_ts_report(&r, "snake");
 }
 
+/// The same client over Streamable HTTP against `serve --http`: every
+/// write read back, the subscription's notice over SSE, the handoff loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_sdk_over_streamable_http() {
+    let db = common::DbDir::new();
+    let d = common::daemon::Daemon::start(&db, &[]).await;
+    let args = vec![
+        "--url".to_string(),
+        d.url(),
+        "--prefix".to_string(),
+        "http".to_string(),
+    ];
+    let log = db.path().join("client.log");
+    let r = tokio::task::spawn_blocking(move || run_ts(&args, &log))
+        .await
+        .unwrap();
+    check_ts_report(&r, "camel");
+    assert!(d.stop().await.success());
+}
+
 /// A virtualenv with the MCP Python SDK 2.x; reused when it already has
 /// it. Returns its python.
 fn python_sdk_venv() -> PathBuf {
@@ -242,20 +274,39 @@ fn python_sdk_venv() -> PathBuf {
 
 #[test]
 fn python_sdk_stdio_client() {
+    let db = common::DbDir::new();
+    let r = run_python(common::BIN, &db.url(), "py-session");
+    check_python_report(&r, "py-session");
+}
+
+/// The Python SDK 2.x over Streamable HTTP: it negotiates 2026-07-28, so
+/// every request is a stateless exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_over_streamable_http() {
+    let db = common::DbDir::new();
+    let d = common::daemon::Daemon::start(&db, &[]).await;
+    let url = d.url();
+    let r = tokio::task::spawn_blocking(move || run_python(&url, "-", "py-http"))
+        .await
+        .unwrap();
+    check_python_report(&r, "py-http");
+    assert!(d.stop().await.success());
+}
+
+/// Run tests/python/client_check.py on `target` (a binary, or an HTTP URL)
+/// and return its report.
+fn run_python(target: &str, url: &str, key: &str) -> Value {
     require(
         "python3",
         "install Python 3.10 or newer with venv (e.g. apt install python3 python3-venv)",
     );
     let py = python_sdk_venv();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_check.py");
-    let db = common::DbDir::new();
-    let url = db.url();
-    let key = "py-session";
     let started = Instant::now();
     let out = Command::new(&py)
         .arg(&script)
-        .arg(common::BIN)
-        .arg(&url)
+        .arg(target)
+        .arg(url)
         .arg(key)
         .output()
         .expect("run client_check.py");
@@ -271,13 +322,17 @@ fn python_sdk_stdio_client() {
         out.status,
         r["traceback"].as_str().unwrap_or("")
     );
-    let sdk = r["sdk_version"].as_str().unwrap().to_string();
     eprintln!(
-        "Python SDK {sdk} negotiated {} in {:?}",
+        "Python SDK {} negotiated {} in {:?}",
+        r["sdk_version"],
         r["protocol_version"],
         started.elapsed()
     );
+    r
+}
 
+fn check_python_report(r: &Value, key: &str) {
+    let sdk = r["sdk_version"].as_str().unwrap().to_string();
     // The SDK 2.x client probes the newest revision first, and the server
     // speaks it.
     assert!(sdk.starts_with("2."), "Python SDK {sdk} is not 2.x");

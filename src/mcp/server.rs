@@ -131,6 +131,21 @@ impl HandoffServer {
         });
     }
 
+    /// The same server for another connection (an HTTP session, or one
+    /// stateless request): shared core, fresh per-connection state.
+    pub fn for_new_connection(&self) -> Self {
+        Self {
+            subscriptions: Default::default(),
+            forwarding: Default::default(),
+            ..self.clone()
+        }
+    }
+
+    /// `handoff://health`, for the operators' listener.
+    pub async fn health(&self) -> serde_json::Value {
+        resources::health(&self.ctx()).await
+    }
+
     fn ctx(&self) -> Ctx {
         Ctx {
             core: self.core.clone(),

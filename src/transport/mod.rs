@@ -1,7 +1,9 @@
 //! Transports: each runs as an actor under the root supervisor and turns
 //! MCP traffic into calls on the server.
 
+pub mod admin;
 pub mod coalesce;
+pub mod http;
 pub mod jsonrpc_guard;
 pub mod stdio;
 pub mod tool_calls;

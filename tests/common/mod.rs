@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

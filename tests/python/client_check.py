@@ -1,6 +1,7 @@
 """Drive `handoff serve` with the official MCP Python SDK over stdio.
 
 Usage: client_check.py <handoff binary> <database url> <session key>
+       client_check.py <http://host:port/mcp> - <session key>   (Streamable HTTP)
 
 Written for SDK 2.x (`mcp.Client`, which probes protocol 2026-07-28 with
 `server/discover` and falls back to `initialize`); falls back to the 1.x
@@ -93,11 +94,14 @@ async def connect(params):
 
 
 async def run(binary, db_url, key):
-    params = StdioServerParameters(
-        command=binary,
-        args=["serve"],
-        env={"HANDOFF_DATABASE_URL": db_url, "HANDOFF_LOG": "warn"},
-    )
+    if binary.startswith("http://") or binary.startswith("https://"):
+        params = binary  # SDK 2.x: a URL string is a Streamable HTTP server
+    else:
+        params = StdioServerParameters(
+            command=binary,
+            args=["serve"],
+            env={"HANDOFF_DATABASE_URL": db_url, "HANDOFF_LOG": "warn"},
+        )
     out = {"ok": True, "sdk_version": version("mcp")}
     async with connect(params) as c:
         out["protocol_version"] = c.protocol_version

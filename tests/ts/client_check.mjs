@@ -62,6 +62,16 @@ function args(style, snake) {
   return camel;
 }
 
+// JSON with object keys sorted: equal values give equal text whatever the
+// order their keys were written in.
+function canonical(v) {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
 function toolBody(result) {
   const text = result.content?.find((c) => c.type === 'text')?.text;
   return {
@@ -129,7 +139,7 @@ async function main() {
           );
           const seq = r.structured?.context_entry?.sequence_number;
           if (r.is_error || typeof seq !== 'number') failures.push(r);
-          else acks.push({ key, content, seq, text_matches: JSON.stringify(r.text) === JSON.stringify(r.structured) });
+          else acks.push({ key, content, seq, text_matches: canonical(r.text) === canonical(r.structured) });
         }
       }),
     );

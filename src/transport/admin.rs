@@ -1,0 +1,128 @@
+//! The operators' listener: `/health` (the process answers), `/ready`
+//! (the database answers and its breaker is not open: send traffic here)
+//! and `/metrics` (Prometheus text). Plain HTTP without the MCP
+//! credentials, so it binds where only operators reach (loopback by
+//! default).
+
+use std::net::SocketAddr;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio_util::sync::CancellationToken;
+
+use crate::mcp::HandoffServer;
+
+pub const NAME: &str = "transport.admin";
+
+pub enum AdminMsg {
+    Stopped(String),
+}
+
+pub struct AdminListener;
+
+pub struct AdminArgs {
+    pub server: HandoffServer,
+    pub listen: SocketAddr,
+}
+
+pub struct AdminState {
+    cancel: CancellationToken,
+}
+
+async fn health() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+}
+
+/// Ready when the database answers and its breaker is closed: a replica
+/// whose database is away takes no traffic, and says why.
+async fn ready(State(server): State<HandoffServer>) -> impl IntoResponse {
+    let report = server.health().await;
+    let breaker_open = report["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["name"] == "breaker.database" && c["details"]["state"] == "open");
+    let ready = report["status"] != "error" && !breaker_open;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({"ready": ready, "health": report});
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handoff_actors::metrics::render(),
+    )
+}
+
+impl Actor for AdminListener {
+    type Msg = AdminMsg;
+    type State = AdminState;
+    type Arguments = AdminArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AdminMsg>,
+        args: AdminArgs,
+    ) -> Result<AdminState, ActorProcessingErr> {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let local = listener.local_addr()?;
+        let app = axum::Router::new()
+            .route("/health", get(health))
+            .route("/ready", get(ready))
+            .route("/metrics", get(metrics))
+            .with_state(args.server);
+        tracing::info!(address = %local, "admin listener (/health /ready /metrics)");
+        eprintln!("handoff: admin on http://{local}/");
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            let reason = match r {
+                Ok(()) => "listener closed".to_string(),
+                Err(e) => format!("listener failed: {e}"),
+            };
+            let _ = myself.cast(AdminMsg::Stopped(reason));
+        });
+        Ok(AdminState { cancel })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<AdminMsg>,
+        msg: AdminMsg,
+        _state: &mut AdminState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AdminMsg::Stopped(reason) => myself.stop(Some(reason)),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<AdminMsg>,
+        state: &mut AdminState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.cancel.cancel();
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! The Streamable HTTP transport actor: MCP on `/mcp`, through rmcp's
+//! server-side transport mounted in axum. Sessions (`Mcp-Session-Id`) on
+//! the handshake revisions, one stateless exchange per request on
+//! 2026-07-28 (rmcp decides by the negotiated revision), SSE for
+//! notifications. Each session gets its own connection state
+//! (`HandoffServer::for_new_connection`) over the shared core.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::mcp::HandoffServer;
+
+pub const NAME: &str = "transport.http";
+
+pub enum HttpMsg {
+    /// The listener stopped (shutdown, or an accept loop error).
+    Stopped(String),
+}
+
+pub struct HttpTransport;
+
+pub struct HttpArgs {
+    pub server: HandoffServer,
+    pub listen: SocketAddr,
+    pub cfg: Arc<Config>,
+}
+
+pub struct HttpState {
+    /// Stops the listener and closes every session (and its SSE streams).
+    cancel: CancellationToken,
+}
+
+/// What `/mcp` accepts, from the configuration.
+fn mcp_config(cfg: &Config, cancel: CancellationToken) -> StreamableHttpServerConfig {
+    let mut c = StreamableHttpServerConfig::default()
+        .with_cancellation_token(cancel)
+        // A body over the limit is refused before it is buffered whole.
+        .with_max_request_body_bytes(cfg.max_message_bytes);
+    if !cfg.http.allowed_hosts.is_empty() {
+        c = c.with_allowed_hosts(cfg.http.allowed_hosts.iter().cloned());
+    }
+    // Browsers send `Origin`; other clients do not. An empty list still
+    // validates, so a page on any site cannot drive a local daemon.
+    c = c
+        .with_allowed_origins(cfg.http.allowed_origins.iter().cloned())
+        .enforce_origin_validation();
+    c
+}
+
+impl Actor for HttpTransport {
+    type Msg = HttpMsg;
+    type State = HttpState;
+    type Arguments = HttpArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<HttpMsg>,
+        args: HttpArgs,
+    ) -> Result<HttpState, ActorProcessingErr> {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let local = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let server = args.server;
+        let service = StreamableHttpService::new(
+            move || Ok(server.for_new_connection()),
+            Arc::new(LocalSessionManager::default()),
+            mcp_config(&args.cfg, cancel.child_token()),
+        );
+        // A declared length over the limit gets 413 before any of the body
+        // is read (rmcp's own limit, above, catches undeclared lengths).
+        let app = axum::Router::new().nest_service("/mcp", service).layer(
+            tower_http::limit::RequestBodyLimitLayer::new(args.cfg.max_message_bytes),
+        );
+        // Printed for scripts and tests that bind port 0.
+        tracing::info!(address = %local, "MCP Streamable HTTP listening on /mcp");
+        eprintln!("handoff: MCP on http://{local}/mcp");
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            let reason = match r {
+                Ok(()) => "listener closed".to_string(),
+                Err(e) => format!("listener failed: {e}"),
+            };
+            let _ = myself.cast(HttpMsg::Stopped(reason));
+        });
+        Ok(HttpState { cancel })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<HttpMsg>,
+        msg: HttpMsg,
+        _state: &mut HttpState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            HttpMsg::Stopped(reason) => {
+                tracing::info!(reason, "HTTP transport stopped");
+                myself.stop(Some(reason));
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<HttpMsg>,
+        state: &mut HttpState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.cancel.cancel();
+        Ok(())
+    }
+}

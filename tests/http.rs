@@ -1,0 +1,157 @@
+//! The network daemon: `serve --http` (MCP Streamable HTTP on /mcp) and
+//! `--admin` (/health, /ready, /metrics), driven over real sockets: the
+//! official TypeScript SDK's HTTP client (tests/clients.rs) and raw HTTP
+//! here for what a client library would never send.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::daemon::Daemon;
+use common::DbDir;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// One HTTP/1.1 exchange on a fresh connection: (status, head, body).
+async fn http(addr: &str, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, head, out[split + 4..].to_vec())
+}
+
+async fn get(addr: &str, path: &str) -> (u16, String, Vec<u8>) {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http(addr, req.as_bytes()).await
+}
+
+/// A JSON-RPC POST to /mcp with extra header lines.
+async fn post_mcp(addr: &str, body: &Value, headers: &str) -> (u16, String, Vec<u8>) {
+    let body = body.to_string();
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\n{headers}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http(addr, req.as_bytes()).await
+}
+
+fn initialize() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw-http", "version": "0"}}})
+}
+
+#[tokio::test]
+async fn admin_listener_health_ready_metrics() {
+    let db = DbDir::new();
+    let d = Daemon::start(&db, &[]).await;
+    let (status, head, body) = get(&d.admin, "/health").await;
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"status": "ok"})
+    );
+    let (status, _, body) = get(&d.admin, "/ready").await;
+    let ready: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["ready"], true);
+    let database = ready["health"]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "database")
+        .cloned()
+        .unwrap();
+    assert_eq!(database["status"], "ok", "{ready}");
+    let (status, head, body) = get(&d.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{head}"
+    );
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("handoff_actors_live"), "{text:.400}");
+    // Not MCP: the admin listener has no /mcp, and /mcp has no /metrics.
+    assert_eq!(get(&d.admin, "/mcp").await.0, 404);
+    assert_eq!(get(&d.mcp, "/metrics").await.0, 404);
+    assert!(d.stop().await.success());
+}
+
+#[tokio::test]
+async fn refuses_a_non_loopback_address_without_insecure() {
+    let db = DbDir::new();
+    let out = Command::new(common::BIN)
+        .args(["serve", "--http", "0.0.0.0:0"])
+        .env("HANDOFF_DATABASE_URL", db.url())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to serve MCP on 0.0.0.0"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn dns_rebinding_and_foreign_origins_are_refused() {
+    let db = DbDir::new();
+    let d = Daemon::start(&db, &[]).await;
+    // A loopback Host and no Origin (any non-browser client): served.
+    let (status, head, _) = post_mcp(&d.mcp, &initialize(), "").await;
+    assert_eq!(status, 200, "{head}");
+    // A page on another site driving the local daemon from a browser.
+    let (status, head, _) =
+        post_mcp(&d.mcp, &initialize(), "Origin: https://evil.example\r\n").await;
+    assert_eq!(status, 403, "{head}");
+    // DNS rebinding: the browser sends the attacker's name as Host.
+    let body = initialize().to_string();
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: rebind.evil.example\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, head, _) = http(&d.mcp, req.as_bytes()).await;
+    assert_eq!(status, 403, "{head}");
+    assert!(d.stop().await.success());
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_before_it_is_read() {
+    let db = DbDir::new();
+    let d = Daemon::start(&db, &[]).await;
+    // Announce 16 MiB and send only the head: the answer must not wait for
+    // (or buffer) the body.
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{{",
+        d.mcp,
+        16 * 1024 * 1024
+    );
+    let (status, head, _) = http(&d.mcp, req.as_bytes()).await;
+    assert_eq!(status, 413, "{head}");
+    assert!(d.stop().await.success());
+}
