@@ -44,17 +44,23 @@ async fn hash_key(cfg: &Config, db: &Arc<dyn Database>) -> anyhow::Result<[u8; 3
     ))
 }
 
-/// Refuse what would expose every session to the network: this build has
-/// no API keys and no TLS, so MCP over HTTP listens on loopback only,
-/// unless the operator says `--insecure` (logged as a warning).
+/// Refuse what would expose sessions to the network: this build has no
+/// TLS, so MCP over HTTP listens on loopback only unless the operator says
+/// `--insecure` (logged as a warning), and never without API keys.
 fn check_listen(cfg: &Config) -> anyhow::Result<()> {
     if let Some(addr) = cfg.http.listen {
         if !addr.ip().is_loopback() {
+            if cfg.http.auth == crate::config::HttpAuth::None {
+                anyhow::bail!(
+                    "refusing to serve MCP on {addr} without authentication: http.auth = none \
+                     is for loopback addresses only"
+                );
+            }
             if !cfg.http.insecure {
                 anyhow::bail!(
                     "refusing to serve MCP on {addr}: not a loopback address, and this build has \
-                     neither API keys nor TLS; use 127.0.0.1, or --insecure (HANDOFF_HTTP__INSECURE) \
-                     behind a proxy that authenticates"
+                     no TLS; use 127.0.0.1, or --insecure (HANDOFF_HTTP__INSECURE) behind a \
+                     TLS-terminating proxy"
                 );
             }
             tracing::warn!(address = %addr, "serving MCP on a non-loopback address without authentication or TLS (--insecure)");
@@ -70,6 +76,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let db = open_db(&cfg).await?;
     let key = hash_key(&cfg, &db).await?;
     let (audit_key, audit_on_head) = crate::audit::prepare(&cfg, &db).await?;
+    let authenticator = (cfg.http.listen.is_some()
+        && cfg.http.auth == crate::config::HttpAuth::ApiKeys)
+        .then(|| crate::auth::Authenticator::new(db.clone(), audit_key.clone()));
     crate::mcp::configuration::init(&cfg, &db).await;
     crate::logging::set_hash_key(key);
     let breaker = BreakerHandle::new();
@@ -125,9 +134,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.clone(),
         changes,
         "local",
-        crate::mcp::context::Caller::stdio(cfg.stdio.admin),
+        if cfg.http.listen.is_some() {
+            crate::mcp::context::Caller::anonymous()
+        } else {
+            crate::mcp::context::Caller::stdio(cfg.stdio.admin)
+        },
     );
-    core.start_children(transports(&cfg, server));
+    core.start_children(transports(&cfg, server, authenticator));
 
     let on_signal = core.clone();
     tokio::spawn(async move {
@@ -143,7 +156,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 /// MCP on stdio, or on HTTP when `http.listen` is set; the operators'
 /// listener beside either when `http.admin` is set. The MCP transport's
 /// end is the service's end.
-fn transports(cfg: &Arc<Config>, server: HandoffServer) -> Vec<ChildSpec> {
+fn transports(
+    cfg: &Arc<Config>,
+    server: HandoffServer,
+    auth: Option<crate::auth::Authenticator>,
+) -> Vec<ChildSpec> {
     let mut specs = Vec::new();
     if let Some(listen) = cfg.http.listen {
         let (server, cfg) = (server.clone(), cfg.clone());
@@ -155,6 +172,7 @@ fn transports(cfg: &Arc<Config>, server: HandoffServer) -> Vec<ChildSpec> {
                     server: server.clone(),
                     listen,
                     cfg: cfg.clone(),
+                    auth: auth.clone(),
                 };
                 Box::pin(async move {
                     Actor::spawn_linked(Some(http::NAME.into()), HttpTransport, args, sup)

@@ -214,11 +214,23 @@ pub struct HttpConfig {
     /// with any other `Origin` is refused; requests without one (every
     /// non-browser client) pass.
     pub allowed_origins: Vec<String>,
+    /// How `/mcp` authenticates: `api_keys` (the default: `Authorization:
+    /// Bearer` with a key from `handoff keys create`), or `none` (every
+    /// client is the tenant `local` without the admin capability; loopback
+    /// only, for local tools and the conformance suite).
+    pub auth: HttpAuth,
     /// Start on a non-loopback address anyway (`serve --insecure`). Without
-    /// it, `listen` must be a loopback address: this build has no API keys
-    /// and no TLS yet, so anything else would expose every session to the
-    /// network.
+    /// it, `listen` must be a loopback address: this build has no TLS yet,
+    /// so anything else would send keys and context in clear.
     pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpAuth {
+    #[default]
+    ApiKeys,
+    None,
 }
 
 /// The jobs' start-up schedule. `analytics_rollup` runs every

@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod app;
 pub mod audit;
+pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;

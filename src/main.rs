@@ -80,6 +80,11 @@ enum Cmd {
     /// exit; prints which database it migrated.
     #[command(after_help = DATABASE_HELP)]
     Migrate,
+    /// API keys of the HTTP daemon (each bound to one tenant).
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -127,6 +132,44 @@ enum Cmd {
         #[arg(long, value_parser = tenant_arg)]
         tenant: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key and print it (once; only a keyed hash is stored).
+    Create {
+        /// The tenant whose sessions the key reaches (see "Tenants" below).
+        #[arg(long, value_parser = tenant_arg)]
+        tenant: String,
+        /// `agent`, or `admin` (also the configuration, backup and job tools).
+        #[arg(long, value_enum)]
+        scope: KeyScope,
+        /// Bind the key to this agent: it may act as no other.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Expire after this long (`90d`, `12h`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<std::time::Duration>,
+        /// A label for `keys list`.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys (one JSON object per line; never the key itself).
+    List,
+    /// Revoke a key: every replica refuses it within a second.
+    Revoke { id: String },
+    /// Replace a key: prints the new one; the old one works until the grace ends.
+    Rotate {
+        id: String,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+        grace: std::time::Duration,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeyScope {
+    Agent,
+    Admin,
 }
 
 #[derive(Subcommand)]
@@ -211,6 +254,21 @@ fn main() -> ExitCode {
                 app::serve(cfg).await.map(|_| ExitCode::SUCCESS)
             }
             Cmd::Migrate => cli::migrate(&cfg).await,
+            Cmd::Keys { cmd } => match cmd {
+                KeysCmd::Create {
+                    tenant,
+                    scope,
+                    agent,
+                    expires,
+                    name,
+                } => {
+                    let admin = matches!(scope, KeyScope::Admin);
+                    cli::keys::create(&cfg, &tenant, admin, agent, expires, name).await
+                }
+                KeysCmd::List => cli::keys::list(&cfg).await,
+                KeysCmd::Revoke { id } => cli::keys::revoke(&cfg, &id).await,
+                KeysCmd::Rotate { id, grace } => cli::keys::rotate(&cfg, &id, grace).await,
+            },
             Cmd::Audit {
                 cmd: AuditCmd::Verify,
             } => cli::audit::verify(&cfg).await,

@@ -212,12 +212,16 @@ fn typescript_sdk_snake_case() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_sdk_over_streamable_http() {
     let db = common::DbDir::new();
-    let d = common::daemon::Daemon::start(&db, &[]).await;
+    // With an API key, as a remote client would connect.
+    let d = common::daemon::Daemon::start_with_keys(&db).await;
+    let key = common::daemon::create_key(&db, "acme", "agent", &[]);
     let args = vec![
         "--url".to_string(),
         d.url(),
         "--prefix".to_string(),
         "http".to_string(),
+        "--header".to_string(),
+        format!("Authorization: Bearer {key}"),
     ];
     let log = db.path().join("client.log");
     let r = tokio::task::spawn_blocking(move || run_ts(&args, &log))

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod dump;
 pub mod export;
 pub mod import;
+pub mod keys;
 
 use std::process::ExitCode;
 

@@ -17,6 +17,8 @@ pub struct Caller {
     pub principal: Arc<str>,
     /// May use the admin tools and process-wide resources.
     pub admin: bool,
+    /// The only agent this caller may act as (an API key bound to one).
+    pub agent: Option<Arc<str>>,
 }
 
 impl Caller {
@@ -25,6 +27,25 @@ impl Caller {
         Self {
             principal: Arc::from("stdio"),
             admin,
+            agent: None,
+        }
+    }
+
+    /// A client of the HTTP daemon run without API keys (loopback only).
+    pub fn anonymous() -> Self {
+        Self {
+            principal: Arc::from("http"),
+            admin: false,
+            agent: None,
+        }
+    }
+
+    /// The caller behind a verified API key.
+    pub fn key(p: &crate::auth::Principal) -> Self {
+        Self {
+            principal: Arc::from(format!("key:{}", p.key_id)),
+            admin: p.admin,
+            agent: p.agent.as_deref().map(Arc::from),
         }
     }
 }
@@ -43,6 +64,19 @@ impl Ctx {
         SessionKey {
             tenant: self.tenant.clone(),
             key: Arc::from(session_key),
+        }
+    }
+
+    /// `FORBIDDEN` when the caller is bound to an agent other than the one
+    /// `field` names: a key bound to an agent acts as that agent only.
+    pub fn require_agent(&self, field: &str, agent: &str) -> Result<(), HandoffError> {
+        match &self.caller.agent {
+            Some(bound) if **bound != *agent => Err(HandoffError::new(
+                ErrorCode::Forbidden,
+                format!("this API key acts as agent '{bound}' only; {field} names another"),
+            )
+            .detail("field", field)),
+            _ => Ok(()),
         }
     }
 

@@ -54,6 +54,10 @@ pub struct HandoffServer {
     /// The transport writes successful results' structured content from
     /// their text (see `reply`).
     structured_in_transport: bool,
+    /// Over HTTP with API keys: the tenant of the first authenticated
+    /// request of this connection. Later requests must be of the same
+    /// tenant (a session id is not a credential that crosses tenants).
+    bound: Arc<std::sync::OnceLock<Arc<str>>>,
 }
 
 impl HandoffServer {
@@ -77,6 +81,7 @@ impl HandoffServer {
             subscriptions: Default::default(),
             forwarding: Default::default(),
             structured_in_transport: false,
+            bound: Default::default(),
         }
     }
 
@@ -89,7 +94,7 @@ impl HandoffServer {
 
     /// The URIs (of `uris`, by watch key) that a committed change touches.
     fn touched(&self, change: &Change, uris: &HashMap<String, HashSet<String>>) -> Vec<String> {
-        if *change.tenant != *self.tenant {
+        if *change.tenant != *self.tenant() {
             return Vec::new();
         }
         resources::change_keys(change)
@@ -137,6 +142,7 @@ impl HandoffServer {
         Self {
             subscriptions: Default::default(),
             forwarding: Default::default(),
+            bound: Default::default(),
             ..self.clone()
         }
     }
@@ -146,12 +152,45 @@ impl HandoffServer {
         resources::health(&self.ctx()).await
     }
 
+    /// The connection's tenant: bound by its first authenticated request,
+    /// else the transport's (`local` on stdio).
+    fn tenant(&self) -> Arc<str> {
+        self.bound
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.tenant.clone())
+    }
+
+    /// The context of one request: over HTTP with API keys, the tenant and
+    /// capabilities of the key the HTTP layer verified for this request.
+    fn ctx_for(&self, rc: &RequestContext<RoleServer>) -> Result<Ctx, HandoffError> {
+        let principal = rc
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<crate::auth::Principal>());
+        let Some(p) = principal else {
+            return Ok(self.ctx());
+        };
+        let tenant = self.bound.get_or_init(|| Arc::from(p.tenant.as_str()));
+        if **tenant != *p.tenant {
+            return Err(HandoffError::new(
+                ErrorCode::Forbidden,
+                "this MCP session was opened with a key of another tenant",
+            ));
+        }
+        Ok(Ctx {
+            tenant: tenant.clone(),
+            caller: Caller::key(p),
+            ..self.ctx()
+        })
+    }
+
     fn ctx(&self) -> Ctx {
         Ctx {
             core: self.core.clone(),
             reads: self.reads.clone(),
             cfg: self.cfg.clone(),
-            tenant: self.tenant.clone(),
+            tenant: self.tenant(),
             caller: self.caller.clone(),
         }
     }
@@ -217,18 +256,20 @@ impl ServerHandler for HandoffServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let request_id = Uuid::now_v7();
+        let ctx = match self.ctx_for(&context) {
+            Ok(ctx) => ctx,
+            Err(e) => return Ok(reply::failure(&e, request_id).into()),
+        };
+        let tenant = ctx.tenant.clone();
         let started = Instant::now();
         let tool = request.name.to_string();
         let (raw_key, content_length) = log_fields(request.arguments.as_ref());
         // The keyed hash costs a blake3 pass: only pay it when a line is written.
         let key_hash = || raw_key.as_deref().map(key_hash);
-        let outcome = self
-            .catalog
-            .call(self.ctx(), &tool, request.arguments)
-            .await;
+        let outcome = self.catalog.call(ctx, &tool, request.arguments).await;
         let Some(outcome) = outcome else {
             // The name is the client's text (up to the message limit): the
             // log and the reply carry a cut, redacted form.
@@ -251,7 +292,7 @@ impl ServerHandler for HandoffServer {
             Ok(json) => {
                 m.tool_calls.with_label_values(&[&tool, "ok"]).inc();
                 if tracing::enabled!(tracing::Level::DEBUG) {
-                    tracing::debug!(%request_id, tenant = %self.tenant, tool, session_key_hash = key_hash(), content_length, duration_ms, "tool call");
+                    tracing::debug!(%request_id, %tenant, tool, session_key_hash = key_hash(), content_length, duration_ms, "tool call");
                 }
                 reply::success(json, self.structured_in_transport)
             }
@@ -259,7 +300,7 @@ impl ServerHandler for HandoffServer {
                 m.tool_calls
                     .with_label_values(&[&tool, e.code.as_str()])
                     .inc();
-                tracing::info!(%request_id, tenant = %self.tenant, tool, session_key_hash = key_hash(), content_length, duration_ms, error_code = e.code.as_str(), "tool call failed");
+                tracing::info!(%request_id, %tenant, tool, session_key_hash = key_hash(), content_length, duration_ms, error_code = e.code.as_str(), "tool call failed");
                 log_internal(request_id, &e);
                 reply::failure(&e, request_id)
             }
@@ -291,6 +332,9 @@ impl ServerHandler for HandoffServer {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        // Binds the connection's tenant (notices are filtered by it).
+        self.ctx_for(&context)
+            .map_err(|e| reply::protocol_error(&e, Uuid::now_v7()))?;
         let Some(key) = resources::watch_key(&request.uri) else {
             let e = HandoffError::new(
                 ErrorCode::NotFound,
@@ -355,6 +399,8 @@ impl ServerHandler for HandoffServer {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        self.ctx_for(context.request_context())
+            .map_err(|e| reply::protocol_error(&e, Uuid::now_v7()))?;
         let mut watched: HashMap<String, HashSet<String>> = HashMap::new();
         for uri in context.accepted().resource_subscriptions.iter().flatten() {
             if let Some(k) = resources::watch_key(uri) {
@@ -385,11 +431,15 @@ impl ServerHandler for HandoffServer {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let request_id = Uuid::now_v7();
         let uri = request.uri;
-        match resources::read(&self.ctx(), &uri).await {
+        let ctx = self
+            .ctx_for(&context)
+            .map_err(|e| reply::protocol_error(&e, request_id))?;
+        let tenant = ctx.tenant.clone();
+        match resources::read(&ctx, &uri).await {
             Ok((mime, body)) => {
                 Ok(ReadResourceResult::new(vec![
                     ResourceContents::text(body, uri).with_mime_type(mime)
@@ -397,7 +447,7 @@ impl ServerHandler for HandoffServer {
                 .into())
             }
             Err(e) => {
-                tracing::info!(%request_id, tenant = %self.tenant, error_code = e.code.as_str(), "resource read failed");
+                tracing::info!(%request_id, %tenant, error_code = e.code.as_str(), "resource read failed");
                 log_internal(request_id, &e);
                 Err(reply::protocol_error(&e, request_id))
             }

@@ -508,11 +508,71 @@ pub trait Database: Store {
 
     fn describe(&self) -> String;
 
+    /// API keys (`handoff keys`, the daemon's authentication).
+    async fn insert_api_key(&self, k: &ApiKeyRow) -> Result<(), StoreError>;
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRow>, StoreError>;
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError>;
+    /// Revoke (`revoked_ms`) or shorten (`expires_ms`, with the key that
+    /// replaces it) a key; false when there is no such key.
+    async fn update_api_key(
+        &self,
+        id: &str,
+        revoked_ms: Option<i64>,
+        expires_ms: Option<i64>,
+        replaced_by: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    /// Record a use (at most once a minute per key; see `auth`).
+    async fn touch_api_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
+
     /// The durability setting of the connection that commits batches, read
     /// from that connection (`{"synchronous": "full"}` on SQLite,
     /// `{"synchronous_commit": "on"}` on PostgreSQL): health reports it, so
     /// an operator (and the tests) see that acknowledged means on disk.
     async fn writer_durability(&self) -> Result<Value, StoreError>;
+}
+
+/// A stored API key: everything but the key itself (`hash` is a keyed
+/// blake3 of it, see `crate::auth::keys`). Times are Unix milliseconds.
+#[derive(Debug, Clone)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub tenant: String,
+    pub scope: String,
+    pub agent: Option<String>,
+    pub name: Option<String>,
+    pub hash: String,
+    pub created_ms: i64,
+    pub last_used_ms: Option<i64>,
+    pub expires_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+    pub replaced_by: Option<String>,
+}
+
+/// The columns of `api_keys`, in `ApiKeyRow` order.
+pub const API_KEY_COLUMNS: &str = "id, tenant, scope, agent, name, hash, created_ms, \
+     last_used_ms, expires_ms, revoked_ms, replaced_by";
+
+pub fn api_key_from_row<R: sqlx::Row>(r: &R) -> Result<ApiKeyRow, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database>,
+{
+    Ok(ApiKeyRow {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        scope: r.try_get("scope")?,
+        agent: r.try_get("agent")?,
+        name: r.try_get("name")?,
+        hash: r.try_get("hash")?,
+        created_ms: r.try_get("created_ms")?,
+        last_used_ms: r.try_get("last_used_ms")?,
+        expires_ms: r.try_get("expires_ms")?,
+        revoked_ms: r.try_get("revoked_ms")?,
+        replaced_by: r.try_get("replaced_by")?,
+    })
 }
 
 /// The analytics roll-up document both adapters store and report.

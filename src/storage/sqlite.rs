@@ -578,6 +578,89 @@ impl Database for SqliteDb {
         format!("sqlite {}", self.path)
     }
 
+    async fn insert_api_key(&self, k: &super::ApiKeyRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant, scope, agent, name, hash, created_ms, \
+             last_used_ms, expires_ms, revoked_ms, replaced_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&k.id)
+        .bind(&k.tenant)
+        .bind(&k.scope)
+        .bind(&k.agent)
+        .bind(&k.name)
+        .bind(&k.hash)
+        .bind(k.created_ms)
+        .bind(k.last_used_ms)
+        .bind(k.expires_ms)
+        .bind(k.revoked_ms)
+        .bind(&k.replaced_by)
+        .execute(&self.writer)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<super::ApiKeyRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM api_keys WHERE id = ?",
+            super::API_KEY_COLUMNS
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(classify)?;
+        row.map(|r| super::api_key_from_row(&r).map_err(classify))
+            .transpose()
+    }
+
+    async fn api_keys(&self) -> Result<Vec<super::ApiKeyRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM api_keys ORDER BY tenant, created_ms, id",
+            super::API_KEY_COLUMNS
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| super::api_key_from_row(r).map_err(classify))
+            .collect()
+    }
+
+    async fn update_api_key(
+        &self,
+        id: &str,
+        revoked_ms: Option<i64>,
+        expires_ms: Option<i64>,
+        replaced_by: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE api_keys SET revoked_ms = COALESCE(?, revoked_ms), \
+             expires_ms = COALESCE(?, expires_ms), replaced_by = COALESCE(?, replaced_by) \
+             WHERE id = ?",
+        )
+        .bind(revoked_ms)
+        .bind(expires_ms)
+        .bind(replaced_by)
+        .bind(id)
+        .execute(&self.writer)
+        .await
+        .map_err(classify)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn touch_api_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET last_used_ms = ? WHERE id = ?")
+            .bind(at_ms)
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     async fn writer_durability(&self) -> Result<serde_json::Value, StoreError> {
         let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
             .fetch_one(&self.writer)

@@ -13,8 +13,10 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::mcp::HandoffServer;
+use crate::transport::http_auth;
 
 pub const NAME: &str = "transport.http";
 
@@ -29,6 +31,8 @@ pub struct HttpArgs {
     pub server: HandoffServer,
     pub listen: SocketAddr,
     pub cfg: Arc<Config>,
+    /// API key verification; `None` with `http.auth = none`.
+    pub auth: Option<Authenticator>,
 }
 
 pub struct HttpState {
@@ -76,17 +80,27 @@ impl Actor for HttpTransport {
         );
         // A declared length over the limit gets 413 before any of the body
         // is read (rmcp's own limit, above, catches undeclared lengths).
-        let app = axum::Router::new().nest_service("/mcp", service).layer(
-            tower_http::limit::RequestBodyLimitLayer::new(args.cfg.max_message_bytes),
-        );
+        let mut app = axum::Router::new().nest_service("/mcp", service);
+        if let Some(auth) = args.auth {
+            app = app.layer(axum::middleware::from_fn_with_state(
+                http_auth::AuthState::new(auth),
+                http_auth::require_key,
+            ));
+        }
+        let app = app.layer(tower_http::limit::RequestBodyLimitLayer::new(
+            args.cfg.max_message_bytes,
+        ));
         // Printed for scripts and tests that bind port 0.
         tracing::info!(address = %local, "MCP Streamable HTTP listening on /mcp");
         eprintln!("handoff: MCP on http://{local}/mcp");
         let stop = cancel.clone();
         tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
+            let r = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
             let reason = match r {
                 Ok(()) => "listener closed".to_string(),
                 Err(e) => format!("listener failed: {e}"),

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod coalesce;
 pub mod http;
+pub mod http_auth;
 pub mod jsonrpc_guard;
 pub mod stdio;
 pub mod tool_calls;

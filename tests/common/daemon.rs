@@ -19,10 +19,21 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// A daemon without API keys (`http.auth = none`, loopback).
     pub async fn start(db: &DbDir, extra: &[&str]) -> Daemon {
+        Daemon::start_env(db, extra, &[("HANDOFF_HTTP__AUTH", "none")]).await
+    }
+
+    /// A daemon with API keys (the default).
+    pub async fn start_with_keys(db: &DbDir) -> Daemon {
+        Daemon::start_env(db, &[], &[]).await
+    }
+
+    pub async fn start_env(db: &DbDir, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(BIN)
             .args(["serve", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("HANDOFF_DATABASE_URL", db.url())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -76,4 +87,34 @@ impl Daemon {
             .expect("the daemon exits on SIGTERM")
             .unwrap()
     }
+}
+
+/// `handoff keys <args>` on `db`: (success, stdout, stderr).
+pub fn keys(db: &DbDir, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("keys")
+        .args(args)
+        .env("HANDOFF_DATABASE_URL", db.url())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run handoff keys");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// A new key (`keys create --tenant T --scope S` plus `extra`).
+pub fn create_key(db: &DbDir, tenant: &str, scope: &str, extra: &[&str]) -> String {
+    let mut args = vec!["create", "--tenant", tenant, "--scope", scope];
+    args.extend_from_slice(extra);
+    let (ok, key, err) = keys(db, &args);
+    assert!(ok && key.starts_with("hnd_"), "keys create: {key} {err}");
+    key
+}
+
+/// The id part of a key (`hnd_{id}_{secret}`).
+pub fn key_id(key: &str) -> &str {
+    &key[4..36]
 }

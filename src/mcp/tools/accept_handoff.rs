@@ -48,6 +48,7 @@ pub struct Out {
 
 pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     args::agent_id(&ctx.cfg, "agent", &a.agent)?;
+    ctx.require_agent("agent", &a.agent)?;
     let id = uuid::Uuid::parse_str(&a.handoff_id).map_err(|_| {
         HandoffError::validation("handoff_id must be a UUID").detail("field", "handoff_id")
     })?;

@@ -77,6 +77,7 @@ pub async fn page(
 }
 
 pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
+    ctx.require_agent("target_agent", &a.target_agent)?;
     let (handoffs, has_more, next_cursor) = page(
         &ctx,
         &a.target_agent,

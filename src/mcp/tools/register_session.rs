@@ -41,6 +41,7 @@ pub struct Out {
 pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     args::session_key(&ctx.cfg, &a.session_key)?;
     args::agent_id(&ctx.cfg, "agent_from", &a.agent_from)?;
+    ctx.require_agent("agent_from", &a.agent_from)?;
     args::metadata(&ctx.cfg, "metadata", &a.metadata)?;
     let r = ctx
         .core

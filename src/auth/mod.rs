@@ -1,0 +1,139 @@
+//! API keys: who a request over HTTP is. A key names a tenant (whose
+//! sessions it reaches, and no other's), a scope (`agent`, or `admin` for
+//! the configuration, backup and job tools and the process-wide
+//! resources) and optionally the one agent it may act as.
+//!
+//! The key is `hnd_{id}_{secret}`: the id finds the row, a keyed blake3 of
+//! id and secret (under a subkey of the audit key) is what is stored and
+//! compared, in constant time. A verified key is remembered for
+//! `CACHE_FOR`, which bounds how long a revocation takes to reach every
+//! replica.
+
+pub mod keys;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use handoff_actors::audit::AuditKey;
+
+use crate::storage::Database;
+
+/// How long a verified (or refused) key is remembered: a revocation or
+/// expiry takes effect on every replica within this bound.
+pub const CACHE_FOR: Duration = Duration::from_secs(1);
+
+/// The caller behind a verified key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub key_id: String,
+    pub tenant: String,
+    pub admin: bool,
+    /// The agent this key acts as, when it is bound to one.
+    pub agent: Option<String>,
+}
+
+/// Why a request was refused. The client only ever sees 401; the reason
+/// goes to the audit log and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Missing,
+    Malformed,
+    Unknown,
+    Revoked,
+    Expired,
+    Unavailable,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::Malformed => "malformed",
+            Refusal::Unknown => "unknown_key",
+            Refusal::Revoked => "revoked",
+            Refusal::Expired => "expired",
+            Refusal::Unavailable => "store_unavailable",
+        }
+    }
+}
+
+/// Verifies `Authorization` headers against the stored keys.
+#[derive(Clone)]
+pub struct Authenticator {
+    db: Arc<dyn Database>,
+    subkey: [u8; 32],
+    key: AuditKey,
+    /// key id -> (row as read, when read). Short-lived: see `CACHE_FOR`.
+    cache: moka::sync::Cache<String, Arc<crate::storage::ApiKeyRow>>,
+}
+
+impl Authenticator {
+    pub fn new(db: Arc<dyn Database>, key: AuditKey) -> Self {
+        Self {
+            db,
+            subkey: keys::subkey(&key),
+            key,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(CACHE_FOR)
+                .build(),
+        }
+    }
+
+    /// Record a use of `id` (in the background: never on the request's path).
+    pub fn touch(&self, id: &str, at_ms: i64) {
+        let (db, id) = (self.db.clone(), id.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = db.touch_api_key(&id, at_ms).await {
+                tracing::debug!(error = %crate::logging::redact(&e.to_string()), "api key last-use not recorded");
+            }
+        });
+    }
+
+    /// The principal behind an `Authorization` header value, or why not.
+    pub async fn verify(
+        &self,
+        header: Option<&str>,
+    ) -> Result<Principal, (Refusal, Option<String>)> {
+        let header = header.ok_or((Refusal::Missing, None))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .ok_or((Refusal::Malformed, None))?;
+        let (id, secret) = keys::split(token).ok_or((Refusal::Malformed, None))?;
+        let row = match self.cache.get(id) {
+            Some(row) => row,
+            None => {
+                let row = self
+                    .db
+                    .api_key(id)
+                    .await
+                    .map_err(|_| (Refusal::Unavailable, Some(id.to_string())))?
+                    .ok_or((Refusal::Unknown, Some(id.to_string())))?;
+                let row = Arc::new(row);
+                self.cache.insert(id.to_string(), row.clone());
+                row
+            }
+        };
+        if self
+            .key
+            .check(&self.subkey, &[id, secret], &row.hash)
+            .is_err()
+        {
+            return Err((Refusal::Unknown, Some(id.to_string())));
+        }
+        let now = keys::now_ms();
+        if row.revoked_ms.is_some_and(|t| t <= now) {
+            return Err((Refusal::Revoked, Some(id.to_string())));
+        }
+        if row.expires_ms.is_some_and(|t| t <= now) {
+            return Err((Refusal::Expired, Some(id.to_string())));
+        }
+        Ok(Principal {
+            key_id: row.id.clone(),
+            tenant: row.tenant.clone(),
+            admin: row.scope == "admin",
+            agent: row.agent.clone(),
+        })
+    }
+}
