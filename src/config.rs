@@ -197,7 +197,7 @@ pub struct StdioConfig {
 }
 
 /// The network daemon's listeners and what they accept.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// MCP Streamable HTTP on `/mcp` at this address (`serve --http`).
@@ -219,10 +219,31 @@ pub struct HttpConfig {
     /// client is the tenant `local` without the admin capability; loopback
     /// only, for local tools and the conformance suite).
     pub auth: HttpAuth,
+    /// Requests a second each caller (API key; remote address without
+    /// keys) may make on `/mcp`, sustained; over it, 429 with
+    /// `Retry-After`. 0: no limit.
+    pub rate_limit: u32,
+    /// Requests a caller may make at once above the sustained rate.
+    pub rate_burst: u32,
     /// Start on a non-loopback address anyway (`serve --insecure`). Without
     /// it, `listen` must be a loopback address: this build has no TLS yet,
     /// so anything else would send keys and context in clear.
     pub insecure: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            admin: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            auth: HttpAuth::default(),
+            rate_limit: 200,
+            rate_burst: 400,
+            insecure: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -155,3 +155,80 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
     assert_eq!(status, 413, "{head}");
     assert!(d.stop().await.success());
 }
+
+/// SIGTERM while writers are busy: the daemon exits 0, and every write it
+/// acknowledged is stored, once, in order (read back over stdio).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_keeps_every_acknowledged_write() {
+    use common::daemon::McpHttp;
+    let db = DbDir::new();
+    let d = Daemon::start(&db, &[]).await;
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let (addr, acked) = (d.mcp.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            let mut c = McpHttp::open(&addr, None).await;
+            let key = format!("term-{w}");
+            c.call(
+                "register_session",
+                json!({"session_key": key, "agent_from": "w"}),
+            )
+            .await;
+            let mut acks = Vec::new();
+            for i in 0.. {
+                let content = format!("w{w}-{i}");
+                let args =
+                    json!({"session_key": key, "context_type": "message", "content": content});
+                let Some(r) = c
+                    .try_rpc(
+                        "tools/call",
+                        json!({"name": "update_context", "arguments": args}),
+                    )
+                    .await
+                else {
+                    break;
+                };
+                let body = &r["result"]["structuredContent"];
+                if body["success"] != true {
+                    break;
+                }
+                acks.push((
+                    content,
+                    body["context_entry"]["sequence_number"].as_i64().unwrap(),
+                ));
+                acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            (key, acks)
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while acked.load(std::sync::atomic::Ordering::Relaxed) < 60 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes did not get going"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = d.stop().await;
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    let mut all = Vec::new();
+    for w in writers {
+        all.push(w.await.unwrap());
+    }
+    let s = common::Server::start(&db, &[]).await;
+    for (key, acks) in &all {
+        let entries = common::all_entries(&s, key).await;
+        common::assert_gap_free(key, &entries);
+        for (content, seq) in acks {
+            assert_eq!(
+                entries[(*seq - 1) as usize]["content"],
+                content.as_str(),
+                "{key}: acknowledged {content} at {seq}"
+            );
+        }
+    }
+    let total: usize = all.iter().map(|(_, a)| a.len()).sum();
+    eprintln!("{total} acknowledged writes before SIGTERM, all present");
+    assert!(s.close().await.success());
+}

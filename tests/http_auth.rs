@@ -8,127 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{create_key, key_id, keys, Daemon};
+use common::daemon::{create_key, header, key_id, keys, post, Daemon, McpHttp as Client};
 use common::DbDir;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// One POST to /mcp: (status, head, body).
-async fn post(addr: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let body = body.to_string();
-    let mut req = format!(
-        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, head.to_string(), body.to_string())
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// The JSON-RPC message with `id` in a JSON or SSE (possibly chunked) body.
-fn message(body: &str, id: i64) -> Value {
-    body.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let json = l.strip_prefix("data:").map(str::trim).unwrap_or(l);
-            serde_json::from_str::<Value>(json).ok()
-        })
-        .find(|v| v["id"] == id)
-        .unwrap_or_else(|| panic!("no reply with id {id} in {body}"))
-}
-
-/// An MCP session over raw HTTP with one bearer key.
-struct Client {
-    addr: String,
-    key: String,
-    session: Option<String>,
-    next: i64,
-}
-
-impl Client {
-    async fn open(addr: &str, key: &str) -> Client {
-        let mut c = Client {
-            addr: addr.to_string(),
-            key: key.to_string(),
-            session: None,
-            next: 0,
-        };
-        let init = c
-            .rpc(
-                "initialize",
-                json!({"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "auth-test", "version": "0"}}),
-            )
-            .await;
-        assert_eq!(init["result"]["serverInfo"]["name"], "handoff", "{init}");
-        let auth = format!("Bearer {}", c.key);
-        let session = c.session.clone().unwrap();
-        let (status, head, _) = post(
-            &c.addr,
-            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-            &[
-                ("Authorization", &auth),
-                ("Mcp-Session-Id", &session),
-                ("Mcp-Protocol-Version", "2025-06-18"),
-            ],
-        )
-        .await;
-        assert_eq!(status, 202, "{head}");
-        c
-    }
-
-    async fn rpc(&mut self, method: &str, params: Value) -> Value {
-        self.next += 1;
-        let id = self.next;
-        let auth = format!("Bearer {}", self.key);
-        let mut headers = vec![("Authorization", auth.as_str())];
-        let session = self.session.clone();
-        if let Some(s) = &session {
-            headers.push(("Mcp-Session-Id", s));
-            headers.push(("Mcp-Protocol-Version", "2025-06-18"));
-        }
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let (status, head, body) = post(&self.addr, &body, &headers).await;
-        assert_eq!(status, 200, "{method}: {head}\n{body}");
-        if let Some(s) = header(&head, "mcp-session-id") {
-            self.session = Some(s.to_string());
-        }
-        message(&body, id)
-    }
-
-    /// A tool's result body (structuredContent, or the error body).
-    async fn call(&mut self, tool: &str, args: Value) -> Value {
-        let r = self
-            .rpc("tools/call", json!({"name": tool, "arguments": args}))
-            .await;
-        r["result"]["structuredContent"].clone()
-    }
-
-    async fn read(&mut self, uri: &str) -> Value {
-        self.rpc("resources/read", json!({"uri": uri})).await
-    }
-}
 
 /// Status of an `initialize` sent with this `Authorization` value.
 async fn init_status(addr: &str, authorization: Option<&str>) -> (u16, String, String) {
@@ -139,6 +21,7 @@ async fn init_status(addr: &str, authorization: Option<&str>) -> (u16, String, S
         Some(a) => post(addr, &body, &[("Authorization", a)]).await,
         None => post(addr, &body, &[]).await,
     }
+    .expect("an answer")
 }
 
 /// Poll until a key's `initialize` gets `want` (5 s at most); how long.
@@ -306,14 +189,14 @@ async fn scopes_agent_bindings_and_tenants() {
     let other = create_key(&db, "globex", "agent", &[]);
 
     // An agent key: no admin tools or process-wide resources.
-    let mut a = Client::open(&d.mcp, &alice).await;
+    let mut a = Client::open(&d.mcp, Some(&alice)).await;
     let r = a
         .call("run_job_now", json!({"job_name": "lifecycle"}))
         .await;
     assert_eq!(r["error_code"], "FORBIDDEN", "{r}");
     let r = a.read("handoff://metrics").await;
     assert_eq!(r["error"]["data"]["error_code"], "FORBIDDEN", "{r}");
-    let mut adm = Client::open(&d.mcp, &admin).await;
+    let mut adm = Client::open(&d.mcp, Some(&admin)).await;
     let r = adm
         .call("get_job_status", json!({"job_name": "lifecycle"}))
         .await;
@@ -354,7 +237,7 @@ async fn scopes_agent_bindings_and_tenants() {
         .call("list_handoffs", json!({"target_agent": "bob"}))
         .await;
     assert_eq!(r["error_code"], "FORBIDDEN", "{r}");
-    let mut b = Client::open(&d.mcp, &bob).await;
+    let mut b = Client::open(&d.mcp, Some(&bob)).await;
     let r = b
         .call("list_handoffs", json!({"target_agent": "bob"}))
         .await;
@@ -366,7 +249,7 @@ async fn scopes_agent_bindings_and_tenants() {
 
     // Another tenant with the same session key: its own session, and
     // nothing of acme's.
-    let mut g = Client::open(&d.mcp, &other).await;
+    let mut g = Client::open(&d.mcp, Some(&other)).await;
     let r = g.call("get_context", json!({"session_key": "k"})).await;
     assert_eq!(r["error_code"], "SESSION_NOT_FOUND", "{r}");
     let r = g.read("handoff://summary/k").await;
@@ -398,7 +281,7 @@ async fn scopes_agent_bindings_and_tenants() {
     // A session id is not a credential across tenants.
     let mut stolen = Client {
         addr: d.mcp.clone(),
-        key: other.clone(),
+        key: Some(other.clone()),
         session: a.session.clone(),
         next: 100,
     };
@@ -406,5 +289,49 @@ async fn scopes_agent_bindings_and_tenants() {
         .call("get_context", json!({"session_key": "k"}))
         .await;
     assert_eq!(r["error_code"], "FORBIDDEN", "{r}");
+    assert!(d.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_is_per_key_with_retry_after() {
+    let db = DbDir::new();
+    let d = Daemon::start_env(
+        &db,
+        &[],
+        &[
+            ("HANDOFF_HTTP__RATE_LIMIT", "2"),
+            ("HANDOFF_HTTP__RATE_BURST", "3"),
+        ],
+    )
+    .await;
+    let noisy = create_key(&db, "acme", "agent", &[]);
+    let quiet = create_key(&db, "acme", "agent", &[]);
+    let auth = format!("Bearer {noisy}");
+    // The burst passes, then 429 with a Retry-After in whole seconds.
+    let mut limited = None;
+    for _ in 0..10 {
+        let (status, head, body) = init_status(&d.mcp, Some(&auth)).await;
+        if status == 429 {
+            limited = Some((head, body));
+            break;
+        }
+        assert_eq!(status, 200, "{head}");
+    }
+    let (head, body) = limited.expect("no 429 after 10 requests at a limit of 2/s, burst 3");
+    assert_eq!(body.trim(), r#"{"error":"rate_limited"}"#);
+    let retry: u64 = header(&head, "retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {head}"));
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    // Another key is not held back by it.
+    assert_eq!(
+        init_status(&d.mcp, Some(&format!("Bearer {quiet}")))
+            .await
+            .0,
+        200
+    );
+    // After the wait it says, the limited key is served again.
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(init_status(&d.mcp, Some(&auth)).await.0, 200);
     assert!(d.stop().await.success());
 }

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::mcp::HandoffServer;
-use crate::transport::http_auth;
+use crate::transport::{http_auth, http_limits};
 
 pub const NAME: &str = "transport.http";
 
@@ -80,7 +81,17 @@ impl Actor for HttpTransport {
         );
         // A declared length over the limit gets 413 before any of the body
         // is read (rmcp's own limit, above, catches undeclared lengths).
+        // Layers run outermost last-added: the body limit, then the key,
+        // then the caller's rate limit (which needs the key).
         let mut app = axum::Router::new().nest_service("/mcp", service);
+        if let Some(limiter) =
+            http_limits::Limiter::new(args.cfg.http.rate_limit, args.cfg.http.rate_burst)
+        {
+            app = app.layer(axum::middleware::from_fn_with_state(
+                limiter,
+                http_limits::limit,
+            ));
+        }
         if let Some(auth) = args.auth {
             app = app.layer(axum::middleware::from_fn_with_state(
                 http_auth::AuthState::new(auth),
@@ -95,6 +106,11 @@ impl Actor for HttpTransport {
         eprintln!("handoff: MCP on http://{local}/mcp");
         let stop = cancel.clone();
         tokio::spawn(async move {
+            // Nagle off: a reply written in two pieces otherwise waits for
+            // the client's delayed ACK (measured: 40 ms on every request).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let r = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),

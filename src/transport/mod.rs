@@ -5,6 +5,7 @@ pub mod admin;
 pub mod coalesce;
 pub mod http;
 pub mod http_auth;
+pub mod http_limits;
 pub mod jsonrpc_guard;
 pub mod stdio;
 pub mod tool_calls;

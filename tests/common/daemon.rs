@@ -5,7 +5,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::{DbDir, BIN};
@@ -117,4 +118,143 @@ pub fn create_key(db: &DbDir, tenant: &str, scope: &str, extra: &[&str]) -> Stri
 /// The id part of a key (`hnd_{id}_{secret}`).
 pub fn key_id(key: &str) -> &str {
     &key[4..36]
+}
+
+/// One POST to /mcp: (status, head, body).
+pub async fn post(
+    addr: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
+    let body = body.to_string();
+    let mut req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("no answer in 10 s"))??;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no complete head"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    Ok((status, head.to_string(), body.to_string()))
+}
+
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The JSON-RPC message with `id` in a JSON or SSE (possibly chunked) body.
+pub fn try_message(body: &str, id: i64) -> Option<Value> {
+    body.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let json = l.strip_prefix("data:").map(str::trim).unwrap_or(l);
+            serde_json::from_str::<Value>(json).ok()
+        })
+        .find(|v| v["id"] == id)
+}
+
+/// An MCP session (2025-06-18) over raw HTTP, with a bearer key or none.
+pub struct McpHttp {
+    pub addr: String,
+    pub key: Option<String>,
+    pub session: Option<String>,
+    pub next: i64,
+}
+
+impl McpHttp {
+    pub async fn open(addr: &str, key: Option<&str>) -> McpHttp {
+        let mut c = McpHttp {
+            addr: addr.to_string(),
+            key: key.map(str::to_string),
+            session: None,
+            next: 0,
+        };
+        let init = c
+            .rpc(
+                "initialize",
+                json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "auth-test", "version": "0"}}),
+            )
+            .await;
+        assert_eq!(init["result"]["serverInfo"]["name"], "handoff", "{init}");
+        let headers = c.headers();
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, head, _) = post(
+            &c.addr,
+            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            &refs,
+        )
+        .await
+        .expect("initialized");
+        assert_eq!(status, 202, "{head}");
+        c
+    }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = Vec::new();
+        if let Some(k) = &self.key {
+            h.push(("Authorization", format!("Bearer {k}")));
+        }
+        if let Some(s) = &self.session {
+            h.push(("Mcp-Session-Id", s.clone()));
+            h.push(("Mcp-Protocol-Version", "2025-06-18".to_string()));
+        }
+        h
+    }
+
+    /// A request and its reply; `None` when the connection failed (the
+    /// daemon went away).
+    pub async fn try_rpc(&mut self, method: &str, params: Value) -> Option<Value> {
+        self.next += 1;
+        let id = self.next;
+        let headers = self.headers();
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let (status, head, body) = post(&self.addr, &body, &refs).await.ok()?;
+        if status != 200 {
+            return None;
+        }
+        if let Some(s) = header(&head, "mcp-session-id") {
+            self.session = Some(s.to_string());
+        }
+        try_message(&body, id)
+    }
+
+    pub async fn rpc(&mut self, method: &str, params: Value) -> Value {
+        self.try_rpc(method, params)
+            .await
+            .unwrap_or_else(|| panic!("{method}: no reply"))
+    }
+
+    /// A tool's result body (structuredContent, or the error body).
+    pub async fn call(&mut self, tool: &str, args: Value) -> Value {
+        let r = self
+            .rpc("tools/call", json!({"name": tool, "arguments": args}))
+            .await;
+        r["result"]["structuredContent"].clone()
+    }
+
+    pub async fn read(&mut self, uri: &str) -> Value {
+        self.rpc("resources/read", json!({"uri": uri})).await
+    }
 }
