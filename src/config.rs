@@ -225,6 +225,15 @@ pub struct HttpConfig {
     pub rate_limit: u32,
     /// Requests a caller may make at once above the sustained rate.
     pub rate_burst: u32,
+    /// A client must send a request's head within this (slow-header
+    /// clients are dropped).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: std::time::Duration,
+    /// Connections open at once on `/mcp`; the next is closed on accept.
+    pub max_connections: usize,
+    /// On SIGTERM/SIGINT: how long open connections may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: std::time::Duration,
     /// Start on a non-loopback address anyway (`serve --insecure`). Without
     /// it, `listen` must be a loopback address: this build has no TLS yet,
     /// so anything else would send keys and context in clear.
@@ -241,6 +250,9 @@ impl Default for HttpConfig {
             auth: HttpAuth::default(),
             rate_limit: 200,
             rate_burst: 400,
+            header_timeout: std::time::Duration::from_secs(10),
+            max_connections: 1024,
+            shutdown_grace: std::time::Duration::from_secs(10),
             insecure: false,
         }
     }

@@ -232,3 +232,70 @@ async fn sigterm_under_load_keeps_every_acknowledged_write() {
     eprintln!("{total} acknowledged writes before SIGTERM, all present");
     assert!(s.close().await.success());
 }
+
+/// A client trickling its request head is dropped at the header timeout;
+/// connections past the cap are closed on accept, and the daemon still
+/// serves once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_and_too_many_connections_are_dropped() {
+    let db = DbDir::new();
+    let d = Daemon::start_env(
+        &db,
+        &[],
+        &[
+            ("HANDOFF_HTTP__AUTH", "none"),
+            ("HANDOFF_HTTP__HEADER_TIMEOUT", "1s"),
+            ("HANDOFF_HTTP__MAX_CONNECTIONS", "2"),
+        ],
+    )
+    .await;
+    // One byte a second: dropped within the timeout (plus slack).
+    let mut slow = tokio::net::TcpStream::connect(&d.mcp).await.unwrap();
+    let started = std::time::Instant::now();
+    let head = format!("POST /mcp HTTP/1.1\r\nHost: {}\r\n", d.mcp);
+    let mut closed = false;
+    for b in head.bytes().cycle().take(30) {
+        if slow.write_all(&[b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await {
+            Ok(Ok(_)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "a trickling client was not dropped in {took:?}");
+    assert!(took < Duration::from_secs(5), "dropped only after {took:?}");
+
+    // Two idle connections fill the cap; a third is closed at once.
+    let _a = tokio::net::TcpStream::connect(&d.mcp).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(&d.mcp).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = tokio::net::TcpStream::connect(&d.mcp).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf))
+        .await
+        .expect("the third connection was closed at once");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    drop((_a, _b));
+    // The header timeout frees the slots of idle connections too; then
+    // the daemon serves again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _, _) = post_mcp(&d.mcp, &initialize(), "").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not serving after the cap freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(d.stop().await.success());
+}

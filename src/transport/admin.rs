@@ -92,15 +92,15 @@ impl Actor for AdminListener {
         eprintln!("handoff: admin on http://{local}/");
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
+        // Scrapers and probes: few connections, short requests.
+        let limits = crate::transport::serve::Limits {
+            header_timeout: std::time::Duration::from_secs(10),
+            max_connections: 64,
+            grace: std::time::Duration::from_secs(2),
+        };
         tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            let reason = match r {
-                Ok(()) => "listener closed".to_string(),
-                Err(e) => format!("listener failed: {e}"),
-            };
-            let _ = myself.cast(AdminMsg::Stopped(reason));
+            crate::transport::serve::serve(listener, app, limits, stop).await;
+            let _ = myself.cast(AdminMsg::Stopped("listener closed".into()));
         });
         Ok(AdminState { cancel })
     }

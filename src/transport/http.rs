@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
@@ -17,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::mcp::HandoffServer;
-use crate::transport::{http_auth, http_limits};
+use crate::transport::{http_auth, http_limits, serve};
 
 pub const NAME: &str = "transport.http";
 
@@ -105,23 +104,14 @@ impl Actor for HttpTransport {
         tracing::info!(address = %local, "MCP Streamable HTTP listening on /mcp");
         eprintln!("handoff: MCP on http://{local}/mcp");
         let stop = cancel.clone();
+        let limits = serve::Limits {
+            header_timeout: args.cfg.http.header_timeout,
+            max_connections: args.cfg.http.max_connections,
+            grace: args.cfg.http.shutdown_grace,
+        };
         tokio::spawn(async move {
-            // Nagle off: a reply written in two pieces otherwise waits for
-            // the client's delayed ACK (measured: 40 ms on every request).
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let r = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-            let reason = match r {
-                Ok(()) => "listener closed".to_string(),
-                Err(e) => format!("listener failed: {e}"),
-            };
-            let _ = myself.cast(HttpMsg::Stopped(reason));
+            serve::serve(listener, app, limits, stop).await;
+            let _ = myself.cast(HttpMsg::Stopped("listener closed".into()));
         });
         Ok(HttpState { cancel })
     }

@@ -7,5 +7,6 @@ pub mod http;
 pub mod http_auth;
 pub mod http_limits;
 pub mod jsonrpc_guard;
+pub mod serve;
 pub mod stdio;
 pub mod tool_calls;
