@@ -78,7 +78,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (audit_key, audit_on_head) = crate::audit::prepare(&cfg, &db).await?;
     let authenticator = (cfg.http.listen.is_some()
         && cfg.http.auth == crate::config::HttpAuth::ApiKeys)
-        .then(|| crate::auth::Authenticator::new(db.clone(), audit_key.clone()));
+        .then(|| crate::auth::Authenticator::new(db.clone(), audit_key.clone(), cfg.db_timeout));
     crate::mcp::configuration::init(&cfg, &db).await;
     crate::logging::set_hash_key(key);
     let breaker = BreakerHandle::new();

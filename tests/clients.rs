@@ -234,6 +234,10 @@ async fn typescript_sdk_over_streamable_http() {
 /// A virtualenv with the MCP Python SDK 2.x; reused when it already has
 /// it. Returns its python.
 fn python_sdk_venv() -> PathBuf {
+    // Both Python tests may need to create it: one at a time (two
+    // `venv --clear` at once fail).
+    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = CREATE.lock().unwrap_or_else(|e| e.into_inner());
     let venv = target_dir().join("py-mcp-venv");
     let py = venv.join("bin/python");
     let works = |py: &Path| {

@@ -237,6 +237,10 @@ async fn scopes_agent_bindings_and_tenants() {
         .call("list_handoffs", json!({"target_agent": "bob"}))
         .await;
     assert_eq!(r["error_code"], "FORBIDDEN", "{r}");
+    let r = a.read("handoff://agents/bob/handoffs").await;
+    assert_eq!(r["error"]["data"]["error_code"], "FORBIDDEN", "{r}");
+    let r = a.read("handoff://agents/alice/sessions").await;
+    assert!(r["result"].is_object(), "{r}");
     let mut b = Client::open(&d.mcp, Some(&bob)).await;
     let r = b
         .call("list_handoffs", json!({"target_agent": "bob"}))

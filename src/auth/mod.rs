@@ -63,16 +63,20 @@ pub struct Authenticator {
     db: Arc<dyn Database>,
     subkey: [u8; 32],
     key: AuditKey,
+    /// A lookup that takes longer is `Unavailable` (a dead database must
+    /// not hold requests until the pool gives up).
+    timeout: Duration,
     /// key id -> (row as read, when read). Short-lived: see `CACHE_FOR`.
     cache: moka::sync::Cache<String, Arc<crate::storage::ApiKeyRow>>,
 }
 
 impl Authenticator {
-    pub fn new(db: Arc<dyn Database>, key: AuditKey) -> Self {
+    pub fn new(db: Arc<dyn Database>, key: AuditKey, timeout: Duration) -> Self {
         Self {
             db,
             subkey: keys::subkey(&key),
             key,
+            timeout,
             cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(CACHE_FOR)
@@ -104,11 +108,11 @@ impl Authenticator {
         let row = match self.cache.get(id) {
             Some(row) => row,
             None => {
-                let row = self
-                    .db
-                    .api_key(id)
+                let unavailable = || (Refusal::Unavailable, Some(id.to_string()));
+                let row = tokio::time::timeout(self.timeout, self.db.api_key(id))
                     .await
-                    .map_err(|_| (Refusal::Unavailable, Some(id.to_string())))?
+                    .map_err(|_| unavailable())?
+                    .map_err(|_| unavailable())?
                     .ok_or((Refusal::Unknown, Some(id.to_string())))?;
                 let row = Arc::new(row);
                 self.cache.insert(id.to_string(), row.clone());

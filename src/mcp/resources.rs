@@ -251,6 +251,9 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), Handof
             let Some((agent, what)) = rest.rsplit_once('/') else {
                 return Err(not_found(uri));
             };
+            // A key bound to an agent reads that agent's handoffs and
+            // sessions only, as `list_handoffs` does.
+            ctx.require_agent("agent_id", agent)?;
             let limit = q_num::<u32>(&p, "limit")?;
             let cursor = p
                 .query

@@ -76,6 +76,9 @@ pub async fn require_key(
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
+        // The key could not be looked up: the client is not at fault, and
+        // may retry (the database breaker says when).
+        Err((Refusal::Unavailable, _)) => unavailable(),
         Err((reason, key_id)) => {
             if let Some(suppressed) = s.report() {
                 failure(reason, key_id, remote, suppressed);
@@ -105,6 +108,18 @@ fn failure(reason: Refusal, key_id: Option<String>, remote: SocketAddr, suppress
             "suppressed_before": suppressed,
         }),
     });
+}
+
+fn unavailable() -> Response {
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"error":"unavailable","retryable":true}"#,
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 /// 401 and nothing else said: not which part was wrong.
