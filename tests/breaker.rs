@@ -83,7 +83,9 @@ async fn database_breaker_opens_fails_fast_and_recovers() {
     let db = DbDir::new();
     let mut env = vec![
         ("HANDOFF_BREAKER_FAILURES", "3".to_string()),
-        ("HANDOFF_BREAKER_OPEN_FOR", "700ms".to_string()),
+        // Long enough that the checks below (a health read waits up to
+        // db_timeout for the dead database) see it still open.
+        ("HANDOFF_BREAKER_OPEN_FOR", "3s".to_string()),
         ("HANDOFF_DB_TIMEOUT", "1s".to_string()),
     ];
     let proxy = match db.pg_name() {
