@@ -8,7 +8,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::daemon::Daemon;
+use common::daemon::{post, Daemon};
 use common::DbDir;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,18 +38,6 @@ async fn http(addr: &str, request: &[u8]) -> (u16, String, Vec<u8>) {
 
 async fn get(addr: &str, path: &str) -> (u16, String, Vec<u8>) {
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    http(addr, req.as_bytes()).await
-}
-
-/// A JSON-RPC POST to /mcp with extra header lines.
-async fn post_mcp(addr: &str, body: &Value, headers: &str) -> (u16, String, Vec<u8>) {
-    let body = body.to_string();
-    let req = format!(
-        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\n{headers}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
     http(addr, req.as_bytes()).await
 }
 
@@ -119,11 +107,12 @@ async fn dns_rebinding_and_foreign_origins_are_refused() {
     let db = DbDir::new();
     let d = Daemon::start(&db, &[]).await;
     // A loopback Host and no Origin (any non-browser client): served.
-    let (status, head, _) = post_mcp(&d.mcp, &initialize(), "").await;
+    let (status, head, _) = post(&d.mcp, &initialize(), &[]).await.unwrap();
     assert_eq!(status, 200, "{head}");
     // A page on another site driving the local daemon from a browser.
-    let (status, head, _) =
-        post_mcp(&d.mcp, &initialize(), "Origin: https://evil.example\r\n").await;
+    let (status, head, _) = post(&d.mcp, &initialize(), &[("Origin", "https://evil.example")])
+        .await
+        .unwrap();
     assert_eq!(status, 403, "{head}");
     // DNS rebinding: the browser sends the attacker's name as Host.
     let body = initialize().to_string();
@@ -288,7 +277,7 @@ async fn slow_headers_and_too_many_connections_are_dropped() {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         // While the slots are still held, a connection is closed unanswered.
-        let r = common::daemon::post(&d.mcp, &initialize(), &[]).await;
+        let r = post(&d.mcp, &initialize(), &[]).await;
         if matches!(r, Ok((200, _, _))) {
             break;
         }

@@ -294,10 +294,7 @@ impl Server {
         let validator = validators
             .get(tool)
             .unwrap_or_else(|| panic!("{tool} is not in tools/list"));
-        let problems: Vec<String> = validator
-            .iter_errors(body)
-            .map(|e| format!("at {}: {e}", e.instance_path()))
-            .collect();
+        let problems = validation_problems(validator, body);
         assert!(
             problems.is_empty(),
             "{tool}: result does not match its outputSchema: {problems:?}\n{body}"
@@ -634,6 +631,10 @@ pub fn schema_problems(schema: &Value, v: &Value) -> Vec<String> {
         Ok(validator) => validator,
         Err(e) => return vec![format!("the schema itself is invalid: {e}")],
     };
+    validation_problems(&validator, v)
+}
+
+fn validation_problems(validator: &jsonschema::Validator, v: &Value) -> Vec<String> {
     validator
         .iter_errors(v)
         .map(|e| format!("at {}: {e}", e.instance_path()))

@@ -255,6 +255,14 @@ const CONSTRAINING_KEYWORDS: [&str; 43] = [
     "$recursiveRef",
 ];
 
+/// Whether a schema object holds a keyword that restricts the values it
+/// accepts (annotations such as `description` do not); `if` counts only
+/// with `then` or `else`. The MCP Inspector's schema lint uses the same rule.
+fn constrains(m: &JsonObject) -> bool {
+    CONSTRAINING_KEYWORDS.iter().any(|k| m.contains_key(*k))
+        || (m.contains_key("if") && (m.contains_key("then") || m.contains_key("else")))
+}
+
 /// The keywords that only ever apply to values of one JSON type (a
 /// `minimum` says nothing about a string), by that type.
 fn type_keywords(ty: &str) -> &'static [&'static str] {
@@ -341,9 +349,7 @@ fn portable_schema(v: &mut Value, keyword: Option<&str>) {
         split_type_union(m, types);
     }
     // Under `not`, "accepts anything" is the point (`{"not": {}}` is false).
-    let constrains = CONSTRAINING_KEYWORDS.iter().any(|k| m.contains_key(*k))
-        || (m.contains_key("if") && (m.contains_key("then") || m.contains_key("else")));
-    if !constrains && keyword != Some("not") {
+    if !constrains(m) && keyword != Some("not") {
         m.insert("anyOf".into(), any_json());
     }
     for k in SCHEMA_KEYWORDS {
@@ -557,61 +563,6 @@ mod tests {
         "additionalItems",
         "unevaluatedItems",
     ];
-
-    /// Whether a schema object holds a keyword that restricts the values it
-    /// accepts (annotations such as `description` do not); `if` counts only
-    /// with `then` or `else`. The MCP Inspector's schema lint uses this set;
-    /// it is written out here again, apart from the transform's, as the
-    /// test's own statement of the rule.
-    fn constrains(m: &JsonObject) -> bool {
-        const KEYWORDS: [&str; 43] = [
-            "type",
-            "enum",
-            "const",
-            "multipleOf",
-            "maximum",
-            "exclusiveMaximum",
-            "minimum",
-            "exclusiveMinimum",
-            "maxLength",
-            "minLength",
-            "pattern",
-            "format",
-            "contentMediaType",
-            "contentEncoding",
-            "contentSchema",
-            "maxItems",
-            "minItems",
-            "uniqueItems",
-            "maxContains",
-            "minContains",
-            "maxProperties",
-            "minProperties",
-            "required",
-            "dependentRequired",
-            "allOf",
-            "anyOf",
-            "oneOf",
-            "not",
-            "items",
-            "prefixItems",
-            "contains",
-            "additionalItems",
-            "unevaluatedItems",
-            "properties",
-            "patternProperties",
-            "additionalProperties",
-            "unevaluatedProperties",
-            "propertyNames",
-            "dependentSchemas",
-            "dependencies",
-            "$ref",
-            "$dynamicRef",
-            "$recursiveRef",
-        ];
-        m.keys().any(|k| KEYWORDS.contains(&k.as_str()))
-            || (m.contains_key("if") && (m.contains_key("then") || m.contains_key("else")))
-    }
 
     /// The non-portable forms under `v` (a schema reached through
     /// `keyword`): a bare boolean schema, a `type` array, a schema object
