@@ -38,7 +38,7 @@ Tenants:
   which tenant's sessions they read or write. A tenant id is 1-63
   characters of a-z 0-9 _ - starting with a letter or digit.
 Configuration: --config FILE or HANDOFF_CONFIG, then HANDOFF_* variables
-(README.md, \"Configuration\").";
+(docs/configuration.md).";
 
 #[derive(Parser)]
 #[command(

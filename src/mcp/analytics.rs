@@ -2,7 +2,7 @@
 //! aggregates of the caller's tenant's rows (storage/analytics.rs);
 //! `performance` reads this process's Prometheus registry; `resources` is
 //! the process and its database (live session actors, RSS, database size,
-//! uptime). The payloads are documented in the README.
+//! uptime). The payloads are documented in docs/tools.md.
 
 use std::sync::OnceLock;
 use std::time::Instant;
