@@ -44,9 +44,10 @@ async fn hash_key(cfg: &Config, db: &Arc<dyn Database>) -> anyhow::Result<[u8; 3
     ))
 }
 
-/// Refuse what would expose sessions to the network: this build has no
-/// TLS, so MCP over HTTP listens on loopback only unless the operator says
-/// `--insecure` (logged as a warning), and never without API keys.
+/// Refuse what would expose sessions to the network: on a non-loopback
+/// address MCP over HTTP needs TLS and API keys unless the operator says
+/// `--insecure` (logged as a warning); without keys (`http.auth = none`)
+/// it is refused even then.
 fn check_listen(cfg: &Config) -> anyhow::Result<()> {
     if let Some(addr) = cfg.http.listen {
         if !addr.ip().is_loopback() {
@@ -56,14 +57,17 @@ fn check_listen(cfg: &Config) -> anyhow::Result<()> {
                      is for loopback addresses only"
                 );
             }
-            if !cfg.http.insecure {
+            let tls = cfg.http.tls_cert.is_some() && cfg.http.tls_key.is_some();
+            if !tls && !cfg.http.insecure {
                 anyhow::bail!(
-                    "refusing to serve MCP on {addr}: not a loopback address, and this build has \
-                     no TLS; use 127.0.0.1, or --insecure (HANDOFF_HTTP__INSECURE) behind a \
-                     TLS-terminating proxy"
+                    "refusing to serve MCP on {addr} without TLS: not a loopback address; give \
+                     --tls-cert and --tls-key, use 127.0.0.1, or --insecure \
+                     (HANDOFF_HTTP__INSECURE) behind a TLS-terminating proxy"
                 );
             }
-            tracing::warn!(address = %addr, "serving MCP on a non-loopback address without authentication or TLS (--insecure)");
+            if !tls {
+                tracing::warn!(address = %addr, "serving MCP on a non-loopback address without TLS (--insecure)");
+            }
         }
     }
     Ok(())
@@ -72,6 +76,10 @@ fn check_listen(cfg: &Config) -> anyhow::Result<()> {
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     crate::mcp::analytics::mark_start();
     check_listen(&cfg)?;
+    // Caught from the start, before any listener prints its address: a
+    // SIGTERM that arrives while the service starts must be a clean stop,
+    // not the default action's kill.
+    let signals = StopSignals::install()?;
     let cfg = Arc::new(cfg);
     let db = open_db(&cfg).await?;
     let key = hash_key(&cfg, &db).await?;
@@ -144,7 +152,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let on_signal = core.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::info!("signal received");
         on_signal.shutdown();
     });
@@ -219,12 +227,25 @@ fn transports(
     specs
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT: both stop the service cleanly.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

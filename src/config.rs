@@ -64,8 +64,8 @@ pub struct Config {
     /// process on the same SQLite file) show within this bound.
     #[serde(with = "humantime_serde")]
     pub replica_refresh: Duration,
-    /// `redis://…`: the shared cache of session summaries. Unset: a cache
-    /// inside the process.
+    /// `redis://…` (`rediss://…` for TLS): the shared cache of session
+    /// summaries. Unset: a cache inside the process.
     pub redis_url: Option<String>,
     /// How long a cached summary may be served: the staleness bound across
     /// replicas when a cache write failed (normally writes update it).
@@ -234,9 +234,15 @@ pub struct HttpConfig {
     /// On SIGTERM/SIGINT: how long open connections may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: std::time::Duration,
-    /// Start on a non-loopback address anyway (`serve --insecure`). Without
-    /// it, `listen` must be a loopback address: this build has no TLS yet,
-    /// so anything else would send keys and context in clear.
+    /// Serve `/mcp` over TLS with this PEM certificate chain
+    /// (`serve --tls-cert`); needs `tls_key`. Reloaded on SIGHUP.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `tls_cert` (`serve --tls-key`).
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Start on a non-loopback address without TLS or without API keys
+    /// (`serve --insecure`), e.g. behind a TLS-terminating proxy. Without
+    /// it, such a listener is refused: keys and context would cross the
+    /// network in clear, or unauthenticated.
     pub insecure: bool,
 }
 
@@ -253,6 +259,8 @@ impl Default for HttpConfig {
             header_timeout: std::time::Duration::from_secs(10),
             max_connections: 1024,
             shutdown_grace: std::time::Duration::from_secs(10),
+            tls_cert: None,
+            tls_key: None,
             insecure: false,
         }
     }

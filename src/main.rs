@@ -70,8 +70,15 @@ enum Cmd {
         /// `http.admin`, HANDOFF_HTTP__ADMIN).
         #[arg(long, value_name = "ADDR")]
         admin: Option<std::net::SocketAddr>,
-        /// Allow `--http` on a non-loopback address without authentication
-        /// or TLS (config `http.insecure`).
+        /// Serve `--http` over TLS with this PEM certificate chain (config
+        /// `http.tls_cert`); reloaded on SIGHUP.
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The PEM private key for `--tls-cert` (config `http.tls_key`).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
+        /// Allow `--http` on a non-loopback address without TLS or without
+        /// API keys (config `http.insecure`).
         #[arg(long)]
         insecure: bool,
     },
@@ -244,6 +251,8 @@ fn main() -> ExitCode {
             Cmd::Serve {
                 http,
                 admin,
+                tls_cert,
+                tls_key,
                 insecure,
             } => {
                 let mut cfg = cfg;
@@ -251,6 +260,8 @@ fn main() -> ExitCode {
                 cfg.http.listen = http.or(cfg.http.listen);
                 cfg.http.admin = admin.or(cfg.http.admin);
                 cfg.http.insecure |= insecure;
+                cfg.http.tls_cert = tls_cert.or(cfg.http.tls_cert);
+                cfg.http.tls_key = tls_key.or(cfg.http.tls_key);
                 app::serve(cfg).await.map(|_| ExitCode::SUCCESS)
             }
             Cmd::Migrate => cli::migrate(&cfg).await,

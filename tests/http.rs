@@ -289,3 +289,17 @@ async fn slow_headers_and_too_many_connections_are_dropped() {
     }
     assert!(d.stop().await.success());
 }
+
+/// A SIGTERM the moment the daemon has printed its address is a clean
+/// stop: the handlers are in place before any listener is (CI once saw a
+/// daemon killed by the default action, exit status not 0).
+#[tokio::test]
+async fn sigterm_right_after_start_is_a_clean_stop() {
+    let db = DbDir::new();
+    for _ in 0..5 {
+        let d = Daemon::start(&db, &[]).await;
+        let stderr = d.stderr.clone();
+        let status = d.stop().await;
+        assert!(status.success(), "{status:?}: {:?}", stderr.lock().unwrap());
+    }
+}

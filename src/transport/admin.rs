@@ -99,7 +99,7 @@ impl Actor for AdminListener {
             grace: std::time::Duration::from_secs(2),
         };
         tokio::spawn(async move {
-            crate::transport::serve::serve(listener, app, limits, stop).await;
+            crate::transport::serve::serve(listener, app, limits, None, stop).await;
             let _ = myself.cast(AdminMsg::Stopped("listener closed".into()));
         });
         Ok(AdminState { cancel })

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::mcp::HandoffServer;
+use crate::transport::tls::Tls;
 use crate::transport::{http_auth, http_limits, serve};
 
 pub const NAME: &str = "transport.http";
@@ -67,6 +68,11 @@ impl Actor for HttpTransport {
         myself: ActorRef<HttpMsg>,
         args: HttpArgs,
     ) -> Result<HttpState, ActorProcessingErr> {
+        let tls = match (&args.cfg.http.tls_cert, &args.cfg.http.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
+            (None, None) => None,
+            _ => return Err("http.tls_cert and http.tls_key go together".into()),
+        };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -97,12 +103,23 @@ impl Actor for HttpTransport {
                 http_auth::require_key,
             ));
         }
-        let app = app.layer(tower_http::limit::RequestBodyLimitLayer::new(
+        let mut app = app.layer(tower_http::limit::RequestBodyLimitLayer::new(
             args.cfg.max_message_bytes,
         ));
+        let scheme = if let Some(tls) = &tls {
+            // Outermost, so refusals (401, 413, 429) carry it too.
+            app = app.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+                axum::http::header::STRICT_TRANSPORT_SECURITY,
+                axum::http::HeaderValue::from_static("max-age=31536000"),
+            ));
+            tls.clone().reload_on_sighup(cancel.clone())?;
+            "https"
+        } else {
+            "http"
+        };
         // Printed for scripts and tests that bind port 0.
-        tracing::info!(address = %local, "MCP Streamable HTTP listening on /mcp");
-        eprintln!("handoff: MCP on http://{local}/mcp");
+        tracing::info!(address = %local, scheme, "MCP Streamable HTTP listening on /mcp");
+        eprintln!("handoff: MCP on {scheme}://{local}/mcp");
         let stop = cancel.clone();
         let limits = serve::Limits {
             header_timeout: args.cfg.http.header_timeout,
@@ -110,7 +127,7 @@ impl Actor for HttpTransport {
             grace: args.cfg.http.shutdown_grace,
         };
         tokio::spawn(async move {
-            serve::serve(listener, app, limits, stop).await;
+            serve::serve(listener, app, limits, tls, stop).await;
             let _ = myself.cast(HttpMsg::Stopped("listener closed".into()));
         });
         Ok(HttpState { cancel })

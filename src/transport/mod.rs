@@ -9,4 +9,5 @@ pub mod http_limits;
 pub mod jsonrpc_guard;
 pub mod serve;
 pub mod stdio;
+pub mod tls;
 pub mod tool_calls;

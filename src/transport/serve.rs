@@ -3,8 +3,10 @@
 //! `header_timeout` (a client trickling bytes is dropped, not served
 //! forever); at most `max_connections` are open at once (the next is
 //! closed on accept); Nagle is off (a reply written in two pieces would
-//! otherwise wait ~40 ms for the client's delayed ACK). On stop: no more
-//! accepts, open connections finish within `grace`.
+//! otherwise wait ~40 ms for the client's delayed ACK). With TLS, the
+//! handshake runs in the connection's task and must also finish within
+//! `header_timeout`. On stop: no more accepts, open connections finish
+//! within `grace`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,12 +19,15 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+use super::tls::Tls;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -31,8 +36,15 @@ pub struct Limits {
     pub grace: Duration,
 }
 
-/// Serve `app` on `listener` until `stop`; then drain (see the module).
-pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: CancellationToken) {
+/// Serve `app` on `listener` (over TLS when `tls` is given) until `stop`;
+/// then drain (see the module).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Option<Arc<Tls>>,
+    stop: CancellationToken,
+) {
     let graceful = GracefulShutdown::new();
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
@@ -59,17 +71,27 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: Can
                 .insert(ConnectInfo::<SocketAddr>(remote));
             req.map(Body::new)
         });
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            let _ = conn.await;
+            match acceptor {
+                None => connection(tcp, service, limits, watcher).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => connection(stream, service, limits, watcher).await,
+                        // Failed handshakes (old protocol versions, plain
+                        // HTTP, scanners) are routine: debug, not warn.
+                        Ok(Err(e)) => {
+                            tracing::debug!(remote = %remote.ip(), error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => {
+                            tracing::debug!(remote = %remote.ip(), "TLS handshake timed out")
+                        }
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -79,4 +101,26 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: Can
             tracing::warn!(grace = ?limits.grace, "connections still open after the shutdown grace; closing");
         }
     }
+}
+
+/// One HTTP/1.1 or HTTP/2 connection, watched for the drain.
+async fn connection<I, S>(io: I, service: S, limits: Limits, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = axum::response::Response>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+        .into_owned();
+    let _ = watcher.watch(conn).await;
 }

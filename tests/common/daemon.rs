@@ -14,6 +14,8 @@ use super::{DbDir, BIN};
 /// A running daemon and the addresses it printed.
 pub struct Daemon {
     child: Child,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     pub mcp: String,
     pub admin: String,
     pub stderr: Arc<Mutex<Vec<String>>>,
@@ -44,7 +46,7 @@ impl Daemon {
             .expect("spawn handoff serve --http");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (mut mcp, mut admin) = (None, None);
+        let (mut mcp, mut admin, mut scheme) = (None, None, "http");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while mcp.is_none() || admin.is_none() {
             let line = tokio::time::timeout_at(deadline, lines.next_line())
@@ -54,6 +56,10 @@ impl Daemon {
                 .unwrap_or_else(|| panic!("the daemon exited: {:?}", stderr.lock().unwrap()));
             if let Some(a) = line.strip_prefix("handoff: MCP on http://") {
                 mcp = Some(a.trim_end_matches("/mcp").to_string());
+            }
+            if let Some(a) = line.strip_prefix("handoff: MCP on https://") {
+                mcp = Some(a.trim_end_matches("/mcp").to_string());
+                scheme = "https";
             }
             if let Some(a) = line.strip_prefix("handoff: admin on http://") {
                 admin = Some(a.trim_end_matches('/').to_string());
@@ -68,6 +74,7 @@ impl Daemon {
         });
         Daemon {
             child,
+            scheme,
             mcp: mcp.unwrap(),
             admin: admin.unwrap(),
             stderr,
@@ -75,14 +82,19 @@ impl Daemon {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/mcp", self.mcp)
+        format!("{}://{}/mcp", self.scheme, self.mcp)
     }
 
     /// SIGTERM, and the exit status.
-    pub async fn stop(mut self) -> std::process::ExitStatus {
+    /// Send `signal` to the daemon.
+    pub fn signal(&self, signal: libc::c_int) {
         let pid = self.child.id().unwrap() as libc::pid_t;
         // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        unsafe { libc::kill(pid, signal) };
+    }
+
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
         tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("the daemon exits on SIGTERM")
