@@ -84,6 +84,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let db = open_db(&cfg).await?;
     let key = hash_key(&cfg, &db).await?;
     let (audit_key, audit_on_head) = crate::audit::prepare(&cfg, &db).await?;
+    let sessions = crate::transport::http_sessions::SharedSessions::new(db.clone(), cfg.db_timeout);
     let authenticator = (cfg.http.listen.is_some()
         && cfg.http.auth == crate::config::HttpAuth::ApiKeys)
         .then(|| crate::auth::Authenticator::new(db.clone(), audit_key.clone(), cfg.db_timeout));
@@ -148,7 +149,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             crate::mcp::context::Caller::stdio(cfg.stdio.admin)
         },
     );
-    core.start_children(transports(&cfg, server, authenticator));
+    core.start_children(transports(&cfg, server, authenticator, sessions));
 
     let on_signal = core.clone();
     tokio::spawn(async move {
@@ -168,6 +169,7 @@ fn transports(
     cfg: &Arc<Config>,
     server: HandoffServer,
     auth: Option<crate::auth::Authenticator>,
+    sessions: Arc<crate::transport::http_sessions::SharedSessions>,
 ) -> Vec<ChildSpec> {
     let mut specs = Vec::new();
     if let Some(listen) = cfg.http.listen {
@@ -181,6 +183,7 @@ fn transports(
                     listen,
                     cfg: cfg.clone(),
                     auth: auth.clone(),
+                    sessions: sessions.clone(),
                 };
                 Box::pin(async move {
                     Actor::spawn_linked(Some(http::NAME.into()), HttpTransport, args, sup)

@@ -524,6 +524,25 @@ pub trait Database: Store {
     /// Record a use (at most once a minute per key; see `auth`).
     async fn touch_api_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
 
+    /// MCP-over-HTTP sessions shared by replicas (`transport::http_sessions`).
+    /// Upsert: `tenant` only where none is set yet, `init_params` when
+    /// given, the expiry always; expired rows are pruned on the way.
+    async fn put_http_session(
+        &self,
+        id_hash: &str,
+        tenant: Option<&str>,
+        init_params: Option<&str>,
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// (tenant, init_params) of a session not expired at `now_ms`.
+    async fn http_session(
+        &self,
+        id_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<(Option<String>, Option<String>)>, StoreError>;
+    async fn delete_http_session(&self, id_hash: &str) -> Result<(), StoreError>;
+
     /// The durability setting of the connection that commits batches, read
     /// from that connection (`{"synchronous": "full"}` on SQLite,
     /// `{"synchronous_commit": "on"}` on PostgreSQL): health reports it, so

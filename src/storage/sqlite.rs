@@ -651,6 +651,58 @@ impl Database for SqliteDb {
         Ok(r.rows_affected() > 0)
     }
 
+    async fn put_http_session(
+        &self,
+        id_hash: &str,
+        tenant: Option<&str>,
+        init_params: Option<&str>,
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM http_sessions WHERE expires_ms < ?")
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO http_sessions (id_hash, tenant, init_params, expires_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (id_hash) DO UPDATE SET \
+             tenant = COALESCE(http_sessions.tenant, excluded.tenant), \
+             init_params = COALESCE(excluded.init_params, http_sessions.init_params), \
+             expires_ms = excluded.expires_ms",
+        )
+        .bind(id_hash)
+        .bind(tenant)
+        .bind(init_params)
+        .bind(expires_ms)
+        .execute(&self.writer)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn http_session(
+        &self,
+        id_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
+        sqlx::query_as("SELECT tenant, init_params FROM http_sessions WHERE id_hash = ? AND expires_ms > ?")
+            .bind(id_hash)
+            .bind(now_ms)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(classify)
+    }
+
+    async fn delete_http_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM http_sessions WHERE id_hash = ?")
+            .bind(id_hash)
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     async fn touch_api_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE api_keys SET last_used_ms = ? WHERE id = ?")
             .bind(at_ms)

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::mcp::HandoffServer;
+use crate::transport::http_sessions::{self, SharedSessions};
 use crate::transport::tls::Tls;
 use crate::transport::{http_auth, http_limits, serve};
 
@@ -34,6 +35,8 @@ pub struct HttpArgs {
     pub cfg: Arc<Config>,
     /// API key verification; `None` with `http.auth = none`.
     pub auth: Option<Authenticator>,
+    /// The sessions' shared store (any replica serves any session).
+    pub sessions: Arc<SharedSessions>,
 }
 
 pub struct HttpState {
@@ -42,8 +45,14 @@ pub struct HttpState {
 }
 
 /// What `/mcp` accepts, from the configuration.
-fn mcp_config(cfg: &Config, cancel: CancellationToken) -> StreamableHttpServerConfig {
-    let mut c = StreamableHttpServerConfig::default()
+fn mcp_config(
+    cfg: &Config,
+    sessions: Arc<SharedSessions>,
+    cancel: CancellationToken,
+) -> StreamableHttpServerConfig {
+    let mut c = StreamableHttpServerConfig::default();
+    c.session_store = Some(sessions);
+    let mut c = c
         .with_cancellation_token(cancel)
         // A body over the limit is refused before it is buffered whole.
         .with_max_request_body_bytes(cfg.max_message_bytes);
@@ -82,13 +91,19 @@ impl Actor for HttpTransport {
         let service = StreamableHttpService::new(
             move || Ok(server.for_new_connection()),
             Arc::new(LocalSessionManager::default()),
-            mcp_config(&args.cfg, cancel.child_token()),
+            mcp_config(&args.cfg, args.sessions.clone(), cancel.child_token()),
         );
         // A declared length over the limit gets 413 before any of the body
         // is read (rmcp's own limit, above, catches undeclared lengths).
         // Layers run outermost last-added: the body limit, then the key,
         // then the caller's rate limit (which needs the key).
-        let mut app = axum::Router::new().nest_service("/mcp", service);
+        // Innermost: a session is its tenant's only (needs the key's tenant).
+        let mut app = axum::Router::new()
+            .nest_service("/mcp", service)
+            .layer(axum::middleware::from_fn_with_state(
+                args.sessions,
+                http_sessions::guard,
+            ));
         if let Some(limiter) =
             http_limits::Limiter::new(args.cfg.http.rate_limit, args.cfg.http.rate_burst)
         {

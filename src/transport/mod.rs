@@ -6,6 +6,7 @@ pub mod coalesce;
 pub mod http;
 pub mod http_auth;
 pub mod http_limits;
+pub mod http_sessions;
 pub mod jsonrpc_guard;
 pub mod serve;
 pub mod stdio;
