@@ -145,6 +145,83 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
     assert!(d.stop().await.success());
 }
 
+/// The daemon's resident set, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// A client that announces 16 MiB and then sends them: 413 at once, and
+/// the daemon's memory does not grow by anything near the body's size
+/// (it is not buffered); the daemon serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_oversized_body_is_not_buffered() {
+    const BODY: usize = 16 * 1024 * 1024;
+    let db = DbDir::new();
+    let d = Daemon::start(&db, &[]).await;
+    // Warm up (the first requests allocate the server's own state).
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "rss-test", "version": "0"}}});
+    for _ in 0..3 {
+        assert_eq!(post(&d.mcp, &init, &[]).await.unwrap().0, 200);
+    }
+    let before = rss_bytes(d.pid());
+
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {BODY}\r\n\
+         Connection: close\r\n\r\n",
+        d.mcp
+    );
+    let s = tokio::net::TcpStream::connect(&d.mcp).await.unwrap();
+    let (mut rx, mut tx) = s.into_split();
+    tx.write_all(head.as_bytes()).await.unwrap();
+    // Stream the whole body while the answer is read; the daemon may stop
+    // reading (and close) at any point, which ends the stream early.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < BODY {
+            if tx.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, rx.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            other => panic!("no complete answer: {other:?} {answer:?}"),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let sent = tokio::time::timeout(Duration::from_secs(20), writer)
+        .await
+        .expect("the body was taken or refused in time")
+        .unwrap();
+    let after = rss_bytes(d.pid());
+    let grew = after.saturating_sub(before);
+    eprintln!("sent {sent} of {BODY} bytes; RSS {before} -> {after}");
+    assert!(
+        grew < 4 * 1024 * 1024,
+        "RSS grew by {grew} bytes ({before} -> {after}) while {sent} bytes of a refused body were sent"
+    );
+    // And the daemon serves on.
+    assert_eq!(post(&d.mcp, &init, &[]).await.unwrap().0, 200);
+    assert!(d.stop().await.success());
+}
+
 /// SIGTERM while writers are busy: the daemon exits 0, and every write it
 /// acknowledged is stored, once, in order (read back over stdio).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

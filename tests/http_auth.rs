@@ -221,6 +221,16 @@ async fn scopes_agent_bindings_and_tenants() {
         )
         .await;
     assert_eq!(r["success"], true, "{r}");
+    // Its handoffs come from the session's registering agent: bob (a key
+    // bound to bob) cannot hand alice's session on as alice.
+    let mut b = Client::open(&d.mcp, Some(&bob)).await;
+    let r = b
+        .call(
+            "request_handoff",
+            json!({"session_key": "k", "target_agent": "bob"}),
+        )
+        .await;
+    assert_eq!(r["error_code"], "FORBIDDEN", "{r}");
     let r = a
         .call(
             "request_handoff",
@@ -241,7 +251,6 @@ async fn scopes_agent_bindings_and_tenants() {
     assert_eq!(r["error"]["data"]["error_code"], "FORBIDDEN", "{r}");
     let r = a.read("handoff://agents/alice/sessions").await;
     assert!(r["result"].is_object(), "{r}");
-    let mut b = Client::open(&d.mcp, Some(&bob)).await;
     let r = b
         .call("list_handoffs", json!({"target_agent": "bob"}))
         .await;
@@ -282,17 +291,22 @@ async fn scopes_agent_bindings_and_tenants() {
         .collect();
     assert!(agents.iter().all(|c| !c.contains("gina")), "{agents:?}");
 
-    // A session id is not a credential across tenants.
-    let mut stolen = Client {
-        addr: d.mcp.clone(),
-        key: Some(other.clone()),
-        session: a.session.clone(),
-        next: 100,
-    };
-    let r = stolen
-        .call("get_context", json!({"session_key": "k"}))
-        .await;
-    assert_eq!(r["error_code"], "FORBIDDEN", "{r}");
+    // A session id is not a credential across tenants: refused before
+    // the MCP server sees the request (tests/isolation.rs does the same
+    // for the SSE stream).
+    let (status, head, _) = post(
+        &d.mcp,
+        &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": "get_context", "arguments": {"session_key": "k"}}}),
+        &[
+            ("Authorization", &format!("Bearer {other}")),
+            ("Mcp-Session-Id", a.session.as_deref().unwrap()),
+            ("Mcp-Protocol-Version", "2025-06-18"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 403, "{head}");
     assert!(d.stop().await.success());
 }
 
@@ -337,5 +351,47 @@ async fn the_rate_limit_is_per_key_with_retry_after() {
     // After the wait it says, the limited key is served again.
     tokio::time::sleep(Duration::from_secs(retry)).await;
     assert_eq!(init_status(&d.mcp, Some(&auth)).await.0, 200);
+    assert!(d.stop().await.success());
+}
+
+/// A key that cannot be looked up (the database is away) is not the
+/// client's fault: 503 with a Retry-After, never 401; served again once
+/// the database answers. Only a database over the network can be cut
+/// here, so this runs on PostgreSQL (through a proxy) whatever the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_key_lookup_is_503_with_retry_after() {
+    let db = DbDir::postgres();
+    let proxy = common::Proxy::start(common::pg_server_addr()).await;
+    let url = common::pg_url_via(&proxy.addr(), db.pg_name().unwrap());
+    // Keys are hashed with the audit key, whose file is named after the
+    // database's address: the daemon, behind the proxy, is given the one
+    // `keys create` made for the direct address.
+    let warm = create_key(&db, "acme", "agent", &[]);
+    let file = handoff::audit::files(&db.url()).unwrap().key;
+    let audit_key = std::fs::read_to_string(&file).unwrap();
+    let d = Daemon::start_env(
+        &db,
+        &[],
+        &[
+            ("HANDOFF_DATABASE_URL", &url),
+            ("HANDOFF_DB_TIMEOUT", "1s"),
+            ("HANDOFF_AUDIT_KEY", audit_key.trim()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        init_status(&d.mcp, Some(&format!("Bearer {warm}"))).await.0,
+        200
+    );
+    // Created behind the daemon's back and never used: not in its key
+    // cache, so verifying it needs the database.
+    let cold = create_key(&db, "acme", "agent", &[]);
+    proxy.cut();
+    let (status, head, body) = init_status(&d.mcp, Some(&format!("Bearer {cold}"))).await;
+    assert_eq!(status, 503, "{head}\n{body}");
+    assert_eq!(header(&head, "retry-after"), Some("1"), "{head}");
+    assert!(body.contains("unavailable"), "{body}");
+    proxy.restore();
+    until_status(&d.mcp, &cold, 200).await;
     assert!(d.stop().await.success());
 }

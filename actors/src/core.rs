@@ -182,11 +182,13 @@ impl Core {
         target_agent: String,
         request_type: HandoffType,
         request_data: Option<Value>,
+        as_agent: Option<&str>,
     ) -> Result<HandoffCreated, HandoffError> {
         let request = HandoffRequest {
             target_agent,
             request_type,
             request_data,
+            as_agent: as_agent.map(str::to_string),
         };
         self.ask(key, |reply| SessionMsg::Handoff { request, reply })
             .await

@@ -65,6 +65,10 @@ pub struct HandoffRequest {
     pub target_agent: String,
     pub request_type: HandoffType,
     pub request_data: Option<Value>,
+    /// The agent the caller is bound to (an API key bound to one): the
+    /// handoff's source is the session's registering agent, so a caller
+    /// bound to another agent is refused (`FORBIDDEN`).
+    pub as_agent: Option<String>,
 }
 
 pub enum SessionMsg {
@@ -1035,6 +1039,18 @@ impl SessionState {
                 ))
             }
             Op::Handoff { request, reply } => {
+                if let (Some(bound), Some(row)) = (&request.as_agent, spec.as_ref()) {
+                    if *bound != row.agent_from {
+                        let _ = reply.send(Err(HandoffError::new(
+                            ErrorCode::Forbidden,
+                            format!(
+                                "this API key acts as agent '{bound}' only; the session's handoffs come from its registering agent"
+                            ),
+                        )
+                        .detail("field", "session_key")));
+                        return None;
+                    }
+                }
                 let row = match writable(spec, &self.key.key) {
                     Ok(row) => row,
                     Err(e) => {

@@ -32,6 +32,16 @@ pub fn mark_start() {
 }
 
 /// `None` for an unknown type (the caller answers NOT_FOUND).
+/// Every analytics type, tenant-scoped ones first: a new type goes here
+/// too (tests/isolation.rs reads each as two tenants).
+pub const TYPES: [&str; 5] = [
+    "sessions",
+    "handoffs",
+    "context",
+    "performance",
+    "resources",
+];
+
 pub async fn read(ctx: &Ctx, kind: &str) -> Option<Result<Value, HandoffError>> {
     Some(match kind {
         "sessions" => sessions(ctx).await,

@@ -12,7 +12,7 @@ use rmcp::model::{Resource, ResourceTemplate};
 use serde_json::{json, Value};
 
 use super::context::Ctx;
-use super::tools::{get_context, list_handoffs};
+use super::tools::{get_context, get_job_status, list_handoffs};
 use super::types::HandoffStatusArg;
 
 pub fn list() -> Vec<Resource> {
@@ -340,11 +340,11 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), Handof
             })
         }
         ("jobs", None) => json!({
-            "jobs": ctx.core.job_status(None)?.iter().map(|s| s.to_json(true)).collect::<Vec<_>>(),
+            "jobs": ctx.core.job_status(None)?.iter().map(|s| get_job_status::view(ctx, s)).collect::<Vec<_>>(),
             "generated_at": rfc3339(&now()),
         }),
         ("jobs", Some(name)) => match ctx.core.job_status(Some(name)) {
-            Ok(s) => s[0].to_json(true),
+            Ok(s) => get_job_status::view(ctx, &s[0]),
             Err(_) => return Err(not_found(uri)),
         },
         ("analytics", Some(kind)) => match super::analytics::read(ctx, kind).await {
@@ -419,7 +419,9 @@ pub async fn health(ctx: &Ctx) -> Value {
     for c in ctx.core.children().await {
         degraded |= !c.alive;
         let mut details = json!({"alive": c.alive, "restarts": c.restarts});
-        if c.name == "sessions" {
+        // How many sessions are live counts every tenant's: for callers
+        // with the admin capability (and the operators' listener) only.
+        if c.name == "sessions" && ctx.caller.admin {
             let live = handoff_actors::metrics::metrics()
                 .actors_live
                 .with_label_values(&["session"])

@@ -36,8 +36,9 @@ impl Daemon {
         let mut child = Command::new(BIN)
             .args(["serve", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(extra)
-            .envs(env.iter().copied())
+            // `env` may name another database (one behind a proxy).
             .env("HANDOFF_DATABASE_URL", db.url())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -83,6 +84,11 @@ impl Daemon {
 
     pub fn url(&self) -> String {
         format!("{}://{}/mcp", self.scheme, self.mcp)
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the daemon is running")
     }
 
     /// SIGTERM, and the exit status.

@@ -41,7 +41,7 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
         .core
         .job_status(a.job_name.as_deref())?
         .iter()
-        .map(|s| s.to_json(true))
+        .map(|s| view(&ctx, s))
         .collect();
     let (job, jobs) = match a.job_name {
         Some(_) => (list.into_iter().next(), None),
@@ -53,4 +53,28 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
         jobs,
         timestamp: handoff_actors::model::rfc3339(&handoff_actors::model::now()),
     })
+}
+
+/// A job as `get_job_status` and `handoff://jobs` show it to this caller.
+/// A run's `report` counts rows of every tenant (sessions purged, entries by
+/// type, ...): the deployment's business, so only a caller with the admin
+/// capability sees it; others get `report: null` (docs/security.md).
+pub fn view(ctx: &Ctx, s: &handoff_actors::jobs::JobStatus) -> Value {
+    let mut v = s.to_json(true);
+    if !ctx.caller.admin {
+        if let Some(run) = v.get_mut("last_run").and_then(Value::as_object_mut) {
+            run.insert("report".into(), Value::Null);
+        }
+        for run in v
+            .get_mut("history")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(run) = run.as_object_mut() {
+                run.insert("report".into(), Value::Null);
+            }
+        }
+    }
+    v
 }

@@ -85,7 +85,13 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     let key = ctx.key(&a.session_key);
     let r = ctx
         .core
-        .handoff(&key, a.target_agent, request_type, data_value)
+        .handoff(
+            &key,
+            a.target_agent,
+            request_type,
+            data_value,
+            ctx.caller.agent.as_deref(),
+        )
         .await?;
     let h = r.handoff;
     let k = &a.session_key;
