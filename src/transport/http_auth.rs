@@ -20,22 +20,11 @@ use crate::auth::{keys, Authenticator, Refusal};
 const FAILURES_PER_SECOND: u32 = 20;
 /// `last_used_at` is written at most this often per key.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
-/// How long an unused MCP session's tenant is remembered (rmcp drops an
-/// idle session after 5 minutes).
-const SESSION_IDLE: Duration = Duration::from_secs(24 * 3600);
-const SESSION_ID: &str = "mcp-session-id";
 
 #[derive(Clone)]
 pub struct AuthState {
     auth: Authenticator,
     touched: moka::sync::Cache<String, ()>,
-    /// MCP session id -> the tenant of the key that opened it. A request
-    /// naming a session of another tenant is refused here, before rmcp
-    /// routes it: the server checks tool calls and reads itself, but the
-    /// standalone SSE stream (`GET`, where subscription notices go) and
-    /// `DELETE` never reach it. Idle entries outlive rmcp's own session
-    /// keep-alive by far.
-    sessions: moka::sync::Cache<String, Arc<str>>,
     /// (window start, failures reported in it, failures suppressed).
     budget: Arc<Mutex<(Instant, u32, u64)>>,
 }
@@ -47,10 +36,6 @@ impl AuthState {
             touched: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(TOUCH_EVERY)
-                .build(),
-            sessions: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_idle(SESSION_IDLE)
                 .build(),
             budget: Arc::new(Mutex::new((Instant::now(), 0, 0))),
         }
@@ -88,31 +73,8 @@ pub async fn require_key(
                 s.touched.insert(principal.key_id.clone(), ());
                 s.auth.touch(&principal.key_id, keys::now_ms());
             }
-            let session = req
-                .headers()
-                .get(SESSION_ID)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            if let Some(id) = &session {
-                if s.sessions.get(id).is_some_and(|t| *t != *principal.tenant) {
-                    return forbidden();
-                }
-            }
-            let deleting = req.method() == axum::http::Method::DELETE;
-            let tenant: Arc<str> = Arc::from(principal.tenant.as_str());
             req.extensions_mut().insert(principal);
-            let response = next.run(req).await;
-            if let Some(id) = response
-                .headers()
-                .get(SESSION_ID)
-                .and_then(|v| v.to_str().ok())
-            {
-                s.sessions.insert(id.to_string(), tenant);
-            }
-            if let (true, Some(id)) = (deleting && response.status().is_success(), session) {
-                s.sessions.invalidate(&id);
-            }
-            response
+            next.run(req).await
         }
         // The key could not be looked up: the client is not at fault, and
         // may retry (the database breaker says when).
@@ -158,17 +120,6 @@ fn unavailable() -> Response {
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
-}
-
-/// A session opened with a key of another tenant: as the MCP server
-/// answers a tool call in it (a session id is not a credential).
-fn forbidden() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        [(header::CONTENT_TYPE, "application/json")],
-        r#"{"error":"forbidden"}"#,
-    )
-        .into_response()
 }
 
 /// 401 and nothing else said: not which part was wrong.

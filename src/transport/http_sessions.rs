@@ -11,8 +11,10 @@
 //!
 //! The store also holds the session's tenant, set by the key of the request
 //! that opened it. [`guard`] refuses any other tenant's request on that id
-//! on every replica (as 404: to another tenant the session does not exist),
-//! so a session id seen by someone else is worth nothing to them.
+//! on every replica with 403, before rmcp routes it: the server checks tool
+//! calls itself, but the standalone SSE stream (`GET`, where subscription
+//! notices go) and `DELETE` never reach it. A session id seen by someone
+//! else is worth nothing to them.
 //!
 //! Only a hash of the id is stored (the id is a bearer secret). Entries
 //! live `TTL` after their last restore or bind.
@@ -150,7 +152,7 @@ impl SessionStore for SharedSessions {
 }
 
 /// Axum middleware on `/mcp`, inside the key check: a request on a session
-/// of another tenant gets 404; a response that opens a session binds it to
+/// of another tenant gets 403; a response that opens a session binds it to
 /// the request's tenant before the client learns the id.
 pub async fn guard(
     State(sessions): State<Arc<SharedSessions>>,
@@ -171,7 +173,7 @@ pub async fn guard(
         match sessions.tenant_of(id).await {
             Ok(Some(owner)) if owner != tenant => {
                 tracing::warn!(tenant = %tenant, "request on another tenant's MCP session refused");
-                return not_found();
+                return forbidden();
             }
             Ok(_) => {}
             Err(e) => {
@@ -200,11 +202,12 @@ pub async fn guard(
     response
 }
 
-fn not_found() -> Response {
+/// As the MCP server answers a tool call in such a session.
+fn forbidden() -> Response {
     (
-        StatusCode::NOT_FOUND,
+        StatusCode::FORBIDDEN,
         [(CONTENT_TYPE, "application/json")],
-        r#"{"error":"session not found"}"#,
+        r#"{"error":"forbidden"}"#,
     )
         .into_response()
 }

@@ -91,7 +91,6 @@ impl Daemon {
         self.child.id().expect("the daemon is running")
     }
 
-    /// SIGTERM, and the exit status.
     /// Send `signal` to the daemon.
     pub fn signal(&self, signal: libc::c_int) {
         let pid = self.child.id().unwrap() as libc::pid_t;
@@ -99,6 +98,7 @@ impl Daemon {
         unsafe { libc::kill(pid, signal) };
     }
 
+    /// SIGTERM, and the exit status.
     pub async fn stop(mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
         tokio::time::timeout(Duration::from_secs(20), self.child.wait())
