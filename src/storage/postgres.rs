@@ -1263,12 +1263,14 @@ impl Database for PgDb {
         id_hash: &str,
         now_ms: i64,
     ) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
-        sqlx::query_as("SELECT tenant, init_params FROM http_sessions WHERE id_hash = $1 AND expires_ms > $2")
-            .bind(id_hash)
-            .bind(now_ms)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(classify)
+        sqlx::query_as(
+            "SELECT tenant, init_params FROM http_sessions WHERE id_hash = $1 AND expires_ms > $2",
+        )
+        .bind(id_hash)
+        .bind(now_ms)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(classify)
     }
 
     async fn delete_http_session(&self, id_hash: &str) -> Result<(), StoreError> {

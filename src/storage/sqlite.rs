@@ -686,12 +686,14 @@ impl Database for SqliteDb {
         id_hash: &str,
         now_ms: i64,
     ) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
-        sqlx::query_as("SELECT tenant, init_params FROM http_sessions WHERE id_hash = ? AND expires_ms > ?")
-            .bind(id_hash)
-            .bind(now_ms)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(classify)
+        sqlx::query_as(
+            "SELECT tenant, init_params FROM http_sessions WHERE id_hash = ? AND expires_ms > ?",
+        )
+        .bind(id_hash)
+        .bind(now_ms)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(classify)
     }
 
     async fn delete_http_session(&self, id_hash: &str) -> Result<(), StoreError> {

@@ -98,12 +98,9 @@ impl Actor for HttpTransport {
         // Layers run outermost last-added: the body limit, then the key,
         // then the caller's rate limit (which needs the key).
         // Innermost: a session is its tenant's only (needs the key's tenant).
-        let mut app = axum::Router::new()
-            .nest_service("/mcp", service)
-            .layer(axum::middleware::from_fn_with_state(
-                args.sessions,
-                http_sessions::guard,
-            ));
+        let mut app = axum::Router::new().nest_service("/mcp", service).layer(
+            axum::middleware::from_fn_with_state(args.sessions, http_sessions::guard),
+        );
         if let Some(limiter) =
             http_limits::Limiter::new(args.cfg.http.rate_limit, args.cfg.http.rate_burst)
         {

@@ -121,7 +121,8 @@ impl SessionStore for SharedSessions {
         // Taken over: it lives another TTL from now.
         self.bounded(
             "refresh",
-            self.db.put_http_session(&hash, None, None, expiry(now), now),
+            self.db
+                .put_http_session(&hash, None, None, expiry(now), now),
         )
         .await?;
         Ok(Some(SessionState::new(params)))
@@ -132,13 +133,8 @@ impl SessionStore for SharedSessions {
         let now = now_ms();
         self.bounded(
             "store",
-            self.db.put_http_session(
-                &Self::hash(session_id),
-                None,
-                Some(&init),
-                expiry(now),
-                now,
-            ),
+            self.db
+                .put_http_session(&Self::hash(session_id), None, Some(&init), expiry(now), now),
         )
         .await
     }
