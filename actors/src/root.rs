@@ -34,6 +34,8 @@ use crate::store::Store;
 const MAX_RESTARTS: usize = 10;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Above any sensible `http.shutdown_grace`, which is the real bound.
+const TRANSPORT_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub type StartFn = Arc<
     dyn Fn(ActorCell) -> Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>
@@ -180,9 +182,17 @@ impl RootState {
         }
         self.shutting_down = true;
         tracing::info!("shutting down: draining sessions, audit and persistence");
+        // Transports first, and wait for them: the HTTP transport lets the
+        // calls in flight finish (its own `shutdown_grace` bounds that),
+        // and they need live sessions and persistence to do so.
         for name in self.specs.keys() {
             if let Some(c) = self.children.get(name) {
-                c.stop(Some("shutdown".into()));
+                if let Err(e) = c
+                    .stop_and_wait(Some("shutdown".into()), Some(TRANSPORT_DRAIN_TIMEOUT))
+                    .await
+                {
+                    tracing::error!(child = %name, error = ?e, "transport did not stop in time");
+                }
             }
         }
         // Jobs first: a run in progress finishes against live sessions.

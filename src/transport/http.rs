@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::mcp::HandoffServer;
+use crate::transport::drain::{self, InFlight};
 use crate::transport::http_sessions::{self, SharedSessions};
 use crate::transport::tls::Tls;
 use crate::transport::{http_auth, http_limits, serve};
@@ -40,8 +41,13 @@ pub struct HttpArgs {
 }
 
 pub struct HttpState {
-    /// Stops the listener and closes every session (and its SSE streams).
-    cancel: CancellationToken,
+    /// Stops accepting connections (open ones finish their request).
+    accepting: CancellationToken,
+    /// Closes every MCP session and its SSE streams.
+    sessions: CancellationToken,
+    inflight: Arc<InFlight>,
+    grace: std::time::Duration,
+    served: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What `/mcp` accepts, from the configuration.
@@ -86,12 +92,14 @@ impl Actor for HttpTransport {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let local = listener.local_addr()?;
-        let cancel = CancellationToken::new();
+        let sessions = CancellationToken::new();
+        let accepting = CancellationToken::new();
+        let inflight = InFlight::new();
         let server = args.server;
         let service = StreamableHttpService::new(
             move || Ok(server.for_new_connection()),
             Arc::new(LocalSessionManager::default()),
-            mcp_config(&args.cfg, args.sessions.clone(), cancel.child_token()),
+            mcp_config(&args.cfg, args.sessions.clone(), sessions.child_token()),
         );
         // A declared length over the limit gets 413 before any of the body
         // is read (rmcp's own limit, above, catches undeclared lengths).
@@ -115,6 +123,11 @@ impl Actor for HttpTransport {
                 http_auth::require_key,
             ));
         }
+        // Counted from here in: a refused request is no call to wait for.
+        app = app.layer(axum::middleware::from_fn_with_state(
+            inflight.clone(),
+            drain::track,
+        ));
         let mut app = app.layer(tower_http::limit::RequestBodyLimitLayer::new(
             args.cfg.max_message_bytes,
         ));
@@ -124,7 +137,7 @@ impl Actor for HttpTransport {
                 axum::http::header::STRICT_TRANSPORT_SECURITY,
                 axum::http::HeaderValue::from_static("max-age=31536000"),
             ));
-            tls.clone().reload_on_sighup(cancel.clone())?;
+            tls.clone().reload_on_sighup(sessions.clone())?;
             "https"
         } else {
             "http"
@@ -132,17 +145,23 @@ impl Actor for HttpTransport {
         // Printed for scripts and tests that bind port 0.
         tracing::info!(address = %local, scheme, "MCP Streamable HTTP listening on /mcp");
         eprintln!("handoff: MCP on {scheme}://{local}/mcp");
-        let stop = cancel.clone();
+        let stop = accepting.clone();
         let limits = serve::Limits {
             header_timeout: args.cfg.http.header_timeout,
             max_connections: args.cfg.http.max_connections,
             grace: args.cfg.http.shutdown_grace,
         };
-        tokio::spawn(async move {
+        let served = tokio::spawn(async move {
             serve::serve(listener, app, limits, tls, stop).await;
             let _ = myself.cast(HttpMsg::Stopped("listener closed".into()));
         });
-        Ok(HttpState { cancel })
+        Ok(HttpState {
+            accepting,
+            sessions,
+            inflight,
+            grace: limits.grace,
+            served: Some(served),
+        })
     }
 
     async fn handle(
@@ -165,7 +184,27 @@ impl Actor for HttpTransport {
         _myself: ActorRef<HttpMsg>,
         state: &mut HttpState,
     ) -> Result<(), ActorProcessingErr> {
-        state.cancel.cancel();
+        // The drain: no new connections; the calls in flight finish (their
+        // writes are acknowledged to the client, not cut off) within the
+        // grace; then the sessions and their SSE streams close, and with
+        // them the connections.
+        state.accepting.cancel();
+        let started = tokio::time::Instant::now();
+        let waiting = state.inflight.count();
+        if tokio::time::timeout(state.grace, state.inflight.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(left = state.inflight.count(), grace = ?state.grace, "requests still in flight after the shutdown grace; closing");
+        } else if waiting > 0 {
+            tracing::info!(requests = waiting, took = ?started.elapsed(), "requests in flight finished");
+        }
+        state.sessions.cancel();
+        if let Some(served) = state.served.take() {
+            let left =
+                state.grace.saturating_sub(started.elapsed()) + std::time::Duration::from_secs(1);
+            let _ = tokio::time::timeout(left, served).await;
+        }
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod coalesce;
+pub mod drain;
 pub mod http;
 pub mod http_auth;
 pub mod http_limits;
