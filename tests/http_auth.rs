@@ -113,21 +113,34 @@ async fn every_bad_bearer_is_a_bare_401_and_audited() {
 async fn revocation_expiry_and_rotation_take_effect_in_time() {
     let db = DbDir::new();
     let d = Daemon::start_with_keys(&db).await;
+    // A second replica on the same database.
+    let other = Daemon::start_with_keys(&db).await;
     let a = create_key(&db, "acme", "agent", &["--name", "laptop"]);
     let short = create_key(&db, "acme", "agent", &["--expires", "1s"]);
     let b = create_key(&db, "acme", "agent", &[]);
     for k in [&a, &b] {
-        assert_eq!(
-            init_status(&d.mcp, Some(&format!("Bearer {k}"))).await.0,
-            200
-        );
+        for replica in [&d, &other] {
+            assert_eq!(
+                init_status(&replica.mcp, Some(&format!("Bearer {k}")))
+                    .await
+                    .0,
+                200
+            );
+        }
     }
 
-    // Revoked: refused within the bound (1 s cache; polled).
+    // Revoked: refused on both replicas within the bound (each remembers a
+    // verified key 1 s; polled from the revocation on).
     let (ok, _, err) = keys(&db, &["revoke", key_id(&a)]);
     assert!(ok, "{err}");
-    let took = until_status(&d.mcp, &a, 401).await;
-    assert!(took <= Duration::from_secs(2), "revocation took {took:?}");
+    let (here, there) = tokio::join!(
+        until_status(&d.mcp, &a, 401),
+        until_status(&other.mcp, &a, 401)
+    );
+    for took in [here, there] {
+        assert!(took <= Duration::from_secs(2), "revocation took {took:?}");
+    }
+    assert!(other.stop().await.success());
 
     // Expired.
     until_status(&d.mcp, &short, 401).await;
