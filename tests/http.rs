@@ -311,8 +311,8 @@ async fn sigterm_under_load_keeps_every_acknowledged_write() {
     assert!(s.close().await.success());
 }
 
-/// A client trickling its request head is dropped at the header timeout;
-/// connections past the cap are closed on accept, and the daemon still
+/// A client trickling its request head is dropped at the header timeout,
+/// and so is an idle keep-alive connection; connections past the cap are closed on accept, and the daemon still
 /// serves once they are gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_and_too_many_connections_are_dropped() {
@@ -349,6 +349,26 @@ async fn slow_headers_and_too_many_connections_are_dropped() {
     let took = started.elapsed();
     assert!(closed, "a trickling client was not dropped in {took:?}");
     assert!(took < Duration::from_secs(5), "dropped only after {took:?}");
+
+    // A keep-alive connection idle after its answer: closed at the same
+    // timeout (the idle timeout is the header timeout).
+    let mut idle = tokio::net::TcpStream::connect(&d.mcp).await.unwrap();
+    idle.write_all(format!("GET /mcp HTTP/1.1\r\nHost: {}\r\n\r\n", d.mcp).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 "), "an answer first");
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("an idle keep-alive connection is closed");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Two idle connections fill the cap; a third is closed at once.
     let _a = tokio::net::TcpStream::connect(&d.mcp).await.unwrap();
