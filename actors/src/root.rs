@@ -187,11 +187,16 @@ impl RootState {
         // and they need live sessions and persistence to do so.
         for name in self.specs.keys() {
             if let Some(c) = self.children.get(name) {
-                if let Err(e) = c
+                match c
                     .stop_and_wait(Some("shutdown".into()), Some(TRANSPORT_DRAIN_TIMEOUT))
                     .await
                 {
-                    tracing::error!(child = %name, error = ?e, "transport did not stop in time");
+                    // Already gone (a transport that ended is what started
+                    // this shutdown): nothing to wait for.
+                    Ok(()) | Err(ractor::RactorErr::Messaging(_)) => {}
+                    Err(e) => {
+                        tracing::error!(child = %name, error = ?e, "transport did not stop in time")
+                    }
                 }
             }
         }
