@@ -40,8 +40,29 @@ pub struct HttpState {
     cancel: CancellationToken,
 }
 
-/// What `/mcp` accepts, from the configuration.
-fn mcp_config(cfg: &Config, cancel: CancellationToken) -> StreamableHttpServerConfig {
+/// The daemon's own origins: a page it would serve itself is not another
+/// site. On a loopback address every loopback name with its port (a browser
+/// at `http://localhost:PORT` reached the same listener), else the address.
+fn own_origins(local: SocketAddr) -> Vec<String> {
+    let port = local.port();
+    let mut own = vec![format!("http://{local}")];
+    if local.ip().is_loopback() {
+        for name in ["localhost", "127.0.0.1", "[::1]"] {
+            let origin = format!("http://{name}:{port}");
+            if !own.contains(&origin) {
+                own.push(origin);
+            }
+        }
+    }
+    own
+}
+
+/// What `/mcp` on `local` accepts, from the configuration.
+fn mcp_config(
+    cfg: &Config,
+    local: SocketAddr,
+    cancel: CancellationToken,
+) -> StreamableHttpServerConfig {
     let mut c = StreamableHttpServerConfig::default()
         .with_cancellation_token(cancel)
         // A body over the limit is refused before it is buffered whole.
@@ -49,11 +70,13 @@ fn mcp_config(cfg: &Config, cancel: CancellationToken) -> StreamableHttpServerCo
     if !cfg.http.allowed_hosts.is_empty() {
         c = c.with_allowed_hosts(cfg.http.allowed_hosts.iter().cloned());
     }
-    // Browsers send `Origin`; other clients do not. An empty list still
-    // validates, so a page on any site cannot drive a local daemon.
-    c = c
-        .with_allowed_origins(cfg.http.allowed_origins.iter().cloned())
-        .enforce_origin_validation();
+    // Browsers send `Origin`; other clients do not. Validation is on even
+    // with no configured origin, so a page on any other site cannot drive a
+    // local daemon; the daemon's own origin is not another site.
+    let origins = own_origins(local)
+        .into_iter()
+        .chain(cfg.http.allowed_origins.iter().cloned());
+    c = c.with_allowed_origins(origins).enforce_origin_validation();
     c
 }
 
@@ -76,7 +99,7 @@ impl Actor for HttpTransport {
         let service = StreamableHttpService::new(
             move || Ok(server.for_new_connection()),
             Arc::new(LocalSessionManager::default()),
-            mcp_config(&args.cfg, cancel.child_token()),
+            mcp_config(&args.cfg, local, cancel.child_token()),
         );
         // A declared length over the limit gets 413 before any of the body
         // is read (rmcp's own limit, above, catches undeclared lengths).
@@ -138,5 +161,31 @@ impl Actor for HttpTransport {
     ) -> Result<(), ActorProcessingErr> {
         state.cancel.cancel();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_origins;
+
+    #[test]
+    fn own_origins_on_loopback_name_every_loopback_host_at_the_port() {
+        assert_eq!(
+            own_origins("127.0.0.1:8080".parse().unwrap()),
+            [
+                "http://127.0.0.1:8080",
+                "http://localhost:8080",
+                "http://[::1]:8080"
+            ]
+        );
+        assert_eq!(
+            own_origins("[::1]:9".parse().unwrap()),
+            ["http://[::1]:9", "http://localhost:9", "http://127.0.0.1:9"]
+        );
+        // Elsewhere (`--insecure`): the address itself only.
+        assert_eq!(
+            own_origins("192.0.2.7:80".parse().unwrap()),
+            ["http://192.0.2.7:80"]
+        );
     }
 }
