@@ -103,7 +103,7 @@ async fn refuses_a_non_loopback_address_without_insecure() {
 }
 
 #[tokio::test]
-async fn dns_rebinding_and_foreign_origins_are_refused() {
+async fn dns_rebinding_and_foreign_origins_are_refused_own_origin_served() {
     let db = DbDir::new();
     let d = Daemon::start(&db, &[]).await;
     // A loopback Host and no Origin (any non-browser client): served.
@@ -113,6 +113,28 @@ async fn dns_rebinding_and_foreign_origins_are_refused() {
     let (status, head, _) = post(&d.mcp, &initialize(), &[("Origin", "https://evil.example")])
         .await
         .unwrap();
+    assert_eq!(status, 403, "{head}");
+    // The daemon's own origin, under any loopback name (the conformance
+    // suite's dns-rebinding-protection sends it with its Host): served.
+    let port = d.mcp.rsplit(':').next().unwrap();
+    for origin in [
+        format!("http://{}", d.mcp),
+        format!("http://localhost:{port}"),
+    ] {
+        let (status, head, _) = post(&d.mcp, &initialize(), &[("Origin", &origin)])
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{origin}: {head}");
+    }
+    // Another local site (another port) is another origin.
+    let other = if port == "1" { "2" } else { "1" };
+    let (status, head, _) = post(
+        &d.mcp,
+        &initialize(),
+        &[("Origin", &format!("http://127.0.0.1:{other}"))],
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 403, "{head}");
     // DNS rebinding: the browser sends the attacker's name as Host.
     let body = initialize().to_string();

@@ -255,6 +255,13 @@ async fn handshake_and_clean_streams() {
     assert_eq!(res["serverInfo"]["name"], "handoff");
     assert!(res["capabilities"]["tools"].is_object(), "{r}");
     assert!(res["capabilities"]["resources"].is_object(), "{r}");
+    // Logging is declared and a level accepted (the conformance suite's
+    // logging-set-level).
+    assert!(res["capabilities"]["logging"].is_object(), "{r}");
+    let r = s
+        .request("logging/setLevel", json!({"level": "info"}))
+        .await;
+    assert_eq!(r["result"], json!({}), "{r}");
     let r = s.request("ping", json!({})).await;
     assert_eq!(r["result"], json!({}));
     let r = s.request("tools/list", json!({})).await;
@@ -402,6 +409,8 @@ async fn tool_errors_are_structured() {
         .request("resources/read", json!({"uri": "handoff://nowhere"}))
         .await;
     assert_eq!(r["error"]["data"]["error_code"], "NOT_FOUND", "{r}");
+    assert_eq!(r["error"]["code"], -32002, "{r}");
+    assert_eq!(r["error"]["data"]["uri"], "handoff://nowhere", "{r}");
     // Still serving.
     let r = s
         .call(
@@ -660,6 +669,16 @@ async fn server_discover_lists_versions() {
         .unwrap_or_else(|| panic!("{r}"));
     let v: Value = serde_json::from_str(text).unwrap();
     assert_eq!(v["entries"][1]["content"], "hi");
+    // SEP-2164 on 2026-07-28: an unknown resource is invalid params, with
+    // the URI in the error's data.
+    let r = s
+        .request(
+            "resources/read",
+            json!({"uri": "handoff://nowhere", "_meta": inline_meta()}),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert_eq!(r["error"]["data"]["uri"], "handoff://nowhere", "{r}");
     let (status, _) = s.close().await;
     assert!(status.success());
 }

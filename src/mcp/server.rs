@@ -231,12 +231,19 @@ fn log_internal(request_id: Uuid, e: &HandoffError) {
 }
 
 impl ServerHandler for HandoffServer {
+    // `enable_logging`: logging is deprecated by SEP-2577 (2026-07-28), and
+    // still part of 2025-11-25.
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
                 .enable_resources_subscribe()
+                // `logging/setLevel` is accepted (clients such as the MCP
+                // Inspector set a level on connecting); no log notification
+                // is sent at any level: the daemon's log is on stderr.
+                .enable_logging()
                 .build(),
         )
         .with_server_info(Implementation::new("handoff", env!("CARGO_PKG_VERSION")))
@@ -308,6 +315,16 @@ impl ServerHandler for HandoffServer {
             }
         };
         Ok(result.into())
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tracing::debug!(tenant = %self.tenant(), level = ?request.level, "client log level set");
+        Ok(())
     }
 
     async fn list_resources(
@@ -451,7 +468,12 @@ impl ServerHandler for HandoffServer {
             Err(e) => {
                 tracing::info!(%request_id, %tenant, error_code = e.code.as_str(), "resource read failed");
                 log_internal(request_id, &e);
-                Err(reply::protocol_error(&e, request_id))
+                let mut err = reply::protocol_error(&e, request_id);
+                // SEP-2164: the requested URI in the error's data.
+                if let Some(serde_json::Value::Object(data)) = err.data.as_mut() {
+                    data.insert("uri".into(), uri.into());
+                }
+                Err(err)
             }
         }
     }

@@ -50,9 +50,28 @@ pub struct HttpState {
     served: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// What `/mcp` accepts, from the configuration.
+/// The daemon's own origins: a page it would serve itself is not another
+/// site. On a loopback address every loopback name with its port (a browser
+/// at `http://localhost:PORT` reached the same listener), else the address.
+fn own_origins(local: SocketAddr, scheme: &str) -> Vec<String> {
+    let port = local.port();
+    let mut own = vec![format!("{scheme}://{local}")];
+    if local.ip().is_loopback() {
+        for name in ["localhost", "127.0.0.1", "[::1]"] {
+            let origin = format!("{scheme}://{name}:{port}");
+            if !own.contains(&origin) {
+                own.push(origin);
+            }
+        }
+    }
+    own
+}
+
+/// What `/mcp` on `local` accepts, from the configuration.
 fn mcp_config(
     cfg: &Config,
+    local: SocketAddr,
+    scheme: &str,
     sessions: Arc<SharedSessions>,
     cancel: CancellationToken,
 ) -> StreamableHttpServerConfig {
@@ -65,11 +84,13 @@ fn mcp_config(
     if !cfg.http.allowed_hosts.is_empty() {
         c = c.with_allowed_hosts(cfg.http.allowed_hosts.iter().cloned());
     }
-    // Browsers send `Origin`; other clients do not. An empty list still
-    // validates, so a page on any site cannot drive a local daemon.
-    c = c
-        .with_allowed_origins(cfg.http.allowed_origins.iter().cloned())
-        .enforce_origin_validation();
+    // Browsers send `Origin`; other clients do not. Validation is on even
+    // with no configured origin, so a page on any other site cannot drive a
+    // local daemon; the daemon's own origin is not another site.
+    let origins = own_origins(local, scheme)
+        .into_iter()
+        .chain(cfg.http.allowed_origins.iter().cloned());
+    c = c.with_allowed_origins(origins).enforce_origin_validation();
     c
 }
 
@@ -92,6 +113,7 @@ impl Actor for HttpTransport {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let local = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let sessions = CancellationToken::new();
         let accepting = CancellationToken::new();
         let inflight = InFlight::new();
@@ -99,7 +121,13 @@ impl Actor for HttpTransport {
         let service = StreamableHttpService::new(
             move || Ok(server.for_new_connection()),
             Arc::new(LocalSessionManager::default()),
-            mcp_config(&args.cfg, args.sessions.clone(), sessions.child_token()),
+            mcp_config(
+                &args.cfg,
+                local,
+                scheme,
+                args.sessions.clone(),
+                sessions.child_token(),
+            ),
         );
         // A declared length over the limit gets 413 before any of the body
         // is read (rmcp's own limit, above, catches undeclared lengths).
@@ -131,17 +159,14 @@ impl Actor for HttpTransport {
         let mut app = app.layer(tower_http::limit::RequestBodyLimitLayer::new(
             args.cfg.max_message_bytes,
         ));
-        let scheme = if let Some(tls) = &tls {
+        if let Some(tls) = &tls {
             // Outermost, so refusals (401, 413, 429) carry it too.
             app = app.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
                 axum::http::header::STRICT_TRANSPORT_SECURITY,
                 axum::http::HeaderValue::from_static("max-age=31536000"),
             ));
             tls.clone().reload_on_sighup(sessions.clone())?;
-            "https"
-        } else {
-            "http"
-        };
+        }
         // Printed for scripts and tests that bind port 0.
         tracing::info!(address = %local, scheme, "MCP Streamable HTTP listening on /mcp");
         eprintln!("handoff: MCP on {scheme}://{local}/mcp");
@@ -206,5 +231,31 @@ impl Actor for HttpTransport {
             let _ = tokio::time::timeout(left, served).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_origins;
+
+    #[test]
+    fn own_origins_on_loopback_name_every_loopback_host_at_the_port() {
+        assert_eq!(
+            own_origins("127.0.0.1:8080".parse().unwrap(), "http"),
+            [
+                "http://127.0.0.1:8080",
+                "http://localhost:8080",
+                "http://[::1]:8080"
+            ]
+        );
+        assert_eq!(
+            own_origins("[::1]:9".parse().unwrap(), "http"),
+            ["http://[::1]:9", "http://localhost:9", "http://127.0.0.1:9"]
+        );
+        // Elsewhere (`--insecure`): the address itself only.
+        assert_eq!(
+            own_origins("192.0.2.7:80".parse().unwrap(), "http"),
+            ["http://192.0.2.7:80"]
+        );
     }
 }
