@@ -252,9 +252,11 @@ async fn sigterm_under_load_keeps_every_acknowledged_write() {
     let db = DbDir::new();
     let d = Daemon::start(&db, &[]).await;
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Writers whose session is open: SIGTERM comes when all six write.
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..6 {
-        let (addr, acked) = (d.mcp.clone(), acked.clone());
+        let (addr, acked, ready) = (d.mcp.clone(), acked.clone(), ready.clone());
         writers.push(tokio::spawn(async move {
             let mut c = McpHttp::open(&addr, None).await;
             let key = format!("term-{w}");
@@ -263,6 +265,7 @@ async fn sigterm_under_load_keeps_every_acknowledged_write() {
                 json!({"session_key": key, "agent_from": "w"}),
             )
             .await;
+            ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut acks = Vec::new();
             for i in 0.. {
                 let content = format!("w{w}-{i}");
@@ -292,7 +295,9 @@ async fn sigterm_under_load_keeps_every_acknowledged_write() {
         }));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while acked.load(std::sync::atomic::Ordering::Relaxed) < 60 {
+    while acked.load(std::sync::atomic::Ordering::Relaxed) < 60
+        || ready.load(std::sync::atomic::Ordering::Relaxed) < 6
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "writes did not get going"
