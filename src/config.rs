@@ -234,6 +234,18 @@ pub struct HttpConfig {
     /// On SIGTERM/SIGINT: how long open connections may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: std::time::Duration,
+    /// Client addresses (`10.0.0.0/8`, `192.0.2.7`) that may reach `/mcp`;
+    /// anyone else gets 403 before the key is checked. Empty: any.
+    pub allow_ips: Vec<String>,
+    /// Proxies (addresses or blocks) whose `X-Forwarded-For` names the
+    /// client; from any other peer that header is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Requests one caller (API key; address without keys) may have in
+    /// flight at once; over it, 429. 0: no cap.
+    pub max_in_flight_per_key: usize,
+    /// Endless streams (SSE `GET`, `subscriptions/listen`) one caller may
+    /// hold open at once; over it, 429. 0: no cap.
+    pub max_streams_per_key: usize,
     /// Serve `/mcp` over TLS with this PEM certificate chain
     /// (`serve --tls-cert`); needs `tls_key`. Reloaded on SIGHUP.
     pub tls_cert: Option<std::path::PathBuf>,
@@ -259,6 +271,10 @@ impl Default for HttpConfig {
             header_timeout: std::time::Duration::from_secs(10),
             max_connections: 1024,
             shutdown_grace: std::time::Duration::from_secs(10),
+            allow_ips: Vec::new(),
+            trusted_proxies: Vec::new(),
+            max_in_flight_per_key: 64,
+            max_streams_per_key: 8,
             tls_cert: None,
             tls_key: None,
             insecure: false,

@@ -198,6 +198,20 @@ impl HandoffServer {
     }
 }
 
+/// The id of this call: the HTTP request's (`x-request-id`, made by the
+/// transport), or a new one on stdio.
+fn request_id(rc: &RequestContext<RoleServer>) -> Uuid {
+    rc.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| {
+            parts
+                .extensions
+                .get::<crate::transport::http_log::RequestId>()
+        })
+        .map(|r| r.0)
+        .unwrap_or_else(Uuid::now_v7)
+}
+
 /// What a log line may say about a call's arguments: the session key (to be
 /// hashed) and the content's length, never the content.
 fn log_fields(args: Option<&rmcp::model::JsonObject>) -> (Option<String>, usize) {
@@ -267,7 +281,7 @@ impl ServerHandler for HandoffServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let request_id = Uuid::now_v7();
+        let request_id = request_id(&context);
         let ctx = match self.ctx_for(&context) {
             Ok(ctx) => ctx,
             Err(e) => return Ok(reply::failure(&e, request_id).into()),
@@ -452,7 +466,7 @@ impl ServerHandler for HandoffServer {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let request_id = Uuid::now_v7();
+        let request_id = request_id(&context);
         let uri = request.uri;
         let ctx = self
             .ctx_for(&context)

@@ -56,34 +56,43 @@ impl Drop for Counted {
     }
 }
 
-/// Axum middleware: count every request but the endless ones until its
-/// body ends.
-pub async fn track(State(inflight): State<Arc<InFlight>>, req: Request, next: Next) -> Response {
-    let endless = req.method() == Method::GET
+/// A stream that never ends on its own: the standalone `GET` (SSE) and
+/// `subscriptions/listen` (2026-07-28, its method named in `Mcp-Method`).
+pub fn endless(req: &Request) -> bool {
+    req.method() == Method::GET
         || req
             .headers()
             .get("mcp-method")
-            .is_some_and(|m| m == "subscriptions/listen");
-    if endless {
+            .is_some_and(|m| m == "subscriptions/listen")
+}
+
+/// Axum middleware: count every request but the endless ones until its
+/// body ends.
+pub async fn track(State(inflight): State<Arc<InFlight>>, req: Request, next: Next) -> Response {
+    if endless(&req) {
         return next.run(req).await;
     }
     inflight.count.fetch_add(1, Ordering::AcqRel);
     let guard = Counted(inflight);
-    let response = next.run(req).await;
+    hold(next.run(req).await, guard)
+}
+
+/// `response`, keeping `guard` alive until its body is done (or dropped).
+pub fn hold<G: Send + Sync + Unpin + 'static>(response: Response, guard: G) -> Response {
     response.map(|body| {
-        Body::new(Tracked {
+        Body::new(Held {
             inner: body,
             _guard: guard,
         })
     })
 }
 
-struct Tracked {
+struct Held<G> {
     inner: Body,
-    _guard: Counted,
+    _guard: G,
 }
 
-impl http_body::Body for Tracked {
+impl<G: Send + Sync + Unpin + 'static> http_body::Body for Held<G> {
     type Data = Bytes;
     type Error = axum::Error;
 

@@ -19,7 +19,7 @@ use crate::mcp::HandoffServer;
 use crate::transport::drain::{self, InFlight};
 use crate::transport::http_sessions::{self, SharedSessions};
 use crate::transport::tls::Tls;
-use crate::transport::{http_auth, http_limits, serve};
+use crate::transport::{http_auth, http_caps, http_limits, http_log, http_peer, serve};
 
 pub const NAME: &str = "transport.http";
 
@@ -137,6 +137,12 @@ impl Actor for HttpTransport {
         let mut app = axum::Router::new().nest_service("/mcp", service).layer(
             axum::middleware::from_fn_with_state(args.sessions, http_sessions::guard),
         );
+        if let Some(caps) = http_caps::Caps::new(
+            args.cfg.http.max_in_flight_per_key,
+            args.cfg.http.max_streams_per_key,
+        ) {
+            app = app.layer(axum::middleware::from_fn_with_state(caps, http_caps::limit));
+        }
         if let Some(limiter) =
             http_limits::Limiter::new(args.cfg.http.rate_limit, args.cfg.http.rate_burst)
         {
@@ -156,9 +162,20 @@ impl Actor for HttpTransport {
             inflight.clone(),
             drain::track,
         ));
-        let mut app = app.layer(tower_http::limit::RequestBodyLimitLayer::new(
-            args.cfg.max_message_bytes,
-        ));
+        // The client's address (and the allowlist) before anything else
+        // looks at the request; the body limit, the id and the log line
+        // outside that, so refusals have them too.
+        let peers =
+            http_peer::Peers::new(&args.cfg.http.allow_ips, &args.cfg.http.trusted_proxies)?;
+        let mut app = app
+            .layer(axum::middleware::from_fn_with_state(
+                peers,
+                http_peer::check,
+            ))
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                args.cfg.max_message_bytes,
+            ))
+            .layer(axum::middleware::from_fn(http_log::log));
         if let Some(tls) = &tls {
             // Outermost, so refusals (401, 413, 429) carry it too.
             app = app.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(

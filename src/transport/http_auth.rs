@@ -5,17 +5,19 @@
 //! the remote address and the reason, at most `FAILURES_PER_SECOND` a
 //! second: a flood of bad keys must not flood the log or the audit table.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use handoff_actors::audit::{AuditEvent, AuditMsg};
 
 use crate::auth::{keys, Authenticator, Refusal};
+use crate::transport::http_log::Caller;
+use crate::transport::http_peer::ClientAddr;
 
 const FAILURES_PER_SECOND: u32 = 20;
 /// `last_used_at` is written at most this often per key.
@@ -57,12 +59,12 @@ impl AuthState {
     }
 }
 
-pub async fn require_key(
-    State(s): State<AuthState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_key(State(s): State<AuthState>, mut req: Request, next: Next) -> Response {
+    let remote = req
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|c| c.0)
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -73,8 +75,11 @@ pub async fn require_key(
                 s.touched.insert(principal.key_id.clone(), ());
                 s.auth.touch(&principal.key_id, keys::now_ms());
             }
+            let caller = Caller::from(&principal);
             req.extensions_mut().insert(principal);
-            next.run(req).await
+            let mut response = next.run(req).await;
+            response.extensions_mut().insert(caller);
+            response
         }
         // The key could not be looked up: the client is not at fault, and
         // may retry (the database breaker says when).
@@ -88,11 +93,11 @@ pub async fn require_key(
     }
 }
 
-fn failure(reason: Refusal, key_id: Option<String>, remote: SocketAddr, suppressed: u64) {
+fn failure(reason: Refusal, key_id: Option<String>, remote: IpAddr, suppressed: u64) {
     tracing::warn!(
         reason = reason.as_str(),
         key_id = key_id.as_deref(),
-        remote = %remote.ip(),
+        remote = %remote,
         suppressed,
         "authentication failed"
     );
@@ -104,7 +109,7 @@ fn failure(reason: Refusal, key_id: Option<String>, remote: SocketAddr, suppress
         details: serde_json::json!({
             "method": "api_key",
             "reason": reason.as_str(),
-            "remote": remote.ip().to_string(),
+            "remote": remote.to_string(),
             "suppressed_before": suppressed,
         }),
     });

@@ -3,12 +3,11 @@
 //! request is answered 429 with `Retry-After` before it reaches the MCP
 //! service, so one client cannot take the daemon from the others.
 
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +15,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::auth::Principal;
+use crate::transport::http_peer::ClientAddr;
 
 /// Idle callers' buckets are dropped this often (a bucket per remote
 /// address would otherwise grow with every address ever seen).
@@ -47,15 +47,14 @@ impl Limiter {
     }
 }
 
-pub async fn limit(
-    State(l): State<Limiter>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let caller = match req.extensions().get::<Principal>() {
-        Some(p) => format!("key:{}", p.key_id),
-        None => format!("ip:{}", remote.ip()),
+pub async fn limit(State(l): State<Limiter>, req: Request, next: Next) -> Response {
+    let caller = match (
+        req.extensions().get::<Principal>(),
+        req.extensions().get::<ClientAddr>(),
+    ) {
+        (Some(p), _) => format!("key:{}", p.key_id),
+        (None, Some(ClientAddr(ip))) => format!("ip:{ip}"),
+        (None, None) => "ip:unknown".to_string(),
     };
     match l.buckets.check_key(&caller) {
         Ok(()) => next.run(req).await,
