@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::mcp::HandoffServer;
 use crate::transport::drain::{self, InFlight};
 use crate::transport::http_sessions::{self, SharedSessions};
+use crate::transport::json_replies;
 use crate::transport::tls::Tls;
 use crate::transport::{http_auth, http_caps, http_limits, http_log, http_peer, serve};
 
@@ -134,9 +135,13 @@ impl Actor for HttpTransport {
         // Layers run outermost last-added: the body limit, then the key,
         // then the caller's rate limit (which needs the key).
         // Innermost: a session is its tenant's only (needs the key's tenant).
-        let mut app = axum::Router::new().nest_service("/mcp", service).layer(
-            axum::middleware::from_fn_with_state(args.sessions, http_sessions::guard),
-        );
+        let mut app = axum::Router::new()
+            .nest_service("/mcp", service)
+            .layer(axum::middleware::from_fn(json_replies::prefer_json))
+            .layer(axum::middleware::from_fn_with_state(
+                args.sessions,
+                http_sessions::guard,
+            ));
         if let Some(caps) = http_caps::Caps::new(
             args.cfg.http.max_in_flight_per_key,
             args.cfg.http.max_streams_per_key,

@@ -11,6 +11,7 @@ pub mod http_limits;
 pub mod http_log;
 pub mod http_peer;
 pub mod http_sessions;
+pub mod json_replies;
 pub mod jsonrpc_guard;
 pub mod serve;
 pub mod stdio;
