@@ -217,6 +217,12 @@ async fn every_request_has_an_id_and_a_log_line_without_secrets() {
     let id = header(&head, "x-request-id")
         .expect("x-request-id")
         .to_string();
+    // A lone reply comes as one JSON object, not an event stream.
+    assert_eq!(
+        header(&head, "content-type"),
+        Some("application/json"),
+        "{head}"
+    );
     let reply = try_message(&body, 2).unwrap();
     let error = &reply["result"]["structuredContent"];
     assert_eq!(error["error_code"], "SESSION_NOT_FOUND", "{reply}");
