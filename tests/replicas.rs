@@ -562,3 +562,307 @@ async fn passivate_by_touching(s: &Server, other: &str) {
     }
     panic!("the pushed-out session actor did not stop");
 }
+
+// ---- Hot sessions (issue 21): many writers on few sessions, every call
+// ---- alternating between the replicas as behind a load balancer without
+// ---- affinity. A contended write waits for its turn; it never fails.
+
+/// How the writers of `hot_load` spread over replicas and sessions.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Spread {
+    /// Every writer alternates replicas call by call; writer `w` writes
+    /// session `w % sessions`.
+    Contended,
+    /// Writer `w` stays on replica `w % 2` and writes that replica's own
+    /// sessions: the same load without a session shared by two replicas.
+    Uncontended,
+}
+
+struct HotRun {
+    acks: Vec<Ack>,
+    errors: Vec<Value>,
+    calls: usize,
+    secs: f64,
+    p99_ms: f64,
+}
+
+impl HotRun {
+    fn rate(&self) -> f64 {
+        self.calls as f64 / self.secs
+    }
+}
+
+/// `writers` writers, `per_writer` short `update_context` calls each, over
+/// `sessions` sessions (registered first).
+async fn hot_load(
+    a: &Arc<Server>,
+    b: &Arc<Server>,
+    spread: Spread,
+    sessions: usize,
+    writers: usize,
+    per_writer: usize,
+) -> HotRun {
+    let key = move |w: usize| match spread {
+        Spread::Contended => format!("hot-{}", w % sessions),
+        Spread::Uncontended => format!("own-{}-{}", w % 2, (w / 2) % sessions),
+    };
+    let keys: std::collections::BTreeSet<String> =
+        (0..writers.max(2 * sessions)).map(key).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let s = if i % 2 == 0 { a } else { b };
+        register(s, k).await;
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (a, b) = (a.clone(), b.clone());
+        let k = key(w);
+        tasks.push(tokio::spawn(async move {
+            let mut acks: Vec<Ack> = Vec::new();
+            let mut errors = Vec::new();
+            let mut latencies = Vec::with_capacity(per_writer);
+            for i in 0..per_writer {
+                let on_a = match spread {
+                    Spread::Contended => (w + i) % 2 == 0,
+                    Spread::Uncontended => w % 2 == 0,
+                };
+                let s = if on_a { &a } else { &b };
+                let marker = format!("w{w:02}-i{i:03}");
+                let t = Instant::now();
+                let r = s
+                    .call(
+                        "update_context",
+                        json!({"session_key": k, "context_type": "message", "content": marker}),
+                    )
+                    .await;
+                latencies.push(t.elapsed());
+                if r.is_error {
+                    errors.push(r.body.clone());
+                    continue;
+                }
+                let seq = r.body["context_entry"]["sequence_number"]
+                    .as_i64()
+                    .expect("sequence_number");
+                acks.push((k.clone(), w, marker, seq));
+            }
+            (acks, errors, latencies)
+        }));
+    }
+    let mut run = HotRun {
+        acks: Vec::new(),
+        errors: Vec::new(),
+        calls: writers * per_writer,
+        secs: 0.0,
+        p99_ms: 0.0,
+    };
+    let mut latencies = Vec::new();
+    for t in tasks {
+        let (acks, errors, l) = t.await.expect("writer");
+        run.acks.extend(acks);
+        run.errors.extend(errors);
+        latencies.extend(l);
+    }
+    run.secs = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let at = (latencies.len() * 99).div_ceil(100).saturating_sub(1);
+    run.p99_ms = latencies[at].as_secs_f64() * 1000.0;
+    run
+}
+
+/// No error at all; an error reply would in any case carry no database
+/// message. Every acknowledgement is read back once, at its number, with
+/// each writer's in its own order; both replicas see the same gap-free
+/// history, and their summaries catch up with it.
+async fn assert_hot_run_stored(a: &Server, b: &Server, run: &HotRun) {
+    for e in &run.errors {
+        let text = e.to_string();
+        assert!(e["details"].get("cause").is_none(), "{text}");
+        for leak in ["duplicate key", "constraint", "UNIQUE"] {
+            assert!(
+                !text.contains(leak),
+                "a database message reached the client: {text}"
+            );
+        }
+    }
+    assert!(
+        run.errors.is_empty(),
+        "{} of {} calls failed, e.g. {}",
+        run.errors.len(),
+        run.calls,
+        run.errors[0]
+    );
+    assert_eq!(run.acks.len(), run.calls, "every call acknowledged");
+    let mut by_key: HashMap<&str, Vec<&Ack>> = HashMap::new();
+    for ack in &run.acks {
+        by_key.entry(&ack.0).or_default().push(ack);
+    }
+    for reader in [a, b] {
+        for (key, mine) in &by_key {
+            let entries = all_entries(reader, key).await;
+            assert_gap_free(key, &entries);
+            let at: HashMap<i64, &Value> = entries
+                .iter()
+                .map(|e| (e["sequence_number"].as_i64().unwrap(), e))
+                .collect();
+            let mut last_by_writer: HashMap<usize, i64> = HashMap::new();
+            for (k, w, marker, seq) in mine {
+                let e = at
+                    .get(seq)
+                    .unwrap_or_else(|| panic!("{k}: acked seq {seq} missing"));
+                assert_eq!(
+                    e["content"],
+                    marker.as_str(),
+                    "{k}: seq {seq} holds another entry"
+                );
+                let prev = last_by_writer.insert(*w, *seq).unwrap_or(0);
+                assert!(*seq > prev, "{k}: writer {w} acks out of order");
+            }
+            // The registration entry and the acknowledged ones, nothing else.
+            assert_eq!(entries.len(), mine.len() + 1, "{key}: entries stored");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for key in by_key.keys() {
+        let n = all_entries(a, key).await.len() as i64;
+        for s in [a, b] {
+            loop {
+                let v = s
+                    .read(&format!("handoff://summary/{key}"))
+                    .await
+                    .expect("summary");
+                if v["last_sequence"] == n {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{key}: summary at {} behind the history ({n})",
+                    v["last_sequence"]
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Threads spinning on the CPU until dropped (the "compile beside it").
+struct CpuBurner {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuBurner {
+    fn start(threads: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for i in 0..10_000u64 {
+                            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for CpuBurner {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn hot_sessions(sessions: usize, writers: usize, per_writer: usize, burners: usize) {
+    let db = DbDir::new();
+    let (a, b) = replicas(&db).await;
+    let burner = (burners > 0).then(|| CpuBurner::start(burners));
+    let run = hot_load(&a, &b, Spread::Contended, sessions, writers, per_writer).await;
+    drop(burner);
+    eprintln!(
+        "{writers} writers on {sessions} sessions, {burners} burners: {} calls in {:.2}s \
+         ({:.0} calls/s, p99 {:.1} ms), {} errors",
+        run.calls,
+        run.secs,
+        run.rate(),
+        run.p99_ms,
+        run.errors.len()
+    );
+    assert_hot_run_stored(&a, &b, &run).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_sessions_16_writers_on_2_sessions_across_replicas_all_succeed() {
+    hot_sessions(2, 16, 200, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_sessions_with_the_cpu_busy_all_succeed() {
+    hot_sessions(2, 16, 200, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_sessions_64_writers_on_1_session_all_succeed() {
+    hot_sessions(1, 64, 200, 0).await;
+}
+
+/// Calls/s and p99 of the contended load (16 writers alternating replicas
+/// on 2 sessions) and of the same load without shared sessions, in
+/// alternating rounds. Compare builds with `HANDOFF_TEST_BIN`:
+/// `HOT_BENCH_ROUNDS=3 HANDOFF_TEST_BIN=/path/to/handoff cargo test --test
+/// replicas hot_sessions_bench -- --ignored --nocapture` (and
+/// `HANDOFF_TEST_BACKEND=postgres`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: prints figures, asserts nothing but success"]
+async fn hot_sessions_bench() {
+    let rounds: usize = std::env::var("HOT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let mut figures: HashMap<&str, Vec<(f64, f64, usize)>> = HashMap::new();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [Spread::Contended, Spread::Uncontended]
+        } else {
+            [Spread::Uncontended, Spread::Contended]
+        };
+        for spread in order {
+            let db = DbDir::new();
+            let (a, b) = replicas(&db).await;
+            let run = hot_load(&a, &b, spread, 2, 16, 200).await;
+            let name = if spread == Spread::Contended {
+                "contended"
+            } else {
+                "uncontended"
+            };
+            eprintln!(
+                "HOTBENCH {name} round {round}: {:.0} calls/s, p99 {:.1} ms, {} errors",
+                run.rate(),
+                run.p99_ms,
+                run.errors.len()
+            );
+            figures
+                .entry(name)
+                .or_default()
+                .push((run.rate(), run.p99_ms, run.errors.len()));
+        }
+    }
+    for (name, runs) in &figures {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(|x, y| x.partial_cmp(y).unwrap());
+            v[v.len() / 2]
+        };
+        eprintln!(
+            "HOTBENCH {name} median: {:.0} calls/s, p99 {:.1} ms, errors {:?}",
+            median(runs.iter().map(|r| r.0).collect()),
+            median(runs.iter().map(|r| r.1).collect()),
+            runs.iter().map(|r| r.2).collect::<Vec<_>>()
+        );
+    }
+}

@@ -50,4 +50,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// A cheap round trip, for health and half-open probes.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The session's write lock, taken in a transaction that holds it until
+    /// `SessionLock::commit`, with the session read under it (as
+    /// `load_session`). While it is held no other writer of the database —
+    /// another replica or process, or this one's group commit — can add to
+    /// the session: a unit built on what was read cannot lose a race for a
+    /// sequence number. The session actor takes it only for a session that
+    /// is hot across processes (see actors/src/session.rs). `None`: this
+    /// store has no such lock (the actor stays optimistic).
+    async fn lock_session(&self, _tenant: &str, _key: &str) -> Result<Option<Locked>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// A session read under its write lock (`Store::lock_session`).
+pub struct Locked {
+    pub session: Option<(SessionRow, Vec<EntryRow>)>,
+    pub lock: Box<dyn SessionLock>,
+}
+
+/// The open transaction that holds a session's write lock. Dropped without
+/// `commit` or `release`, the adapter discards the transaction (closing its
+/// connection if it must).
+#[async_trait]
+pub trait SessionLock: Send {
+    /// Write the unit in the lock's transaction and commit, which releases
+    /// the lock. All or nothing, like `Store::commit`.
+    async fn commit(self: Box<Self>, unit: &CommitUnit) -> Result<(), StoreError>;
+
+    /// Nothing to write after all: end the transaction.
+    async fn release(self: Box<Self>);
 }

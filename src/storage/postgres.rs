@@ -75,6 +75,9 @@ const CHUNK_BYTES: usize = 64 * 1024 * 1024;
 /// A pooled read connection idle this long is pinged before it is used.
 const READER_CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
 
+/// Hot sessions locked at once at most, per process (`PgDb::locker`).
+const LOCKER_CONNECTIONS: u32 = 8;
+
 /// How long start-up waits for the first connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -104,6 +107,10 @@ pub struct PgDb {
     writer: Mutex<Option<PgConnection>>,
     /// Reads, probes, the audit head and the one-off settings row.
     reader: PgPool,
+    /// Connections for hot sessions' locked units (`Store::lock_session`),
+    /// apart from the reads and from the group commit's writer: a unit
+    /// waiting for a session's lock holds one while it waits.
+    locker: PgPool,
     opts: PgConnectOptions,
     name: String,
     /// `CHUNK_BYTES`; smaller in tests, to exercise split batches.
@@ -179,9 +186,29 @@ impl PgDb {
             })
             .after_connect(|conn, _| Box::pin(async move { setup(conn).await }))
             .connect_lazy_with(opts.clone());
+        let locker = PgPoolOptions::new()
+            .max_connections(LOCKER_CONNECTIONS)
+            .min_connections(0)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= READER_CHECK_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    setup(conn).await?;
+                    conn.execute(sqlx::raw_sql(WRITER_SETUP)).await.map(|_| ())
+                })
+            })
+            .connect_lazy_with(opts.clone());
         Ok(Self {
             writer: Mutex::new(Some(writer)),
             reader,
+            locker,
             opts,
             name,
             chunk_bytes: CHUNK_BYTES,
@@ -204,6 +231,7 @@ impl PgDb {
             self.chunk_bytes,
             partial,
             &mut in_transaction,
+            false,
         )
         .await
         {
@@ -398,42 +426,7 @@ impl Store for PgDb {
         key: &str,
     ) -> Result<Option<(SessionRow, Vec<EntryRow>)>, StoreError> {
         let mut conn = self.reader.acquire().await.map_err(classify)?;
-        // A plain handoff does not rewrite the row: its count comes from the
-        // handoffs themselves.
-        let row = sqlx::query(
-            "SELECT id, agent_from, status, metadata, created_at, last_activity_at, last_seq,
-                    summary, (SELECT count(*) FROM handoffs h WHERE h.session_id = s.id) AS handoffs
-             FROM sessions s WHERE tenant = $1 AND session_key = $2",
-        )
-        .bind(tenant)
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(classify)?;
-        let Some(row) = row else { return Ok(None) };
-        let mut session = session_from_row(&row, tenant, key)?;
-        session.summary.handoffs = row
-            .try_get("handoffs")
-            .map_err(|_| StoreError::Rejected("corrupt session row: handoffs".into()))?;
-        // Single replica: the session actor that asked is the only writer of
-        // this session, so the row and its tail cannot move between the two
-        // reads. With several replicas this is where a replica would claim
-        // the session (`SELECT … FOR UPDATE` on the row inside a transaction
-        // held for the actor's lifetime, or a lease column) — see
-        // `BATCH_CTES` for the optimistic alternative.
-        let tail = sqlx::query(
-            "SELECT seq, id, context_type, content, metadata, created_at FROM context_entries
-             WHERE session_id = $1 AND seq > $2 ORDER BY seq",
-        )
-        .bind(session.id)
-        .bind(session.last_seq)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(classify)?
-        .iter()
-        .map(|r| entry_from_row(r, session.id))
-        .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some((session, tail)))
+        load_on(&mut conn, tenant, key, false).await
     }
 
     /// See the module comment: the writer is out of its slot for the batch
@@ -483,12 +476,150 @@ impl Store for PgDb {
         Ok(h.is_some_and(|h| h.status == "accepted"))
     }
 
+    /// `BEGIN`, then the session row `FOR UPDATE` and its tail. The row
+    /// lock is what every other writer of the session meets: an optimistic
+    /// batch takes `FOR KEY SHARE` on the rows of the sessions it writes
+    /// before it inserts anything (`HELD`), a deletion or a checkpoint
+    /// updates the row, another locked unit asks for `FOR UPDATE`. A key
+    /// not registered yet has no row to lock: its registration races as it
+    /// does unlocked (`UNIQUE (tenant, session_key)`).
+    async fn lock_session(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<handoff_actors::store::Locked>, StoreError> {
+        let mut conn = self.locker.acquire().await.map_err(classify)?;
+        let r = async {
+            conn.execute(sqlx::raw_sql("BEGIN"))
+                .await
+                .map_err(classify)?;
+            load_on(&mut conn, tenant, key, true).await
+        }
+        .await;
+        match r {
+            Ok(session) => Ok(Some(handoff_actors::store::Locked {
+                session,
+                lock: Box::new(PgLock {
+                    conn: Some(conn),
+                    chunk_bytes: self.chunk_bytes,
+                }),
+            })),
+            Err(e) => {
+                conn.close_on_drop();
+                Err(e)
+            }
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.reader)
             .await
             .map(|_| ())
             .map_err(classify)
+    }
+}
+
+/// `Store::load_session` on `conn`; with `for_update`, the session row is
+/// locked `FOR UPDATE` (inside the caller's transaction, see `PgLock`).
+async fn load_on(
+    conn: &mut PgConnection,
+    tenant: &str,
+    key: &str,
+    for_update: bool,
+) -> Result<Option<(SessionRow, Vec<EntryRow>)>, StoreError> {
+    // A plain handoff does not rewrite the row: its count comes from the
+    // handoffs themselves.
+    let sql = if for_update {
+        LOAD_SQL_FOR_UPDATE
+    } else {
+        LOAD_SQL
+    };
+    let row = sqlx::query(sql)
+        .bind(tenant)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(classify)?;
+    let Some(row) = row else { return Ok(None) };
+    let mut session = session_from_row(&row, tenant, key)?;
+    session.summary.handoffs = row
+        .try_get("handoffs")
+        .map_err(|_| StoreError::Rejected("corrupt session row: handoffs".into()))?;
+    // Unless the row is locked, another replica may append between the
+    // two reads.
+    let tail = sqlx::query(
+        "SELECT seq, id, context_type, content, metadata, created_at FROM context_entries
+         WHERE session_id = $1 AND seq > $2 ORDER BY seq",
+    )
+    .bind(session.id)
+    .bind(session.last_seq)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(classify)?
+    .iter()
+    .map(|r| entry_from_row(r, session.id))
+    .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((session, tail)))
+}
+
+const LOAD_SQL: &str = "SELECT id, agent_from, status, metadata, created_at, last_activity_at,
+        last_seq, summary, (SELECT count(*) FROM handoffs h WHERE h.session_id = s.id) AS handoffs
+     FROM sessions s WHERE tenant = $1 AND session_key = $2";
+const LOAD_SQL_FOR_UPDATE: &str = "SELECT id, agent_from, status, metadata, created_at,
+        last_activity_at, last_seq, summary,
+        (SELECT count(*) FROM handoffs h WHERE h.session_id = s.id) AS handoffs
+     FROM sessions s WHERE tenant = $1 AND session_key = $2 FOR UPDATE OF s";
+
+/// A hot session's transaction (`Store::lock_session`). A connection whose
+/// transaction did not end cleanly is closed, not pooled.
+struct PgLock {
+    conn: Option<sqlx::pool::PoolConnection<Postgres>>,
+    chunk_bytes: usize,
+}
+
+#[async_trait]
+impl handoff_actors::store::SessionLock for PgLock {
+    async fn commit(mut self: Box<Self>, unit: &CommitUnit) -> Result<(), StoreError> {
+        let mut conn = self.conn.take().expect("a lock commits once");
+        let mut in_transaction = true;
+        let r = async {
+            write_batch(
+                &mut conn,
+                &[unit],
+                self.chunk_bytes,
+                false,
+                &mut in_transaction,
+                true,
+            )
+            .await?;
+            conn.execute(sqlx::raw_sql("COMMIT"))
+                .await
+                .map_err(classify)?;
+            Ok(())
+        }
+        .await;
+        if r.is_err() {
+            let _ = conn.execute(sqlx::raw_sql("ROLLBACK")).await;
+            conn.close_on_drop();
+        }
+        r
+    }
+
+    async fn release(mut self: Box<Self>) {
+        if let Some(mut conn) = self.conn.take() {
+            if conn.execute(sqlx::raw_sql("ROLLBACK")).await.is_err() {
+                conn.close_on_drop();
+            }
+        }
+    }
+}
+
+impl Drop for PgLock {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
+        }
     }
 }
 
@@ -524,6 +655,15 @@ fn batch_sql(shape: Shape) -> &'static str {
     static STATEMENTS: [OnceLock<String>; Shape::COUNT] = [const { OnceLock::new() }; Shape::COUNT];
     STATEMENTS[shape.0 as usize].get_or_init(|| {
         let mut ctes = Vec::new();
+        let gated =
+            shape.has(Shape::ENTRIES) || shape.has(Shape::HANDOFFS) || shape.has(Shape::ACCEPTS);
+        if gated {
+            ctes.push(if shape.has(Shape::ACCEPTS) {
+                HELD_WITH_ACCEPTS
+            } else {
+                HELD
+            });
+        }
         for (group, cte) in BATCH_CTES {
             if shape.has(group) {
                 ctes.push(cte);
@@ -532,6 +672,10 @@ fn batch_sql(shape: Shape) -> &'static str {
                 ctes.push(NO_LOST);
             }
         }
+        let ctes: Vec<String> = ctes
+            .into_iter()
+            .map(|c| c.replace(AFTER_HELD, if gated { GATE } else { "" }))
+            .collect();
         // Without acceptances there is no count to check (and a constant
         // count would let the planner evaluate the failing cast up front).
         let (check, from) = if shape.has(Shape::ACCEPTS) {
@@ -635,7 +779,7 @@ checkpoints AS (
     FROM unnest($12::uuid[], $13::int8[], $14::uuid[], $15::text[], $16::bytea[],
                 $17::text[], $18::timestamptz[], $53::tsvector[])
          AS t(session_id, seq, id, context_type, content, metadata, created_at, search)
-    WHERE t.session_id NOT IN (SELECT id FROM lost)
+    WHERE t.session_id NOT IN (SELECT id FROM lost)/*after held*/
 )",
     ),
     (
@@ -653,7 +797,7 @@ checkpoints AS (
          AS t(id, tenant, session_id, session_key, source_agent, target_agent,
               request_type, status, request_data, context_summary, context_entries,
               created_at)
-    WHERE t.session_id NOT IN (SELECT id FROM lost)
+    WHERE t.session_id NOT IN (SELECT id FROM lost)/*after held*/
 )",
     ),
     (
@@ -661,7 +805,7 @@ checkpoints AS (
         "accepted AS (
     UPDATE handoffs h SET status = 'accepted', accepted_at = a.at, accepted_by = a.agent
     FROM unnest($31::uuid[], $32::text[], $33::timestamptz[]) AS a(id, agent, at)
-    WHERE h.id = a.id AND h.status = 'pending'
+    WHERE h.id = a.id AND h.status = 'pending'/*after held*/
     RETURNING 1
 )",
     ),
@@ -686,6 +830,31 @@ checkpoints AS (
 )",
     ),
 ];
+
+/// Hot sessions (`Store::lock_session`) hold their row `FOR UPDATE` while
+/// they read, number and write. An optimistic batch must meet that lock
+/// before it inserts anything for the session: the foreign key checks take
+/// `FOR KEY SHARE` too, but only at the end of the statement, after the
+/// rows (and their `UNIQUE (session_id, seq)` entries) are in — the locked
+/// unit would then wait for the batch's seq, the batch for the lock, and
+/// PostgreSQL would break the deadlock after a second. So `held` takes
+/// `FOR KEY SHARE` on the rows of the batch's sessions first: entries,
+/// handoffs and acceptances wait on it through `GATE`, an uncorrelated
+/// subquery evaluated once before their first row. `FOR KEY SHARE` does not
+/// conflict with itself: optimistic batches never wait for each other.
+/// Sessions the batch registers have no row yet and are not held (nobody
+/// else knows their id).
+const HELD: &str = "held AS (
+    SELECT id FROM sessions WHERE id = ANY($12::uuid[] || $21::uuid[]) FOR KEY SHARE
+)";
+const HELD_WITH_ACCEPTS: &str = "held AS (
+    SELECT id FROM sessions
+    WHERE id = ANY($12::uuid[] || $21::uuid[]
+                   || ARRAY(SELECT session_id FROM handoffs WHERE id = ANY($31::uuid[])))
+    FOR KEY SHARE
+)";
+const AFTER_HELD: &str = "/*after held*/";
+const GATE: &str = " AND (SELECT count(*) FROM held) >= 0";
 
 /// `lost` of a batch without session rows: none.
 const NO_LOST: &str = "lost AS (SELECT NULL::uuid AS id WHERE false)";
@@ -969,6 +1138,7 @@ async fn write_batch(
     chunk_bytes: usize,
     partial: bool,
     in_transaction: &mut bool,
+    in_outer_transaction: bool,
 ) -> Result<Vec<Uuid>, StoreError> {
     let mut chunks = vec![Columns::rows(units)];
     let mut bytes = 0usize;
@@ -981,6 +1151,13 @@ async fn write_batch(
         }
         bytes += size;
         chunks.last_mut().expect("a chunk").entry(e, metadata);
+    }
+    if chunks.len() == 1 || in_outer_transaction {
+        let mut lost = Vec::new();
+        for chunk in chunks {
+            lost.extend(chunk.execute(conn, partial).await?);
+        }
+        return Ok(lost);
     }
     if chunks.len() == 1 {
         return chunks

@@ -127,36 +127,7 @@ impl Store for SqliteDb {
         key: &str,
     ) -> Result<Option<(SessionRow, Vec<EntryRow>)>, StoreError> {
         let mut conn = self.reader.acquire().await.map_err(classify)?;
-        let row = sqlx::query(
-            "SELECT id, agent_from, status, metadata, created_at, last_activity_at, last_seq, summary
-             FROM sessions WHERE tenant = ? AND session_key = ?",
-        )
-        .bind(tenant)
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(classify)?;
-        let Some(row) = row else { return Ok(None) };
-        let mut session = session_from_row(&row, tenant, key)?;
-        session.summary.handoffs =
-            sqlx::query_scalar("SELECT count(*) FROM handoffs WHERE session_id = ?")
-                .bind(session.id.to_string())
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(classify)?;
-        let tail = sqlx::query(
-            "SELECT seq, id, context_type, content, metadata, created_at FROM context_entries
-             WHERE session_id = ? AND seq > ? ORDER BY seq",
-        )
-        .bind(session.id.to_string())
-        .bind(session.last_seq)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(classify)?
-        .iter()
-        .map(|r| entry_from_row(r, session.id))
-        .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some((session, tail)))
+        load_on(&mut conn, tenant, key).await
     }
 
     /// The transaction is driven by hand (BEGIN IMMEDIATE … COMMIT) rather
@@ -168,7 +139,7 @@ impl Store for SqliteDb {
     /// starts from a known state.
     async fn commit(&self, units: &[&CommitUnit]) -> Result<(), StoreError> {
         let mut conn = self.writer.acquire().await.map_err(classify)?;
-        let r = write_batch(&mut conn, units).await;
+        let r = write_batch(&mut conn, units, true).await;
         if r.is_err() {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
             conn.close_on_drop();
@@ -190,6 +161,35 @@ impl Store for SqliteDb {
         Ok(h.is_some_and(|h| h.status == "accepted"))
     }
 
+    /// `BEGIN IMMEDIATE` on the writer connection (see `SqliteLock`), then
+    /// the session as `load_session` reads it.
+    async fn lock_session(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<handoff_actors::store::Locked>, StoreError> {
+        let mut conn = self.writer.acquire().await.map_err(classify)?;
+        let r = async {
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *conn)
+                .await
+                .map_err(classify)?;
+            load_on(&mut conn, tenant, key).await
+        }
+        .await;
+        match r {
+            Ok(session) => Ok(Some(handoff_actors::store::Locked {
+                session,
+                lock: Box::new(SqliteLock { conn: Some(conn) }),
+            })),
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                conn.close_on_drop();
+                Err(e)
+            }
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.reader)
@@ -199,13 +199,94 @@ impl Store for SqliteDb {
     }
 }
 
+/// `Store::load_session` on `conn`.
+async fn load_on(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    key: &str,
+) -> Result<Option<(SessionRow, Vec<EntryRow>)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, agent_from, status, metadata, created_at, last_activity_at, last_seq, summary
+         FROM sessions WHERE tenant = ? AND session_key = ?",
+    )
+    .bind(tenant)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(classify)?;
+    let Some(row) = row else { return Ok(None) };
+    let mut session = session_from_row(&row, tenant, key)?;
+    session.summary.handoffs =
+        sqlx::query_scalar("SELECT count(*) FROM handoffs WHERE session_id = ?")
+            .bind(session.id.to_string())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(classify)?;
+    let tail = sqlx::query(
+        "SELECT seq, id, context_type, content, metadata, created_at FROM context_entries
+         WHERE session_id = ? AND seq > ? ORDER BY seq",
+    )
+    .bind(session.id.to_string())
+    .bind(session.last_seq)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(classify)?
+    .iter()
+    .map(|r| entry_from_row(r, session.id))
+    .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((session, tail)))
+}
+
+/// A hot session's transaction (`Store::lock_session`): `BEGIN IMMEDIATE`
+/// on the writer connection, so the lock is SQLite's write lock on the
+/// whole file — every other writer, in this process or another on the same
+/// file, waits for it (`busy_timeout`). A connection whose transaction did
+/// not end cleanly is closed, not pooled.
+struct SqliteLock {
+    conn: Option<sqlx::pool::PoolConnection<Sqlite>>,
+}
+
+#[async_trait]
+impl handoff_actors::store::SessionLock for SqliteLock {
+    async fn commit(mut self: Box<Self>, unit: &CommitUnit) -> Result<(), StoreError> {
+        let mut conn = self.conn.take().expect("a lock commits once");
+        let r = write_batch(&mut conn, &[unit], false).await;
+        if r.is_err() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            conn.close_on_drop();
+        }
+        r
+    }
+
+    async fn release(mut self: Box<Self>) {
+        if let Some(mut conn) = self.conn.take() {
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                conn.close_on_drop();
+            }
+        }
+    }
+}
+
+impl Drop for SqliteLock {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
+        }
+    }
+}
+
 /// One batch in one transaction, sent as ONE multi-statement query:
 /// `BEGIN IMMEDIATE; DELETE …; INSERT … VALUES (…), (…); …; COMMIT`.
 /// sqlx-sqlite runs the statements in order and binds the parameters across
 /// them, so the whole batch is a single round trip to the connection's
 /// worker thread instead of one per statement.
-async fn write_batch(conn: &mut SqliteConnection, units: &[&CommitUnit]) -> Result<(), StoreError> {
-    let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
+/// `begin` false: inside a transaction the caller opened (`SqliteLock`).
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    units: &[&CommitUnit],
+    begin: bool,
+) -> Result<(), StoreError> {
+    let mut q = QueryBuilder::<Sqlite>::new(if begin { "BEGIN IMMEDIATE;" } else { "" });
 
     let deletes: Vec<String> = units
         .iter()

@@ -233,7 +233,10 @@ impl Server {
         env: &[(&str, &str)],
         setup: impl FnOnce(&mut Command),
     ) -> Server {
-        let mut cmd = Command::new(BIN);
+        // `HANDOFF_TEST_BIN` runs another build of the server (benchmarks
+        // that compare two revisions with the same test code).
+        let bin = std::env::var("HANDOFF_TEST_BIN").unwrap_or_else(|_| BIN.to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .env("HANDOFF_DATABASE_URL", db.url())
             .env("HANDOFF_LOG", "info")
