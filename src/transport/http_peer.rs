@@ -61,17 +61,30 @@ impl Peers {
             return peer;
         }
         let hops: Vec<&str> = forwarded.flat_map(|v| v.split(',')).collect();
+        let mut last_trusted = peer;
         for hop in hops.iter().rev() {
-            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            let Some(ip) = parse_hop(hop) else {
                 // Garbage in the chain: the last address we can vouch for.
-                return peer;
+                return last_trusted;
             };
             if !self.trusted(ip) {
-                return canonical(ip);
+                return ip;
             }
+            last_trusted = ip;
         }
-        peer
+        // Trusted proxies all the way: the one nearest the client.
+        last_trusted
     }
+}
+
+/// One `X-Forwarded-For` entry: `10.1.2.3`, `2001:db8::1`, and the forms
+/// with a port some proxies write (`10.1.2.3:5678`, `[2001:db8::1]:443`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()))
+        .ok()
+        .map(canonical)
 }
 
 /// `::ffff:10.1.2.3` is `10.1.2.3` (a dual-stack listener sees the former).
@@ -150,6 +163,26 @@ mod tests {
         assert_eq!(
             p.client(ip("10.0.0.1"), ["nonsense"].into_iter()),
             ip("10.0.0.1")
+        );
+        assert_eq!(
+            p.client(ip("10.0.0.1"), ["6.6.6.6, nonsense, 10.0.0.2"].into_iter()),
+            ip("10.0.0.2")
+        );
+        // Entries with a port, as some proxies write them.
+        assert_eq!(
+            p.client(ip("10.0.0.1"), ["203.0.113.9:5678"].into_iter()),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            p.client(
+                ip("10.0.0.1"),
+                ["[2001:db8::1]:443, 10.0.0.2:80"].into_iter()
+            ),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            p.client(ip("10.0.0.1"), ["::ffff:203.0.113.9"].into_iter()),
+            ip("203.0.113.9")
         );
         assert_eq!(p.client(ip("10.0.0.1"), std::iter::empty()), ip("10.0.0.1"));
     }
