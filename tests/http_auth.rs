@@ -408,3 +408,54 @@ async fn a_failed_key_lookup_is_503_with_retry_after() {
     until_status(&d.mcp, &cold, 200).await;
     assert!(d.stop().await.success());
 }
+
+/// A POST with this key whose announced body has not all arrived: in
+/// flight (past the key check) until it has.
+async fn held_post(addr: &str, key: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+             Content-Length: 200\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    s
+}
+
+/// The in-flight cap counts per key: one key at its cap is refused with
+/// 429 while another key from the same address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_cap_is_per_key() {
+    let db = DbDir::new();
+    let d = Daemon::start_env(&db, &[], &[("HANDOFF_HTTP__MAX_IN_FLIGHT_PER_KEY", "2")]).await;
+    let busy = create_key(&db, "acme", "agent", &[]);
+    let other = create_key(&db, "acme", "agent", &[]);
+    let (first, second) = (
+        held_post(&d.mcp, &busy).await,
+        held_post(&d.mcp, &busy).await,
+    );
+    // Counted once past the key check; a request sent now could overtake
+    // one of them there and take its place.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, head, body) = init_status(&d.mcp, Some(&format!("Bearer {busy}"))).await;
+    assert_eq!(status, 429, "{head}");
+    assert_eq!(header(&head, "retry-after"), Some("1"), "{head}");
+    assert!(body.contains("too_many_requests_in_flight"), "{body}");
+    // Another key, same address: not held back.
+    assert_eq!(
+        init_status(&d.mcp, Some(&format!("Bearer {other}")))
+            .await
+            .0,
+        200
+    );
+    // One held request gone: the busy key is served again.
+    drop(first);
+    until_status(&d.mcp, &busy, 200).await;
+    drop(second);
+    assert!(d.stop().await.success());
+}
