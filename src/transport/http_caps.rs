@@ -15,9 +15,8 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::Principal;
 use crate::transport::drain;
-use crate::transport::http_peer::ClientAddr;
+use crate::transport::http_peer;
 
 pub struct Caps {
     in_flight: usize,
@@ -87,14 +86,7 @@ impl Drop for Slot {
 
 /// Axum middleware, inside the key check (the caller is the key).
 pub async fn limit(State(caps): State<Arc<Caps>>, req: Request, next: Next) -> Response {
-    let caller = match (
-        req.extensions().get::<Principal>(),
-        req.extensions().get::<ClientAddr>(),
-    ) {
-        (Some(p), _) => format!("key:{}", p.key_id),
-        (None, Some(ClientAddr(ip))) => format!("ip:{ip}"),
-        (None, None) => "ip:unknown".to_string(),
-    };
+    let caller = http_peer::caller(&req);
     let stream = drain::endless(&req);
     let Some(slot) = caps.take(caller, stream) else {
         tracing::warn!(

@@ -14,8 +14,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::auth::Principal;
-use crate::transport::http_peer::ClientAddr;
+use crate::transport::http_peer;
 
 /// Idle callers' buckets are dropped this often (a bucket per remote
 /// address would otherwise grow with every address ever seen).
@@ -48,14 +47,7 @@ impl Limiter {
 }
 
 pub async fn limit(State(l): State<Limiter>, req: Request, next: Next) -> Response {
-    let caller = match (
-        req.extensions().get::<Principal>(),
-        req.extensions().get::<ClientAddr>(),
-    ) {
-        (Some(p), _) => format!("key:{}", p.key_id),
-        (None, Some(ClientAddr(ip))) => format!("ip:{ip}"),
-        (None, None) => "ip:unknown".to_string(),
-    };
+    let caller = http_peer::caller(&req);
     match l.buckets.check_key(&caller) {
         Ok(()) => next.run(req).await,
         Err(not_until) => {

@@ -17,6 +17,19 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
+/// Who a per-caller limit counts: the API key, or the client address when
+/// keys are off.
+pub fn caller(req: &Request) -> String {
+    match (
+        req.extensions().get::<crate::auth::Principal>(),
+        req.extensions().get::<ClientAddr>(),
+    ) {
+        (Some(p), _) => format!("key:{}", p.key_id),
+        (None, Some(ClientAddr(ip))) => format!("ip:{ip}"),
+        (None, None) => "ip:unknown".to_string(),
+    }
+}
+
 /// The effective client address, in the request's extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);

@@ -20,7 +20,7 @@
 //! live `TTL` after their last restore or bind.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
@@ -31,6 +31,7 @@ use rmcp::transport::streamable_http_server::session::store::{
     SessionState, SessionStore, SessionStoreError,
 };
 
+use crate::auth::keys::now_ms;
 use crate::storage::Database;
 
 /// How long an idle session can still be taken over by another replica.
@@ -57,10 +58,12 @@ impl SharedSessions {
     }
 
     fn hash(id: &str) -> String {
-        blake3::derive_key("handoff 2026 mcp session id", id.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        blake3::Hash::from(blake3::derive_key(
+            "handoff 2026 mcp session id",
+            id.as_bytes(),
+        ))
+        .to_hex()
+        .to_string()
     }
 
     async fn bounded<T>(
@@ -215,13 +218,6 @@ fn unavailable() -> Response {
         r#"{"error":"unavailable, retry"}"#,
     )
         .into_response()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn expiry(now: i64) -> i64 {
