@@ -73,6 +73,31 @@ fn check_listen(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The daemon's credential checks, as `[auth]` switches them on; `None`
+/// without an HTTP listener or with `http.auth = none`.
+fn authenticator(
+    cfg: &Config,
+    db: &Arc<dyn crate::storage::Database>,
+    audit_key: &handoff_actors::audit::AuditKey,
+) -> anyhow::Result<Option<crate::auth::Authenticator>> {
+    if cfg.http.listen.is_none() || cfg.http.auth == crate::config::HttpAuth::None {
+        return Ok(None);
+    }
+    let api_keys = cfg
+        .auth
+        .api_keys
+        .then(|| crate::auth::ApiKeys::new(db.clone(), audit_key.clone(), cfg.db_timeout));
+    let oauth = if cfg.auth.oauth.enabled() {
+        Some(Arc::new(crate::auth::OAuth::new(
+            &cfg.auth.oauth,
+            cfg.max_agent_id_bytes,
+        )?))
+    } else {
+        None
+    };
+    Ok(Some(crate::auth::Authenticator { api_keys, oauth }))
+}
+
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     crate::mcp::analytics::mark_start();
     check_listen(&cfg)?;
@@ -85,9 +110,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let key = hash_key(&cfg, &db).await?;
     let (audit_key, audit_on_head) = crate::audit::prepare(&cfg, &db).await?;
     let sessions = crate::transport::http_sessions::SharedSessions::new(db.clone(), cfg.db_timeout);
-    let authenticator = (cfg.http.listen.is_some()
-        && cfg.http.auth == crate::config::HttpAuth::ApiKeys)
-        .then(|| crate::auth::Authenticator::new(db.clone(), audit_key.clone(), cfg.db_timeout));
+    let authenticator = authenticator(&cfg, &db, &audit_key)?;
     crate::mcp::configuration::init(&cfg, &db).await;
     crate::logging::set_hash_key(key);
     let breaker = BreakerHandle::new();

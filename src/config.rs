@@ -100,6 +100,9 @@ pub struct Config {
     /// The network daemon (`[http]`, `HANDOFF_HTTP__LISTEN`, …): MCP over
     /// Streamable HTTP instead of stdio, and the operators' listener.
     pub http: HttpConfig,
+    /// The daemon's credentials (`[auth]`, `[auth.oauth]`,
+    /// `HANDOFF_AUTH__OAUTH__ISSUER`, …): API keys and OAuth tokens.
+    pub auth: crate::auth::config::AuthConfig,
     /// The directory `analyze_codebase` may read in (and below). Unset (the
     /// default): the tool refuses every call with FORBIDDEN.
     pub workspace_root: Option<PathBuf>,
@@ -155,6 +158,7 @@ impl Default for Config {
             test_hooks: false,
             stdio: StdioConfig::default(),
             http: HttpConfig::default(),
+            auth: Default::default(),
             workspace_root: None,
             retention: RetentionPolicy::default(),
             monitoring: MonitoringConfig::default(),
@@ -214,10 +218,11 @@ pub struct HttpConfig {
     /// with any other `Origin` is refused; requests without one (every
     /// non-browser client) pass.
     pub allowed_origins: Vec<String>,
-    /// How `/mcp` authenticates: `api_keys` (the default: `Authorization:
-    /// Bearer` with a key from `handoff keys create`), or `none` (every
-    /// client is the tenant `local` without the admin capability; loopback
-    /// only, for local tools and the conformance suite).
+    /// Whether `/mcp` authenticates: `required` (the default; also spelt
+    /// `api_keys`): `Authorization: Bearer` with an API key or an OAuth
+    /// token, as `[auth]` switches them on; or `none` (every client is the
+    /// tenant `local` without the admin capability; loopback only, for
+    /// local tools and the conformance suite).
     pub auth: HttpAuth,
     /// Requests a second each caller (API key; remote address without
     /// keys) may make on `/mcp`, sustained; over it, 429 with
@@ -286,7 +291,8 @@ impl Default for HttpConfig {
 #[serde(rename_all = "snake_case")]
 pub enum HttpAuth {
     #[default]
-    ApiKeys,
+    #[serde(alias = "api_keys")]
+    Required,
     None,
 }
 
@@ -323,14 +329,22 @@ impl Default for JobsConfig {
 /// `section.key` for the nested sections (`HANDOFF_SECTION__KEY`, which
 /// figment's `split("__")` turns into `section.key`).
 fn known_keys() -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(Config::default()) {
-        for (k, v) in m {
-            if let serde_json::Value::Object(inner) = &v {
-                out.extend(inner.keys().map(|ik| format!("{k}.{ik}")));
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(m) = v {
+            for (k, inner) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                walk(&key, inner, out);
+                out.push(key);
             }
-            out.push(k);
         }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::to_value(Config::default()) {
+        walk("", &v, &mut out);
     }
     out
 }
@@ -437,6 +451,15 @@ impl Config {
                 .push("audit_key (HANDOFF_AUDIT_KEY) must be 32 bytes, as 64 hex digits or base64");
         }
         let mut problems: Vec<String> = problems.into_iter().map(String::from).collect();
+        problems.extend(self.auth.oauth.problems());
+        if self.http.auth == HttpAuth::Required && !self.auth.api_keys && !self.auth.oauth.enabled()
+        {
+            problems.push(
+                "auth.api_keys is off and auth.oauth.issuer unset: no way to authenticate \
+                 (http.auth = none serves without credentials, on loopback only)"
+                    .into(),
+            );
+        }
         let j = &self.jobs;
         for (d, what) in [
             (

@@ -11,68 +11,10 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-/// The program's path, or a failure saying how to install it: a missing
-/// prerequisite fails the test, it never skips it.
-fn require(program: &str, install: &str) {
-    let ok = Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "`{program}` is needed by the MCP client tests and is not on PATH: {install}"
-    );
-}
+use common::ts::{require, target_dir};
 
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .to_path_buf()
-}
-
-/// The TypeScript client harness (tests/ts) installed under target/ with
-/// `npm ci` from its lockfile; reinstalled when the lockfile changes.
 fn ts_client_script() -> PathBuf {
-    // Both TypeScript tests may need the install: one at a time.
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    require(
-        "node",
-        "install Node.js 18 or newer (e.g. apt install nodejs npm)",
-    );
-    require("npm", "install npm (e.g. apt install npm)");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ts");
-    let copy = target_dir().join("ts-client");
-    std::fs::create_dir_all(&copy).expect("mkdir target/ts-client");
-    let lock = std::fs::read(src.join("package-lock.json")).expect("tests/ts/package-lock.json");
-    let installed = std::fs::read(copy.join("package-lock.json")).ok();
-    for f in ["client_check.mjs", "package.json", "package-lock.json"] {
-        std::fs::copy(src.join(f), copy.join(f)).expect("copy tests/ts");
-    }
-    if installed.as_deref() != Some(&lock[..])
-        || !copy.join("node_modules/@modelcontextprotocol/sdk").is_dir()
-    {
-        eprintln!(
-            "installing the TypeScript SDK: npm ci in {}",
-            copy.display()
-        );
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&copy)
-            .output()
-            .expect("run npm");
-        assert!(
-            out.status.success(),
-            "npm ci (the official MCP TypeScript SDK, from registry.npmjs.org) failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    copy.join("client_check.mjs")
+    common::ts::script("client_check.mjs")
 }
 
 /// Run the TypeScript harness with `args`; returns its report. The server's

@@ -1,39 +1,62 @@
-//! API keys: who a request over HTTP is. A key names a tenant (whose
-//! sessions it reaches, and no other's), a scope (`agent`, or `admin` for
-//! the configuration, backup and job tools and the process-wide
-//! resources) and optionally the one agent it may act as.
-//!
-//! The key is `hnd_{id}_{secret}`: the id finds the row, a keyed blake3 of
-//! id and secret (under a subkey of the audit key) is what is stored and
-//! compared, in constant time. A verified key is remembered for
-//! `CACHE_FOR`, which bounds how long a revocation takes to reach every
-//! replica.
+//! Who a request over HTTP is. Two kinds of credential, told apart by
+//! form: API keys from `handoff keys create` (`hnd_…`, see `api_keys`) and
+//! OAuth 2.1 access tokens from the organisation's identity provider (JWTs,
+//! see `oauth`). Either names a tenant (whose sessions it reaches, and no
+//! other's), whether it holds the admin capability (the configuration,
+//! backup and job tools and the process-wide resources) and optionally the
+//! one agent it may act as.
 
+pub mod api_keys;
+pub mod config;
 pub mod keys;
+pub mod oauth;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use handoff_actors::audit::AuditKey;
+pub use api_keys::{ApiKeys, CACHE_FOR};
+pub use oauth::OAuth;
 
-use crate::storage::Database;
+/// How a caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    ApiKey,
+    OAuth,
+}
 
-/// How long a verified (or refused) key is remembered: a revocation or
-/// expiry takes effect on every replica within this bound.
-pub const CACHE_FOR: Duration = Duration::from_secs(1);
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::ApiKey => "api_key",
+            Method::OAuth => "oauth",
+        }
+    }
+}
 
-/// The caller behind a verified key.
+/// The caller behind a verified credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub key_id: String,
+    /// The key's id, or for a token an opaque hash of issuer and subject.
+    pub id: String,
+    pub method: Method,
     pub tenant: String,
     pub admin: bool,
-    /// The agent this key acts as, when it is bound to one.
+    /// The agent this caller acts as, when it is bound to one.
     pub agent: Option<String>,
 }
 
-/// Why a request was refused. The client only ever sees 401; the reason
-/// goes to the audit log and the metrics.
+impl Principal {
+    /// How logs, limits and the audit log name the caller.
+    pub fn label(&self) -> String {
+        match self.method {
+            Method::ApiKey => format!("key:{}", self.id),
+            Method::OAuth => format!("token:{}", self.id),
+        }
+    }
+}
+
+/// Why a request was refused. The client sees only the status (and, for
+/// tokens, the standard challenge); the reason goes to the audit log and
+/// the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     Missing,
@@ -42,6 +65,23 @@ pub enum Refusal {
     Revoked,
     Expired,
     Unavailable,
+    NotYetValid,
+    BadSignature,
+    /// A `kid` the provider's key set does not hold (after a refetch).
+    UnknownKey,
+    /// An algorithm not accepted (`none`, HS*, or not configured).
+    Algorithm,
+    WrongIssuer,
+    /// The token was issued for another resource.
+    WrongAudience,
+    /// No valid tenant in the tenant claim.
+    Tenant,
+    /// The agent claim is not a usable agent name.
+    Agent,
+    /// A valid token without the scope the call needs (403).
+    InsufficientScope,
+    /// An access token in the query string (400).
+    TokenInQuery,
 }
 
 impl Refusal {
@@ -53,91 +93,72 @@ impl Refusal {
             Refusal::Revoked => "revoked",
             Refusal::Expired => "expired",
             Refusal::Unavailable => "store_unavailable",
+            Refusal::NotYetValid => "not_yet_valid",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::UnknownKey => "unknown_signing_key",
+            Refusal::Algorithm => "algorithm_refused",
+            Refusal::WrongIssuer => "wrong_issuer",
+            Refusal::WrongAudience => "wrong_audience",
+            Refusal::Tenant => "tenant_claim",
+            Refusal::Agent => "agent_claim",
+            Refusal::InsufficientScope => "insufficient_scope",
+            Refusal::TokenInQuery => "token_in_query",
         }
     }
 }
 
-/// Verifies `Authorization` headers against the stored keys.
+/// A refusal, with the method it concerned and the key or subject id when
+/// one is known.
+pub struct Failure {
+    pub reason: Refusal,
+    pub method: Option<Method>,
+    pub id: Option<String>,
+}
+
+/// A verified caller; `may_act` is false for a token without the agent or
+/// admin scope (which reaches nothing: 403, not 401).
+pub struct Verified {
+    pub principal: Principal,
+    pub may_act: bool,
+}
+
+/// Verifies `Authorization` headers with the methods switched on.
 #[derive(Clone)]
 pub struct Authenticator {
-    db: Arc<dyn Database>,
-    subkey: [u8; 32],
-    key: AuditKey,
-    /// A lookup that takes longer is `Unavailable` (a dead database must
-    /// not hold requests until the pool gives up).
-    timeout: Duration,
-    /// key id -> (row as read, when read). Short-lived: see `CACHE_FOR`.
-    cache: moka::sync::Cache<String, Arc<crate::storage::ApiKeyRow>>,
+    pub api_keys: Option<ApiKeys>,
+    pub oauth: Option<Arc<OAuth>>,
 }
 
 impl Authenticator {
-    pub fn new(db: Arc<dyn Database>, key: AuditKey, timeout: Duration) -> Self {
-        Self {
-            db,
-            subkey: keys::subkey(&key),
-            key,
-            timeout,
-            cache: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(CACHE_FOR)
-                .build(),
-        }
-    }
-
-    /// Record a use of `id` (in the background: never on the request's path).
-    pub fn touch(&self, id: &str, at_ms: i64) {
-        let (db, id) = (self.db.clone(), id.to_string());
-        tokio::spawn(async move {
-            if let Err(e) = db.touch_api_key(&id, at_ms).await {
-                tracing::debug!(error = %crate::logging::redact(&e.to_string()), "api key last-use not recorded");
-            }
-        });
-    }
-
     /// The principal behind an `Authorization` header value, or why not.
-    pub async fn verify(
-        &self,
-        header: Option<&str>,
-    ) -> Result<Principal, (Refusal, Option<String>)> {
-        let header = header.ok_or((Refusal::Missing, None))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .ok_or((Refusal::Malformed, None))?;
-        let (id, secret) = keys::split(token).ok_or((Refusal::Malformed, None))?;
-        let row = match self.cache.get(id) {
-            Some(row) => row,
-            None => {
-                let unavailable = || (Refusal::Unavailable, Some(id.to_string()));
-                let row = tokio::time::timeout(self.timeout, self.db.api_key(id))
-                    .await
-                    .map_err(|_| unavailable())?
-                    .map_err(|_| unavailable())?
-                    .ok_or((Refusal::Unknown, Some(id.to_string())))?;
-                let row = Arc::new(row);
-                self.cache.insert(id.to_string(), row.clone());
-                row
-            }
+    pub async fn verify(&self, header: Option<&str>) -> Result<Verified, Failure> {
+        let fail = |reason, method, id| Failure { reason, method, id };
+        let header = header.ok_or(fail(Refusal::Missing, None, None))?;
+        // The scheme is case-insensitive (RFC 7235 §2.1).
+        let token = match header.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ => return Err(fail(Refusal::Malformed, None, None)),
         };
-        if self
-            .key
-            .check(&self.subkey, &[id, secret], &row.hash)
-            .is_err()
-        {
-            return Err((Refusal::Unknown, Some(id.to_string())));
+        if let Some(keys) = self.api_keys.as_ref().filter(|_| token.starts_with("hnd_")) {
+            let m = Some(Method::ApiKey);
+            return match keys.verify(token).await {
+                Ok(principal) => Ok(Verified {
+                    principal,
+                    may_act: true,
+                }),
+                Err((reason, id)) => Err(fail(reason, m, id)),
+            };
         }
-        let now = keys::now_ms();
-        if row.revoked_ms.is_some_and(|t| t <= now) {
-            return Err((Refusal::Revoked, Some(id.to_string())));
+        if let Some(oauth) = self.oauth.as_ref().filter(|_| OAuth::looks_like_jwt(token)) {
+            let m = Some(Method::OAuth);
+            return match oauth.verify(token).await {
+                Ok(v) => Ok(Verified {
+                    principal: v.principal,
+                    may_act: v.may_act,
+                }),
+                Err((reason, id)) => Err(fail(reason, m, id)),
+            };
         }
-        if row.expires_ms.is_some_and(|t| t <= now) {
-            return Err((Refusal::Expired, Some(id.to_string())));
-        }
-        Ok(Principal {
-            key_id: row.id.clone(),
-            tenant: row.tenant.clone(),
-            admin: row.scope == "admin",
-            agent: row.agent.clone(),
-        })
+        Err(fail(Refusal::Malformed, None, None))
     }
 }

@@ -43,7 +43,7 @@ impl Caller {
     /// The caller behind a verified API key.
     pub fn key(p: &crate::auth::Principal) -> Self {
         Self {
-            principal: Arc::from(format!("key:{}", p.key_id)),
+            principal: Arc::from(p.label()),
             admin: p.admin,
             agent: p.agent.as_deref().map(Arc::from),
         }

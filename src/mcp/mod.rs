@@ -1,5 +1,6 @@
 //! The MCP surface: tools, resources, argument rules and reply shapes.
 
+pub mod admin_calls;
 pub mod analytics;
 pub mod args;
 pub mod configuration;

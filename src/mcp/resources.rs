@@ -197,6 +197,11 @@ fn process_wide(kind: &str, key: Option<&str>) -> bool {
     )
 }
 
+/// Whether reading (or subscribing to) `uri` needs the admin capability.
+pub fn process_wide_uri(uri: &str) -> bool {
+    parse(uri).is_some_and(|p| process_wide(&p.kind, p.key.as_deref()))
+}
+
 pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), HandoffError> {
     let p = parse(uri).ok_or_else(|| not_found(uri))?;
     if process_wide(&p.kind, p.key.as_deref()) {

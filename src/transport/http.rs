@@ -13,6 +13,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::oauth::metadata::Metadata;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::mcp::HandoffServer;
@@ -35,7 +36,7 @@ pub struct HttpArgs {
     pub server: HandoffServer,
     pub listen: SocketAddr,
     pub cfg: Arc<Config>,
-    /// API key verification; `None` with `http.auth = none`.
+    /// API key and token verification; `None` with `http.auth = none`.
     pub auth: Option<Authenticator>,
     /// The sessions' shared store (any replica serves any session).
     pub sessions: Arc<SharedSessions>,
@@ -93,6 +94,31 @@ fn mcp_config(
         .chain(cfg.http.allowed_origins.iter().cloned());
     c = c.with_allowed_origins(origins).enforce_origin_validation();
     c
+}
+
+/// RFC 9728's document at its root path and at the path-suffixed form for
+/// `/mcp`. Any origin may read it (browser-based clients discover the
+/// authorization server from it); it holds nothing secret.
+fn protected_resource_metadata(m: Arc<Metadata>) -> axum::Router {
+    use axum::http::header;
+    let mut r = axum::Router::new();
+    for path in &m.paths {
+        let doc = m.document.clone();
+        r = r.route(
+            path,
+            axum::routing::get(move || async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/json"),
+                        (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+                        (header::CACHE_CONTROL, "max-age=3600"),
+                    ],
+                    doc,
+                )
+            }),
+        );
+    }
+    r
 }
 
 impl Actor for HttpTransport {
@@ -156,11 +182,22 @@ impl Actor for HttpTransport {
                 http_limits::limit,
             ));
         }
+        let metadata = match &args.auth {
+            Some(auth) if auth.oauth.is_some() => {
+                Some(Arc::new(Metadata::new(&args.cfg.auth.oauth)?))
+            }
+            _ => None,
+        };
         if let Some(auth) = args.auth {
             app = app.layer(axum::middleware::from_fn_with_state(
-                http_auth::AuthState::new(auth),
-                http_auth::require_key,
+                http_auth::AuthState::new(auth, metadata.clone(), args.cfg.max_message_bytes),
+                http_auth::require_auth,
             ));
+        }
+        // The Protected Resource Metadata: public, beside the credentials'
+        // layers rather than behind them.
+        if let Some(m) = metadata {
+            app = app.merge(protected_resource_metadata(m));
         }
         // Counted from here in: a refused request is no call to wait for.
         app = app.layer(axum::middleware::from_fn_with_state(

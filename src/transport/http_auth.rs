@@ -1,21 +1,30 @@
-//! `Authorization: Bearer` on every `/mcp` request. A verified key's
-//! `Principal` rides in the request's extensions to the MCP server (which
-//! takes the tenant and capabilities from it); anything else gets a bare
-//! 401. Failures are audited and logged with the key id (never the key),
-//! the remote address and the reason, at most `FAILURES_PER_SECOND` a
-//! second: a flood of bad keys must not flood the log or the audit table.
+//! `Authorization: Bearer` on every `/mcp` request: an API key or an OAuth
+//! access token (`crate::auth`). A verified caller's `Principal` rides in
+//! the request's extensions to the MCP server (which takes the tenant and
+//! capabilities from it).
+//!
+//! Refusals: 401 with nothing said about which check failed (with OAuth on,
+//! the standard challenge naming the Protected Resource Metadata); 403
+//! `insufficient_scope` for a valid token without the scope a call needs;
+//! 400 for a token in the query string, which is never accepted. Each is
+//! audited and logged with the method, the key or subject id (never the
+//! credential), the remote address and the reason, at most
+//! `FAILURES_PER_SECOND` a second: a flood of bad credentials must not
+//! flood the log or the audit table.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use handoff_actors::audit::{AuditEvent, AuditMsg};
 
-use crate::auth::{keys, Authenticator, Refusal};
+use crate::auth::oauth::metadata::Metadata;
+use crate::auth::{keys, Authenticator, Failure, Method, Refusal};
 use crate::transport::http_log::Caller;
 use crate::transport::http_peer::ClientAddr;
 
@@ -26,15 +35,21 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct AuthState {
     auth: Authenticator,
+    /// With OAuth on: the metadata the challenges point to.
+    metadata: Option<Arc<Metadata>>,
+    /// The largest body read to see whether a call needs admin.
+    max_body: usize,
     touched: moka::sync::Cache<String, ()>,
     /// (window start, failures reported in it, failures suppressed).
     budget: Arc<Mutex<(Instant, u32, u64)>>,
 }
 
 impl AuthState {
-    pub fn new(auth: Authenticator) -> Self {
+    pub fn new(auth: Authenticator, metadata: Option<Arc<Metadata>>, max_body: usize) -> Self {
         Self {
             auth,
+            metadata,
+            max_body,
             touched: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(TOUCH_EVERY)
@@ -57,58 +72,156 @@ impl AuthState {
         b.1 += 1;
         Some(std::mem::take(&mut b.2))
     }
+
+    fn refuse(&self, f: Failure, remote: IpAddr) {
+        if let Some(suppressed) = self.report() {
+            failure(&f, remote, suppressed);
+        }
+    }
 }
 
-pub async fn require_key(State(s): State<AuthState>, mut req: Request, next: Next) -> Response {
+pub async fn require_auth(State(s): State<AuthState>, mut req: Request, next: Next) -> Response {
     let remote = req
         .extensions()
         .get::<ClientAddr>()
         .map(|c| c.0)
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    // Never in the URL (OAuth 2.1 §5.2.2): proxies log URLs, browsers
+    // keep them.
+    if token_in_query(req.uri()) {
+        s.refuse(
+            Failure {
+                reason: Refusal::TokenInQuery,
+                method: None,
+                id: None,
+            },
+            remote,
+        );
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            s.metadata.as_ref().map(|m| m.invalid_request()),
+        );
+    }
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match s.auth.verify(header).await {
-        Ok(principal) => {
-            if s.touched.get(&principal.key_id).is_none() {
-                s.touched.insert(principal.key_id.clone(), ());
-                s.auth.touch(&principal.key_id, keys::now_ms());
-            }
-            let caller = Caller::from(&principal);
-            req.extensions_mut().insert(principal);
-            let mut response = next.run(req).await;
-            response.extensions_mut().insert(caller);
-            response
+    let presented = header.is_some();
+    let verified = match s.auth.verify(header).await {
+        Ok(v) => v,
+        // The key (or the provider's signing keys) could not be looked up:
+        // the client is not at fault, and may retry.
+        Err(Failure {
+            reason: Refusal::Unavailable,
+            ..
+        }) => return unavailable(),
+        Err(f) => {
+            s.refuse(f, remote);
+            let challenge = match &s.metadata {
+                Some(m) => m.unauthorized(presented),
+                None => "Bearer".to_string(),
+            };
+            return refusal(StatusCode::UNAUTHORIZED, "unauthorized", Some(challenge));
         }
-        // The key could not be looked up: the client is not at fault, and
-        // may retry (the database breaker says when).
-        Err((Refusal::Unavailable, _)) => unavailable(),
-        Err((reason, key_id)) => {
-            if let Some(suppressed) = s.report() {
-                failure(reason, key_id, remote, suppressed);
-            }
-            unauthorized()
+    };
+    let principal = verified.principal;
+    if principal.method == Method::ApiKey && s.touched.get(&principal.id).is_none() {
+        s.touched.insert(principal.id.clone(), ());
+        if let Some(k) = &s.auth.api_keys {
+            k.touch(&principal.id, keys::now_ms());
         }
     }
+    // A token's scopes are checked here, where the standard 403 can say
+    // which scope to ask for; an API key's scope is checked by the tools
+    // (FORBIDDEN), as before tokens existed.
+    if principal.method == Method::OAuth {
+        let metadata = s.metadata.as_ref().expect("OAuth on without metadata");
+        let needed = if !verified.may_act {
+            Some(&metadata.agent_scope)
+        } else if !principal.admin {
+            let (back, admin) = match admin_call(req, s.max_body).await {
+                Ok(r) => r,
+                Err(response) => return response,
+            };
+            req = back;
+            admin.then_some(&metadata.admin_scope)
+        } else {
+            None
+        };
+        if let Some(scope) = needed {
+            s.refuse(
+                Failure {
+                    reason: Refusal::InsufficientScope,
+                    method: Some(Method::OAuth),
+                    id: Some(principal.id.clone()),
+                },
+                remote,
+            );
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                Some(metadata.insufficient_scope(scope)),
+            );
+        }
+    }
+    let caller = Caller::from(&principal);
+    req.extensions_mut().insert(principal);
+    let mut response = next.run(req).await;
+    response.extensions_mut().insert(caller);
+    response
 }
 
-fn failure(reason: Refusal, key_id: Option<String>, remote: IpAddr, suppressed: u64) {
+fn token_in_query(uri: &axum::http::Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
+    })
+}
+
+/// Read a POST's body to see whether it calls for admin; hand the request
+/// back whole. The body limit outside bounds what is read.
+async fn admin_call(req: Request, max: usize) -> Result<(Request, bool), Response> {
+    if req.method() != HttpMethod::POST {
+        return Ok((req, false));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":"payload_too_large"}"#,
+        )
+            .into_response()
+    })?;
+    // Not JSON: rmcp answers that; it needs no admin.
+    let admin = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .is_ok_and(|m| crate::mcp::admin_calls::needs_admin(&m));
+    Ok((Request::from_parts(parts, Body::from(bytes)), admin))
+}
+
+fn failure(f: &Failure, remote: IpAddr, suppressed: u64) {
+    let method = f.method.map(Method::as_str);
     tracing::warn!(
-        reason = reason.as_str(),
-        key_id = key_id.as_deref(),
+        reason = f.reason.as_str(),
+        method,
+        id = f.id.as_deref(),
         remote = %remote,
         suppressed,
         "authentication failed"
     );
+    let actor = match (f.method, &f.id) {
+        (Some(Method::OAuth), Some(id)) => Some(format!("token:{id}")),
+        (_, Some(id)) => Some(format!("key:{id}")),
+        _ => None,
+    };
     AuditMsg::record(AuditEvent {
         action: "auth.failed",
         tenant: String::new(),
-        actor: key_id.map(|id| format!("key:{id}")),
+        actor,
         subject_hash: None,
         details: serde_json::json!({
-            "method": "api_key",
-            "reason": reason.as_str(),
+            "method": method.unwrap_or("unknown"),
+            "reason": f.reason.as_str(),
             "remote": remote.to_string(),
             "suppressed_before": suppressed,
         }),
@@ -127,15 +240,15 @@ fn unavailable() -> Response {
     r
 }
 
-/// 401 and nothing else said: not which part was wrong.
-fn unauthorized() -> Response {
+fn refusal(status: StatusCode, error: &'static str, challenge: Option<String>) -> Response {
     let mut r = (
-        StatusCode::UNAUTHORIZED,
+        status,
         [(header::CONTENT_TYPE, "application/json")],
-        r#"{"error":"unauthorized"}"#,
+        format!(r#"{{"error":"{error}"}}"#),
     )
         .into_response();
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
     r
 }

@@ -34,7 +34,7 @@ impl From<&Principal> for Caller {
     fn from(p: &Principal) -> Self {
         Caller {
             tenant: p.tenant.clone(),
-            key_id: p.key_id.clone(),
+            key_id: p.id.clone(),
         }
     }
 }

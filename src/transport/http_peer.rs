@@ -24,7 +24,7 @@ pub fn caller(req: &Request) -> String {
         req.extensions().get::<crate::auth::Principal>(),
         req.extensions().get::<ClientAddr>(),
     ) {
-        (Some(p), _) => format!("key:{}", p.key_id),
+        (Some(p), _) => p.label(),
         (None, Some(ClientAddr(ip))) => format!("ip:{ip}"),
         (None, None) => "ip:unknown".to_string(),
     }

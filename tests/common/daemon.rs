@@ -258,6 +258,16 @@ impl McpHttp {
         try_message(&body, id)
     }
 
+    /// A request as sent on this session: (status, head, body), whatever
+    /// the status.
+    pub async fn exchange(&mut self, method: &str, params: Value) -> (u16, String, String) {
+        self.next += 1;
+        let headers = self.headers();
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params});
+        post(&self.addr, &body, &refs).await.expect("POST /mcp")
+    }
+
     pub async fn rpc(&mut self, method: &str, params: Value) -> Value {
         self.try_rpc(method, params)
             .await

@@ -7,6 +7,8 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod oauth;
+pub mod ts;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
