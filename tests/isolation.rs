@@ -17,7 +17,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::daemon::{create_key, post, Daemon, McpHttp as Client};
+use common::daemon::{create_key, header, post, try_message, Daemon, McpHttp as Client};
+use common::oauth::Provider;
 use common::DbDir;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,9 +67,37 @@ fn only(mark: &str) -> String {
     format!("only-{mark}")
 }
 
+/// One request's reply. A token without the admin scope gets HTTP 403
+/// `insufficient_scope` for an admin call where an API key gets the
+/// FORBIDDEN error: `None` then (and only for a token).
+async fn rpc(c: &mut Client, method: &str, params: Value) -> Option<Value> {
+    let (status, head, body) = c.exchange(method, params).await;
+    if status == 403 {
+        assert!(
+            header(&head, "www-authenticate").is_some_and(|h| h.contains("insufficient_scope")),
+            "{method}: {head}"
+        );
+        assert!(
+            !c.key.as_deref().unwrap_or_default().starts_with("hnd_"),
+            "an API key got 403 for {method}: {head}"
+        );
+        return None;
+    }
+    assert_eq!(status, 200, "{method}: {head}");
+    Some(try_message(&body, c.next).unwrap_or_else(|| panic!("{method}: no reply in {body}")))
+}
+
+/// The FORBIDDEN body an admin call gets, or its equivalent for a token.
+fn forbidden() -> Value {
+    json!({"error_code": "FORBIDDEN", "details": {"required_capability": "admin"}})
+}
+
 async fn call(c: &mut Client, cov: &Arc<Mutex<Covered>>, tool: &str, args: Value) -> Value {
     cov.lock().unwrap().tools.insert(tool.to_string());
-    c.call(tool, args).await
+    match rpc(c, "tools/call", json!({"name": tool, "arguments": args})).await {
+        Some(r) => r["result"]["structuredContent"].clone(),
+        None => forbidden(),
+    }
 }
 
 fn ok(label: &str, v: &Value) {
@@ -82,7 +111,9 @@ fn err(label: &str, v: &Value, code: &str) {
 /// A resource read: the payload (parsed when JSON), or the error object.
 async fn read(c: &mut Client, cov: &Arc<Mutex<Covered>>, pattern: &str, uri: &str) -> Value {
     cov.lock().unwrap().resources.insert(pattern.to_string());
-    let r = c.read(uri).await;
+    let Some(r) = rpc(c, "resources/read", json!({"uri": uri})).await else {
+        return json!({"error": {"data": forbidden()}});
+    };
     if let Some(e) = r.get("error") {
         return json!({"error": e});
     }
@@ -559,6 +590,17 @@ fn export(db: &DbDir, tenant: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_see_nothing_of_each_other() {
+    matrix(None).await;
+}
+
+/// The same matrix with tenants, scopes and agents from OAuth tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_from_tokens_see_nothing_of_each_other() {
+    let p = Provider::start().await;
+    matrix(Some(&p)).await;
+}
+
+async fn matrix(tokens: Option<&Provider>) {
     let db = DbDir::new();
     let ws = tempfile::tempdir().unwrap();
     for m in [MARK_A, MARK_B] {
@@ -568,16 +610,30 @@ async fn tenants_see_nothing_of_each_other() {
         )
         .unwrap();
     }
-    let d = Daemon::start_env(
-        &db,
-        &[],
-        &[("HANDOFF_WORKSPACE_ROOT", ws.path().to_str().unwrap())],
-    )
-    .await;
+    let mut env = vec![(
+        "HANDOFF_WORKSPACE_ROOT",
+        ws.path().to_str().unwrap().to_string(),
+    )];
+    env.extend(tokens.map(Provider::env).unwrap_or_default());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let d = Daemon::start_env(&db, &[], &env).await;
     let mut tenants = Vec::new();
     for (name, mark) in [(A, MARK_A), (B, MARK_B)] {
-        let admin = create_key(&db, name, "admin", &[]);
-        let agent = create_key(&db, name, "agent", &[]);
+        let (admin, agent) = match tokens {
+            None => (
+                create_key(&db, name, "admin", &[]),
+                create_key(&db, name, "agent", &[]),
+            ),
+            Some(p) => (
+                p.token(
+                    name,
+                    "handoff:admin",
+                    json!({"sub": format!("admin-of-{name}")}),
+                )
+                .await,
+                p.token(name, "handoff:agent", json!({})).await,
+            ),
+        };
         tenants.push(Tenant {
             name,
             mark,
