@@ -66,10 +66,15 @@ async fn every_bad_bearer_is_a_bare_401_and_audited() {
         Some("Bearer not-a-key".to_string()),
         Some(format!("Bearer {unknown}")),
         Some(format!("Bearer {wrong_secret}")),
-        Some(format!("bearer {good}")),
+        Some(format!("Bearer  {good} trailing")),
     ] {
         assert_unauthorized(init_status(&d.mcp, auth.as_deref()).await);
     }
+    // The scheme is case-insensitive (RFC 7235 §2.1).
+    assert_eq!(
+        init_status(&d.mcp, Some(&format!("bearer {good}"))).await.0,
+        200
+    );
     assert!(d.stop().await.success());
 
     // Each refusal is in the audit log, with its reason and never the key.

@@ -39,7 +39,6 @@ impl Metadata {
             "authorization_servers": servers,
             "scopes_supported": [cfg.agent_scope, cfg.admin_scope],
             "bearer_methods_supported": ["header"],
-            "resource_signing_alg_values_supported": cfg.algorithms,
             "resource_name": "handoff",
         })
         .to_string();
