@@ -424,7 +424,18 @@ async fn agent_tokens_are_refused_exactly_the_calls_agent_keys_are() {
         .iter()
         .map(|t| t["name"].as_str().unwrap().to_string())
         .collect();
-    let args = |tool: &str| match tool {
+    let snake = |n: &str| {
+        n.chars()
+            .flat_map(|c| {
+                if c.is_ascii_uppercase() {
+                    vec!['_', c.to_ascii_lowercase()]
+                } else {
+                    vec![c]
+                }
+            })
+            .collect::<String>()
+    };
+    let args = |tool: &str| match snake(tool).as_str() {
         "update_configuration" => {
             json!({"config_section": "monitoring", "monitoring_config": {"slow_call_threshold": "750ms"}})
         }
@@ -435,6 +446,17 @@ async fn agent_tokens_are_refused_exactly_the_calls_agent_keys_are() {
         "manage_configuration_backup" => json!({"action": "create", "backup_name": "b"}),
         _ => json!({}),
     };
+    // And the original server's camelCase names, which reach the same tools.
+    let camel = |n: &str| {
+        let mut parts = n.split('_');
+        let mut out = parts.next().unwrap().to_string();
+        for p in parts {
+            out.push_str(&p[..1].to_ascii_uppercase());
+            out.push_str(&p[1..]);
+        }
+        out
+    };
+    let names: Vec<String> = names.iter().flat_map(|n| [n.clone(), camel(n)]).collect();
     let mut forbidden_to_key = Vec::new();
     let mut forbidden_to_token = Vec::new();
     for name in &names {
@@ -452,7 +474,7 @@ async fn agent_tokens_are_refused_exactly_the_calls_agent_keys_are() {
             assert_eq!(status, 200, "{name}: {body}");
         }
     }
-    assert!(forbidden_to_key.len() >= 4, "{forbidden_to_key:?}");
+    assert!(forbidden_to_key.len() >= 8, "{forbidden_to_key:?}");
     assert_eq!(forbidden_to_key, forbidden_to_token);
     // Listing backups is no change: both may.
     let r = t

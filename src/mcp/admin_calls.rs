@@ -33,7 +33,10 @@ fn tool_needs_admin(params: &Value) -> bool {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return false;
     };
-    if ADMIN_TOOLS.contains(&name) {
+    // Spelt as the tools are looked up: the original server's camelCase
+    // names (`runJobNow`) reach the same tools.
+    let name = super::args::snake_case(name);
+    if ADMIN_TOOLS.contains(&name.as_str()) {
         return true;
     }
     // Listing backups changes nothing; create, restore and delete do.
