@@ -606,3 +606,33 @@ async fn the_typescript_sdk_connects_with_a_client_credentials_token() {
     assert_eq!(v["total"], 0, "{v}");
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_goes_away_leaves_the_keys_held() {
+    let p = Provider::start().await;
+    let db = DbDir::new();
+    let env = p.env();
+    let d = start(&db, &p, &[]).await;
+    let valid = p.token("acme", "handoff:agent", json!({})).await;
+    let rogue = p
+        .mint(json!({"signer": "rogue", "claims": {"aud": RESOURCE, "tenant": "acme", "scope": "handoff:agent"}}))
+        .await;
+    accepted("provider up", try_token(&d, &valid).await);
+    drop(p);
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    // The keys fetched before still verify; an unknown kid is refused
+    // (the refetch fails), not held up.
+    accepted("provider down, key held", try_token(&d, &valid).await);
+    refused_401("provider down, unknown kid", try_token(&d, &rogue).await);
+    d.stop().await;
+    // A daemon that never fetched any key: 503, retry later.
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let d = Daemon::start_env(&db, &[], &refs).await;
+    let auth = format!("Bearer {valid}");
+    let (status, head, _) = post(&d.mcp, &initialize(), &[("Authorization", &auth)])
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{head}");
+    assert_eq!(header(&head, "retry-after"), Some("1"));
+    d.stop().await;
+}

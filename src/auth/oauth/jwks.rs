@@ -112,17 +112,29 @@ impl Jwks {
     }
 
     /// The key that verifies a token with this `kid` and `alg`.
-    pub async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Key>, Miss> {
+    pub async fn key(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<Key>, Miss> {
         let held = self.held();
         let fresh = held.fetched.is_some_and(|t| t.elapsed() < self.ttl);
-        if fresh {
-            if let Some(k) = find(&held, kid, alg) {
-                return Ok(k);
-            }
-        }
-        // Stale, or the key is not there: fetch unless a fetch was just
-        // tried (then answer from what is held).
         let recently = held.attempted.is_some_and(|t| t.elapsed() < REFETCH_AFTER);
+        if let Some(k) = find(&held, kid, alg) {
+            // A known key answers at once; when the set is stale it is
+            // fetched again in the background, so no request waits on the
+            // provider for a key it already has.
+            if !fresh && !recently {
+                let me = self.clone();
+                let seen = held.attempted;
+                tokio::spawn(async move {
+                    me.refresh(seen).await;
+                });
+            }
+            return Ok(k);
+        }
+        // Not there: fetch (the provider may have rotated) unless a fetch
+        // was just tried; then answer from what is held.
         let held = if recently {
             held
         } else {

@@ -12,6 +12,8 @@
 pub mod jwks;
 pub mod metadata;
 
+use std::sync::Arc;
+
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
@@ -33,7 +35,7 @@ pub struct OAuth {
     allowed: Vec<Algorithm>,
     skew: u64,
     max_agent_bytes: usize,
-    jwks: Jwks,
+    jwks: Arc<Jwks>,
 }
 
 impl OAuth {
@@ -57,7 +59,7 @@ impl OAuth {
             admin_scope: cfg.admin_scope.clone(),
             skew: cfg.clock_skew.as_secs(),
             max_agent_bytes,
-            jwks: Jwks::new(cfg, allowed.clone())?,
+            jwks: Arc::new(Jwks::new(cfg, allowed.clone())?),
             allowed,
         })
     }
