@@ -82,6 +82,18 @@ enum Cmd {
         #[arg(long)]
         insecure: bool,
     },
+    /// A running daemon's supervision tree, breakers and dependencies, from
+    /// `/status` on its admin listener; exit 0 ready, 1 not ready, 2
+    /// unreachable.
+    Status {
+        /// The admin listener (`127.0.0.1:9090` or a URL); default
+        /// `http.admin` (HANDOFF_HTTP__ADMIN).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+        /// Print the status document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply the schema migrations to the database HANDOFF_DATABASE_URL
     /// names (default: the embedded SQLite file, created if missing) and
     /// exit; prints which database it migrated.
@@ -246,6 +258,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Its exit code has three values (ready, not ready, unreachable).
+    if let Cmd::Status { admin, json } = &cli.cmd {
+        let admin = admin
+            .clone()
+            .or_else(|| cfg.http.admin.map(|a| a.to_string()));
+        std::process::exit(rt.block_on(cli::status::run(admin, *json)).into());
+    }
     let code = rt.block_on(async move {
         let r = match cli.cmd {
             Cmd::Serve {
@@ -265,6 +284,7 @@ fn main() -> ExitCode {
                 app::serve(cfg).await.map(|_| ExitCode::SUCCESS)
             }
             Cmd::Migrate => cli::migrate(&cfg).await,
+            Cmd::Status { .. } => unreachable!("handled above"),
             Cmd::Keys { cmd } => match cmd {
                 KeysCmd::Create {
                     tenant,

@@ -64,7 +64,12 @@ impl AuditMsg {
     /// restarted one is found too.
     pub fn record(event: AuditEvent) {
         if let Some(cell) = ractor::registry::where_is(AUDIT_NAME) {
-            let _ = cell.send_message(AuditMsg::Record(event));
+            if cell.send_message(AuditMsg::Record(event)).is_ok() {
+                crate::metrics::metrics()
+                    .mailbox_backlog
+                    .with_label_values(&["audit"])
+                    .inc();
+            }
         } else {
             tracing::warn!(
                 action = event.action,
@@ -370,6 +375,11 @@ impl Actor for AuditActor {
         myself: ActorRef<AuditMsg>,
         args: AuditArgs,
     ) -> Result<AuditState, ActorProcessingErr> {
+        // Whatever a failed predecessor had queued died with it.
+        crate::metrics::metrics()
+            .mailbox_backlog
+            .with_label_values(&["audit"])
+            .set(0);
         let head = args.store.audit_head().await?;
         // Rows from before the chain was keyed: seal them with a keyed row
         // at once, so nobody can rewrite them unnoticed from now on.
@@ -411,6 +421,10 @@ impl Actor for AuditActor {
             .inc();
         match msg {
             AuditMsg::Record(e) => {
+                crate::metrics::metrics()
+                    .mailbox_backlog
+                    .with_label_values(&["audit"])
+                    .dec();
                 st.buffer.push(e);
                 if st.buffer.len() >= LINGER_MAX {
                     st.flush_scheduled = true;

@@ -29,6 +29,17 @@ pub struct Metrics {
     /// Session actors started on a session's state, by where it came from:
     /// `cache` (a row parked by an earlier actor here) or `database`.
     pub session_loads: IntCounterVec,
+    /// Time a write waited from submission until its batch began to commit.
+    pub queue_seconds: prometheus::Histogram,
+    /// HTTP answers on the MCP listener by route (`mcp`, `metadata`,
+    /// `other`) and status code.
+    pub http_requests: IntCounterVec,
+    pub http_seconds: HistogramVec,
+    /// Refused credentials by method (`api_key`, `oauth`, `unknown`) and
+    /// reason (a fixed set: `handoff::auth::Refusal`).
+    pub auth_failures: IntCounterVec,
+    /// Requests answered 429, by limit (`rate`, `in_flight`, `streams`).
+    pub rate_limited: IntCounterVec,
     /// Children of the vectors above that every call touches, resolved once
     /// (a label lookup hashes and locks).
     pub hot: Hot,
@@ -148,6 +159,41 @@ fn build() -> Metrics {
         )
         .unwrap(),
         session_loads,
+        queue_seconds: prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "persistence_queue_seconds",
+                "Wait from a write's submission until its batch starts to commit",
+            )
+            .buckets(exponential_buckets(0.00005, 2.0, 18).expect("buckets")),
+        )
+        .unwrap(),
+        http_requests: IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP answers by route and status"),
+            &["route", "status"],
+        )
+        .unwrap(),
+        http_seconds: HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_seconds",
+                "HTTP request duration, head to answer",
+            )
+            .buckets(exponential_buckets(0.00005, 2.0, 18).expect("buckets")),
+            &["route"],
+        )
+        .unwrap(),
+        auth_failures: IntCounterVec::new(
+            Opts::new(
+                "auth_failures_total",
+                "Refused credentials by method and reason",
+            ),
+            &["method", "reason"],
+        )
+        .unwrap(),
+        rate_limited: IntCounterVec::new(
+            Opts::new("rate_limited_total", "Requests answered 429 by limit"),
+            &["limit"],
+        )
+        .unwrap(),
         registry,
     };
     for c in [
@@ -166,8 +212,30 @@ fn build() -> Metrics {
         Box::new(m.write_conflicts.clone()),
         Box::new(m.cache_ops.clone()),
         Box::new(m.session_loads.clone()),
+        Box::new(m.queue_seconds.clone()),
+        Box::new(m.http_requests.clone()),
+        Box::new(m.http_seconds.clone()),
+        Box::new(m.auth_failures.clone()),
+        Box::new(m.rate_limited.clone()),
     ] {
         m.registry.register(c).expect("register metric");
+    }
+    // RSS, CPU seconds, open fds, threads, start time: read from /proc.
+    #[cfg(target_os = "linux")]
+    m.registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("register process metrics");
+    // Series a dashboard or an alert names exist from the start, at zero.
+    for limit in ["rate", "in_flight", "streams"] {
+        m.rate_limited.with_label_values(&[limit]);
+    }
+    for dep in ["database", "cache"] {
+        m.breaker_state.with_label_values(&[dep]);
+    }
+    for kind in ["persistence", "audit"] {
+        m.mailbox_backlog.with_label_values(&[kind]);
     }
     m
 }

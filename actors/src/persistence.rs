@@ -70,7 +70,13 @@ impl PersistenceHandle {
             tx.into(),
             Instant::now(),
         )) {
-            Ok(()) => Ok(rx),
+            Ok(()) => {
+                metrics()
+                    .mailbox_backlog
+                    .with_label_values(&["persistence"])
+                    .inc();
+                Ok(rx)
+            }
             Err(MessagingErr::SendErr(_)) | Err(_) => Err(HandoffError::storage_unavailable(
                 "the persistence actor is stopping; retry",
             )),
@@ -118,6 +124,11 @@ impl Actor for PersistenceActor {
         _myself: ActorRef<PersistMsg>,
         args: PersistenceArgs,
     ) -> Result<PersistenceState, ActorProcessingErr> {
+        // Whatever a failed predecessor had queued died with it.
+        metrics()
+            .mailbox_backlog
+            .with_label_values(&["persistence"])
+            .set(0);
         Ok(PersistenceState {
             store: args.store,
             breaker: args.breaker,
@@ -137,6 +148,10 @@ impl Actor for PersistenceActor {
         metrics().hot.persistence_messages.inc();
         match msg {
             PersistMsg::Commit(unit, reply, submitted) => {
+                metrics()
+                    .mailbox_backlog
+                    .with_label_values(&["persistence"])
+                    .dec();
                 if let Err(e) = st.breaker.check(Dependency::Database) {
                     let _ = reply.send(Err(e));
                     return Ok(());
@@ -194,6 +209,10 @@ impl PersistenceState {
         let started = Instant::now();
         // The batch may use what is left of its oldest unit's time: a unit
         // queued behind a commit that hung must not wait twice.
+        for (_, _, submitted) in &batch {
+            m.queue_seconds
+                .observe(started.duration_since(*submitted).as_secs_f64());
+        }
         let oldest = batch.iter().map(|b| b.2).min().unwrap_or(started);
         let budget = self.config.timeout.saturating_sub(oldest.elapsed());
         if budget < Duration::from_millis(5) {

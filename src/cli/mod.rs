@@ -6,6 +6,7 @@ pub mod dump;
 pub mod export;
 pub mod import;
 pub mod keys;
+pub mod status;
 
 use std::process::ExitCode;
 

@@ -14,6 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio_util::sync::CancellationToken;
 
 use crate::mcp::HandoffServer;
+use crate::transport::status;
 
 pub const NAME: &str = "transport.admin";
 
@@ -43,23 +44,32 @@ async fn health() -> impl IntoResponse {
 /// whose database is away takes no traffic, and says why.
 async fn ready(State(server): State<HandoffServer>) -> impl IntoResponse {
     let report = server.health().await;
-    let breaker_open = report["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["name"] == "breaker.database" && c["details"]["state"] == "open");
-    let ready = report["status"] != "error" && !breaker_open;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let ready = status::ready(&report);
     let body = serde_json::json!({"ready": ready, "health": report});
     (
-        status,
+        code(ready),
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
+}
+
+/// The supervision tree, breakers and dependencies (`handoff status`);
+/// 503 when not ready, like `/ready`.
+async fn status_doc(State(server): State<HandoffServer>) -> impl IntoResponse {
+    let view = status::view(&server.health().await);
+    (
+        code(view["ready"] == true),
+        [(header::CONTENT_TYPE, "application/json")],
+        view.to_string(),
+    )
+}
+
+fn code(ready: bool) -> StatusCode {
+    if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 async fn metrics() -> impl IntoResponse {
@@ -87,8 +97,9 @@ impl Actor for AdminListener {
             .route("/health", get(health))
             .route("/ready", get(ready))
             .route("/metrics", get(metrics))
+            .route("/status", get(status_doc))
             .with_state(args.server);
-        tracing::info!(address = %local, "admin listener (/health /ready /metrics)");
+        tracing::info!(address = %local, "admin listener (/health /ready /metrics /status)");
         eprintln!("handoff: admin on http://{local}/");
         let cancel = CancellationToken::new();
         let stop = cancel.clone();

@@ -74,6 +74,7 @@ impl AuthState {
     }
 
     fn refuse(&self, f: Failure, remote: IpAddr) {
+        count(&f);
         if let Some(suppressed) = self.report() {
             failure(&f, remote, suppressed);
         }
@@ -197,6 +198,18 @@ async fn admin_call(req: Request, max: usize) -> Result<(Request, bool), Respons
     let admin = serde_json::from_slice::<serde_json::Value>(&bytes)
         .is_ok_and(|m| crate::mcp::admin_calls::needs_admin(&m));
     Ok((Request::from_parts(parts, Body::from(bytes)), admin))
+}
+
+/// Counted every time (the metric is cheap); logged and audited within
+/// the budget.
+fn count(f: &Failure) {
+    handoff_actors::metrics::metrics()
+        .auth_failures
+        .with_label_values(&[
+            f.method.map_or("unknown", Method::as_str),
+            f.reason.as_str(),
+        ])
+        .inc();
 }
 
 fn failure(f: &Failure, remote: IpAddr, suppressed: u64) {

@@ -89,6 +89,10 @@ pub async fn limit(State(caps): State<Arc<Caps>>, req: Request, next: Next) -> R
     let caller = http_peer::caller(&req);
     let stream = drain::endless(&req);
     let Some(slot) = caps.take(caller, stream) else {
+        handoff_actors::metrics::metrics()
+            .rate_limited
+            .with_label_values(&[if stream { "streams" } else { "in_flight" }])
+            .inc();
         tracing::warn!(
             what = if stream {
                 "streams"

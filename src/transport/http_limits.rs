@@ -51,6 +51,10 @@ pub async fn limit(State(l): State<Limiter>, req: Request, next: Next) -> Respon
     match l.buckets.check_key(&caller) {
         Ok(()) => next.run(req).await,
         Err(not_until) => {
+            handoff_actors::metrics::metrics()
+                .rate_limited
+                .with_label_values(&["rate"])
+                .inc();
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
             let mut r = (

@@ -56,6 +56,14 @@ pub async fn log(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         response.headers_mut().insert("x-request-id", v);
     }
+    let route = route(&path);
+    let m = handoff_actors::metrics::metrics();
+    m.http_requests
+        .with_label_values(&[route, response.status().as_str()])
+        .inc();
+    m.http_seconds
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
     let caller = response.extensions().get::<Caller>();
     let remote = response.extensions().get::<ClientAddr>().map(|c| c.0);
     tracing::info!(
@@ -71,4 +79,15 @@ pub async fn log(mut req: Request, next: Next) -> Response {
         "http request"
     );
     response
+}
+
+/// A bounded label for a path: what clients send is not a label value.
+fn route(path: &str) -> &'static str {
+    if path == "/mcp" || path.starts_with("/mcp/") {
+        "mcp"
+    } else if path.starts_with("/.well-known/") {
+        "metadata"
+    } else {
+        "other"
+    }
 }

@@ -14,6 +14,7 @@ pub mod http_sessions;
 pub mod json_replies;
 pub mod jsonrpc_guard;
 pub mod serve;
+pub mod status;
 pub mod stdio;
 pub mod tls;
 pub mod tool_calls;
