@@ -25,7 +25,9 @@ pub fn init(filter: &str) {
         .try_init();
     // A panic (a bug, or the test hook) becomes one JSON log line with its
     // location, instead of free text on stderr; the message is redacted.
+    // Each is counted too (`handoff_panics_total`).
     std::panic::set_hook(Box::new(|info| {
+        handoff_actors::metrics::metrics().panics.inc();
         let msg = info
             .payload()
             .downcast_ref::<&str>()

@@ -186,11 +186,18 @@ async fn session_actor_panic_is_contained() {
         append_typed(&s, "B", "message", &format!("b{i}")).await;
     }
     let before = restarts_total(&s).await;
+    let panics = |t: &str| prometheus_value(t, "handoff_panics_total", &[]).unwrap();
+    let panics_before = panics(&s.read_text("handoff://metrics").await.unwrap());
 
     let r = s
         .call("debug_crash_session", json!({"session_key": "A"}))
         .await;
     r.err("INTERNAL_ERROR");
+    // The crash is a panic in the actor's handler, counted as one.
+    assert_eq!(
+        panics(&s.read_text("handoff://metrics").await.unwrap()),
+        panics_before + 1.0
+    );
 
     // Both sessions go on where they were.
     assert_eq!(append_typed(&s, "A", "message", "a3").await, 5);

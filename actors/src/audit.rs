@@ -415,10 +415,7 @@ impl Actor for AuditActor {
         msg: AuditMsg,
         st: &mut AuditState,
     ) -> Result<(), ActorProcessingErr> {
-        crate::metrics::metrics()
-            .actor_messages
-            .with_label_values(&["audit"])
-            .inc();
+        let _handling = crate::metrics::handling("audit");
         match msg {
             AuditMsg::Record(e) => {
                 crate::metrics::metrics()

@@ -235,10 +235,7 @@ impl Actor for BreakerActor {
         msg: BreakerMsg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        metrics()
-            .actor_messages
-            .with_label_values(&["breaker"])
-            .inc();
+        let _handling = crate::metrics::handling("breaker");
         match msg {
             BreakerMsg::Outcome { dep, ok } => {
                 let i = dep.index();

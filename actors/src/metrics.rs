@@ -29,6 +29,9 @@ pub struct Metrics {
     /// Session actors started on a session's state, by where it came from:
     /// `cache` (a row parked by an earlier actor here) or `database`.
     pub session_loads: IntCounterVec,
+    /// Panics anywhere in the process (an actor's handler, a task): each
+    /// is also an actor failure the supervisor restarts, or a failed call.
+    pub panics: IntCounter,
     /// Time a write waited from submission until its batch began to commit.
     pub queue_seconds: prometheus::Histogram,
     /// HTTP answers on the MCP listener by route (`mcp`, `metadata`,
@@ -48,6 +51,8 @@ pub struct Metrics {
 pub struct Hot {
     pub session_messages: IntCounter,
     pub persistence_messages: IntCounter,
+    pub session_handling: prometheus::Histogram,
+    pub persistence_handling: prometheus::Histogram,
     pub created_entries: IntCounter,
     pub created_handoffs: IntCounter,
     pub created_sessions: IntCounter,
@@ -79,7 +84,15 @@ fn build() -> Metrics {
         &["source"],
     )
     .unwrap();
+    let actor_handling_seconds = HistogramVec::new(
+        HistogramOpts::new("actor_handling_seconds", "Time to handle one message")
+            .buckets(latency.clone()),
+        &["kind"],
+    )
+    .unwrap();
     let hot = Hot {
+        session_handling: actor_handling_seconds.with_label_values(&["session"]),
+        persistence_handling: actor_handling_seconds.with_label_values(&["persistence"]),
         loads_from_cache: session_loads.with_label_values(&["cache"]),
         loads_from_database: session_loads.with_label_values(&["database"]),
         session_messages: actor_messages.with_label_values(&["session"]),
@@ -93,12 +106,7 @@ fn build() -> Metrics {
         actors_live: IntGaugeVec::new(Opts::new("actors_live", "Live actors by kind"), &["kind"])
             .unwrap(),
         actor_messages,
-        actor_handling_seconds: HistogramVec::new(
-            HistogramOpts::new("actor_handling_seconds", "Time to handle one message")
-                .buckets(latency.clone()),
-            &["kind"],
-        )
-        .unwrap(),
+        actor_handling_seconds,
         actor_restarts: IntCounterVec::new(
             Opts::new("actor_restarts_total", "Actors restarted after a failure"),
             &["kind"],
@@ -159,6 +167,7 @@ fn build() -> Metrics {
         )
         .unwrap(),
         session_loads,
+        panics: IntCounter::new("panics_total", "Panics in the process").unwrap(),
         queue_seconds: prometheus::Histogram::with_opts(
             HistogramOpts::new(
                 "persistence_queue_seconds",
@@ -212,6 +221,7 @@ fn build() -> Metrics {
         Box::new(m.write_conflicts.clone()),
         Box::new(m.cache_ops.clone()),
         Box::new(m.session_loads.clone()),
+        Box::new(m.panics.clone()),
         Box::new(m.queue_seconds.clone()),
         Box::new(m.http_requests.clone()),
         Box::new(m.http_seconds.clone()),
@@ -238,6 +248,39 @@ fn build() -> Metrics {
         m.mailbox_backlog.with_label_values(&[kind]);
     }
     m
+}
+
+/// A message handled by an actor of some kind: counted when made, its
+/// handling time observed when dropped (at the end of `handle`).
+pub struct Handling {
+    hist: prometheus::Histogram,
+    started: std::time::Instant,
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.hist.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Handling {
+    pub fn start(counter: &IntCounter, hist: &prometheus::Histogram) -> Self {
+        counter.inc();
+        Self {
+            hist: hist.clone(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Count and time one message of an actor of `kind` (off the hot paths:
+/// the label lookup hashes and locks).
+pub fn handling(kind: &str) -> Handling {
+    let m = metrics();
+    Handling::start(
+        &m.actor_messages.with_label_values(&[kind]),
+        &m.actor_handling_seconds.with_label_values(&[kind]),
+    )
 }
 
 pub fn metrics() -> &'static Metrics {

@@ -145,7 +145,9 @@ impl Actor for PersistenceActor {
         msg: PersistMsg,
         st: &mut PersistenceState,
     ) -> Result<(), ActorProcessingErr> {
-        metrics().hot.persistence_messages.inc();
+        let hot = &metrics().hot;
+        let _handling =
+            crate::metrics::Handling::start(&hot.persistence_messages, &hot.persistence_handling);
         match msg {
             PersistMsg::Commit(unit, reply, submitted) => {
                 metrics()

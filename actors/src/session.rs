@@ -437,7 +437,9 @@ impl Actor for SessionActor {
         msg: SessionMsg,
         st: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
-        metrics().hot.session_messages.inc();
+        let hot = &metrics().hot;
+        let _handling =
+            crate::metrics::Handling::start(&hot.session_messages, &hot.session_handling);
         let op = match msg {
             SessionMsg::Register {
                 agent_from,

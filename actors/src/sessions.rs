@@ -71,10 +71,7 @@ impl Actor for SessionSupervisor {
         msg: SessionsMsg,
         st: &mut SessionsState,
     ) -> Result<(), ActorProcessingErr> {
-        metrics()
-            .actor_messages
-            .with_label_values(&["session_supervisor"])
-            .inc();
+        let _handling = crate::metrics::handling("session_supervisor");
         match msg {
             SessionsMsg::Spawn { key, reply } => {
                 if st.closed {

@@ -11,7 +11,6 @@ use serde_json::json;
 
 use super::{JobWork, Jobs, Outcome, RunRecord};
 use crate::audit::{AuditEvent, AuditMsg};
-use crate::metrics::metrics;
 use crate::model::{now, rfc3339};
 
 /// The registered name of a job's actor.
@@ -69,7 +68,7 @@ impl Actor for JobActor {
         msg: JobMsg,
         st: &mut JobState,
     ) -> Result<(), ActorProcessingErr> {
-        metrics().actor_messages.with_label_values(&["job"]).inc();
+        let _handling = crate::metrics::handling("job");
         let record = match msg {
             JobMsg::Tick(g) if g != st.generation => return Ok(()),
             JobMsg::Tick(_) => st.run("schedule").await,
