@@ -247,6 +247,14 @@ fn build() -> Metrics {
     for kind in ["persistence", "audit"] {
         m.mailbox_backlog.with_label_values(&[kind]);
     }
+    for kind in ["session", "job"] {
+        m.actor_restarts.with_label_values(&[kind]);
+    }
+    for dep in ["database", "cache"] {
+        for to in ["open", "half_open", "closed"] {
+            m.breaker_transitions.with_label_values(&[dep, to]);
+        }
+    }
     m
 }
 

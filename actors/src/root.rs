@@ -165,6 +165,8 @@ impl RootState {
             }
         };
         metrics().actors_live.with_label_values(&[name]).set(1);
+        // At zero from the start, so a restart alert has a series to watch.
+        metrics().actor_restarts.with_label_values(&[name]);
         self.children.insert(name.to_string(), cell);
         Ok(())
     }
