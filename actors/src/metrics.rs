@@ -29,6 +29,9 @@ pub struct Metrics {
     /// Session actors started on a session's state, by where it came from:
     /// `cache` (a row parked by an earlier actor here) or `database`.
     pub session_loads: IntCounterVec,
+    /// 1 when the replica is ready (as `/ready` says), set at each scrape of
+    /// the admin listener's `/metrics`.
+    pub ready: prometheus::IntGauge,
     /// Panics anywhere in the process (an actor's handler, a task): each
     /// is also an actor failure the supervisor restarts, or a failed call.
     pub panics: IntCounter,
@@ -168,6 +171,11 @@ fn build() -> Metrics {
         .unwrap(),
         session_loads,
         panics: IntCounter::new("panics_total", "Panics in the process").unwrap(),
+        ready: prometheus::IntGauge::new(
+            "ready",
+            "1 when the database answers and its breaker is not open (as /ready)",
+        )
+        .unwrap(),
         queue_seconds: prometheus::Histogram::with_opts(
             HistogramOpts::new(
                 "persistence_queue_seconds",
@@ -222,6 +230,7 @@ fn build() -> Metrics {
         Box::new(m.cache_ops.clone()),
         Box::new(m.session_loads.clone()),
         Box::new(m.panics.clone()),
+        Box::new(m.ready.clone()),
         Box::new(m.queue_seconds.clone()),
         Box::new(m.http_requests.clone()),
         Box::new(m.http_seconds.clone()),

@@ -72,7 +72,13 @@ fn code(ready: bool) -> StatusCode {
     }
 }
 
-async fn metrics() -> impl IntoResponse {
+/// The text exposition; `handoff_ready` is refreshed first (a scrape
+/// asks the database once, as a `/ready` probe does).
+async fn metrics(State(server): State<HandoffServer>) -> impl IntoResponse {
+    let ready = status::ready(&server.health().await);
+    handoff_actors::metrics::metrics()
+        .ready
+        .set(i64::from(ready));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handoff_actors::metrics::render(),
