@@ -260,7 +260,7 @@ async fn the_newest_rows_deleted_are_caught_by_the_anchor() {
 
     // A server started on the truncated log says so and keeps the
     // evidence: verify still fails after it wrote more rows.
-    let s = Server::start(&db, &[]).await;
+    let s = Server::start(&db, &[("HANDOFF_STDIO__ADMIN", "true")]).await;
     for i in 0..3 {
         s.call(
             "register_session",
@@ -269,6 +269,12 @@ async fn the_newest_rows_deleted_are_caught_by_the_anchor() {
         .await
         .ok();
     }
+    // And its metrics, for the alert (ops/prometheus/alerts.yml).
+    let metrics = s.read_text("handoff://metrics").await.unwrap();
+    assert_eq!(
+        common::prometheus_value(&metrics, "handoff_audit_anchor_ok", &[]),
+        Some(0.0)
+    );
     assert!(s.close().await.success());
     let log = std::fs::read_to_string(db.stderr_log()).unwrap();
     assert!(log.contains("does not reach its anchor"), "{log}");

@@ -415,7 +415,13 @@ impl Actor for AuditActor {
         msg: AuditMsg,
         st: &mut AuditState,
     ) -> Result<(), ActorProcessingErr> {
-        let _handling = crate::metrics::handling("audit");
+        let _handling = crate::metrics::handling(
+            "audit",
+            match msg {
+                AuditMsg::Record(_) => "record",
+                AuditMsg::Flush => "flush",
+            },
+        );
         match msg {
             AuditMsg::Record(e) => {
                 crate::metrics::metrics()

@@ -235,7 +235,14 @@ impl Actor for BreakerActor {
         msg: BreakerMsg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let _handling = crate::metrics::handling("breaker");
+        let _handling = crate::metrics::handling(
+            "breaker",
+            match msg {
+                BreakerMsg::Outcome { ok: true, .. } => "success",
+                BreakerMsg::Outcome { ok: false, .. } => "failure",
+                BreakerMsg::HalfOpen(_) => "half_open",
+            },
+        );
         match msg {
             BreakerMsg::Outcome { dep, ok } => {
                 let i = dep.index();

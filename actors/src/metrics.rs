@@ -32,6 +32,12 @@ pub struct Metrics {
     /// 1 when the replica is ready (as `/ready` says), set at each scrape of
     /// the admin listener's `/metrics`.
     pub ready: prometheus::IntGauge,
+    /// Messages handled by actor kind, message and outcome (`handled`, or
+    /// `panicked`: the handler panicked and the supervisor restarts it).
+    pub actor_message_outcomes: IntCounterVec,
+    /// 1 when the audit log reached its anchor at start, 0 when its newest
+    /// rows were deleted or rewritten (`handoff audit verify` will fail).
+    pub audit_anchor_ok: prometheus::IntGauge,
     /// Panics anywhere in the process (an actor's handler, a task): each
     /// is also an actor failure the supervisor restarts, or a failed call.
     pub panics: IntCounter,
@@ -171,6 +177,19 @@ fn build() -> Metrics {
         .unwrap(),
         session_loads,
         panics: IntCounter::new("panics_total", "Panics in the process").unwrap(),
+        actor_message_outcomes: IntCounterVec::new(
+            Opts::new(
+                "actor_message_outcomes_total",
+                "Messages handled by actor kind, message and outcome",
+            ),
+            &["kind", "message", "outcome"],
+        )
+        .unwrap(),
+        audit_anchor_ok: prometheus::IntGauge::new(
+            "audit_anchor_ok",
+            "1 when the audit log reached its anchor at start, 0 when its newest rows are gone",
+        )
+        .unwrap(),
         ready: prometheus::IntGauge::new(
             "ready",
             "1 when the database answers and its breaker is not open (as /ready)",
@@ -230,6 +249,8 @@ fn build() -> Metrics {
         Box::new(m.cache_ops.clone()),
         Box::new(m.session_loads.clone()),
         Box::new(m.panics.clone()),
+        Box::new(m.actor_message_outcomes.clone()),
+        Box::new(m.audit_anchor_ok.clone()),
         Box::new(m.ready.clone()),
         Box::new(m.queue_seconds.clone()),
         Box::new(m.http_requests.clone()),
@@ -259,6 +280,7 @@ fn build() -> Metrics {
     for kind in ["session", "job"] {
         m.actor_restarts.with_label_values(&[kind]);
     }
+    m.audit_anchor_ok.set(1);
     for dep in ["database", "cache"] {
         for to in ["open", "half_open", "closed"] {
             m.breaker_transitions.with_label_values(&[dep, to]);
@@ -267,34 +289,56 @@ fn build() -> Metrics {
     m
 }
 
-/// A message handled by an actor of some kind: counted when made, its
-/// handling time observed when dropped (at the end of `handle`).
+/// A message handled by an actor: counted and timed when dropped (at the
+/// end of `handle`, or while unwinding from a panic in it).
 pub struct Handling {
+    counter: IntCounter,
     hist: prometheus::Histogram,
+    kind: &'static str,
+    message: &'static str,
     started: std::time::Instant,
 }
 
 impl Drop for Handling {
     fn drop(&mut self) {
+        self.counter.inc();
         self.hist.observe(self.started.elapsed().as_secs_f64());
+        let outcome = if std::thread::panicking() {
+            "panicked"
+        } else {
+            "handled"
+        };
+        metrics()
+            .actor_message_outcomes
+            .with_label_values(&[self.kind, self.message, outcome])
+            .inc();
     }
 }
 
 impl Handling {
-    pub fn start(counter: &IntCounter, hist: &prometheus::Histogram) -> Self {
-        counter.inc();
+    /// With the kind's counter and histogram already resolved (hot paths).
+    pub fn start(
+        kind: &'static str,
+        message: &'static str,
+        counter: &IntCounter,
+        hist: &prometheus::Histogram,
+    ) -> Self {
         Self {
+            counter: counter.clone(),
             hist: hist.clone(),
+            kind,
+            message,
             started: std::time::Instant::now(),
         }
     }
 }
 
-/// Count and time one message of an actor of `kind` (off the hot paths:
-/// the label lookup hashes and locks).
-pub fn handling(kind: &str) -> Handling {
+/// Count and time one `message` of an actor of `kind`.
+pub fn handling(kind: &'static str, message: &'static str) -> Handling {
     let m = metrics();
     Handling::start(
+        kind,
+        message,
         &m.actor_messages.with_label_values(&[kind]),
         &m.actor_handling_seconds.with_label_values(&[kind]),
     )

@@ -146,8 +146,16 @@ impl Actor for PersistenceActor {
         st: &mut PersistenceState,
     ) -> Result<(), ActorProcessingErr> {
         let hot = &metrics().hot;
-        let _handling =
-            crate::metrics::Handling::start(&hot.persistence_messages, &hot.persistence_handling);
+        let name = match msg {
+            PersistMsg::Commit(..) => "commit",
+            PersistMsg::Flush => "flush",
+        };
+        let _handling = crate::metrics::Handling::start(
+            "persistence",
+            name,
+            &hot.persistence_messages,
+            &hot.persistence_handling,
+        );
         match msg {
             PersistMsg::Commit(unit, reply, submitted) => {
                 metrics()

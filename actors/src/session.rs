@@ -119,6 +119,24 @@ pub enum SessionMsg {
     Crash(Reply<()>),
 }
 
+impl SessionMsg {
+    /// The message's name, a metric label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SessionMsg::Register { .. } => "register",
+            SessionMsg::Append { .. } => "append",
+            SessionMsg::Handoff { .. } => "handoff",
+            SessionMsg::Delete { .. } => "delete",
+            SessionMsg::Accept { .. } => "accept",
+            SessionMsg::Summary { .. } => "summary",
+            SessionMsg::Transition { .. } => "transition",
+            SessionMsg::Committed => "committed",
+            SessionMsg::IdleCheck => "idle_check",
+            SessionMsg::Crash(_) => "crash",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Registered {
     /// The row as registered; its `summary` is left empty (the reply shows
@@ -438,8 +456,12 @@ impl Actor for SessionActor {
         st: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         let hot = &metrics().hot;
-        let _handling =
-            crate::metrics::Handling::start(&hot.session_messages, &hot.session_handling);
+        let _handling = crate::metrics::Handling::start(
+            "session",
+            msg.name(),
+            &hot.session_messages,
+            &hot.session_handling,
+        );
         let op = match msg {
             SessionMsg::Register {
                 agent_from,

@@ -71,7 +71,13 @@ impl Actor for SessionSupervisor {
         msg: SessionsMsg,
         st: &mut SessionsState,
     ) -> Result<(), ActorProcessingErr> {
-        let _handling = crate::metrics::handling("session_supervisor");
+        let _handling = crate::metrics::handling(
+            "session_supervisor",
+            match msg {
+                SessionsMsg::Spawn { .. } => "spawn",
+                SessionsMsg::Close => "close",
+            },
+        );
         match msg {
             SessionsMsg::Spawn { key, reply } => {
                 if st.closed {

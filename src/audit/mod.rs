@@ -127,6 +127,7 @@ pub async fn prepare(
         Ok(Some(a))
             if !anchor::head_agrees(&a, head.as_ref().map(|h| (h.seq, h.hash.as_str()))) =>
         {
+            handoff_actors::metrics::metrics().audit_anchor_ok.set(0);
             tracing::error!(
                 anchor = %files.anchor.display(),
                 anchor_seq = a.seq,

@@ -68,7 +68,14 @@ impl Actor for JobActor {
         msg: JobMsg,
         st: &mut JobState,
     ) -> Result<(), ActorProcessingErr> {
-        let _handling = crate::metrics::handling("job");
+        let _handling = crate::metrics::handling(
+            "job",
+            match msg {
+                JobMsg::Tick(_) => "tick",
+                JobMsg::RunNow(_) => "run_now",
+                JobMsg::Reschedule => "reschedule",
+            },
+        );
         let record = match msg {
             JobMsg::Tick(g) if g != st.generation => return Ok(()),
             JobMsg::Tick(_) => st.run("schedule").await,
