@@ -88,10 +88,12 @@ fn authenticator(
         .api_keys
         .then(|| crate::auth::ApiKeys::new(db.clone(), audit_key.clone(), cfg.db_timeout));
     let oauth = if cfg.auth.oauth.enabled() {
-        Some(Arc::new(crate::auth::OAuth::new(
+        let oauth = Arc::new(crate::auth::OAuth::new(
             &cfg.auth.oauth,
             cfg.max_agent_id_bytes,
-        )?))
+        )?);
+        oauth.prefetch();
+        Some(oauth)
     } else {
         None
     };

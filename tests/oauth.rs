@@ -9,18 +9,14 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::{create_key, header, post, Daemon, McpHttp};
-use common::oauth::{Provider, RESOURCE};
+use common::oauth::{Provider, AGENT_CLAIM, RESOURCE};
 use common::DbDir;
 use serde_json::{json, Value};
 
 const METADATA_URL: &str = "https://handoff.test/.well-known/oauth-protected-resource/mcp";
 
-fn env(p: &Provider) -> Vec<(&'static str, String)> {
-    p.env()
-}
-
 async fn start(db: &DbDir, p: &Provider, more: &[(&'static str, &str)]) -> Daemon {
-    let mut env: Vec<(&str, String)> = env(p);
+    let mut env: Vec<(&str, String)> = p.env();
     env.extend(more.iter().map(|(k, v)| (*k, v.to_string())));
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Daemon::start_env(db, &[], &refs).await
@@ -133,8 +129,15 @@ async fn protected_resource_metadata_and_the_401_challenge() {
 async fn tokens_are_verified_as_the_specification_requires() {
     let p = Provider::start().await;
     let db = DbDir::new();
-    let d = start(&db, &p, &[]).await;
-    let agent = |extra: Value| p.token("acme", "handoff:agent", extra);
+    let d = start(&db, &p, &[AGENT_CLAIM]).await;
+    // Agent tokens acting as alice unless `extra` says otherwise.
+    let agent = |extra: Value| {
+        let mut claims = json!({"agent": "alice"});
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        p.token("acme", "handoff:agent", claims)
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -210,6 +213,31 @@ async fn tokens_are_verified_as_the_specification_requires() {
             agent(json!({"agent": ["alice", "bob"]})).await,
             "agent_claim",
         ),
+        (
+            // Unbound, it could act as any agent.
+            "agent claim missing from an agent token",
+            agent(json!({"agent": null})).await,
+            "agent_claim",
+        ),
+        (
+            // Two such callers could not be told apart.
+            "no subject",
+            agent(json!({"sub": null})).await,
+            "subject_claim",
+        ),
+        (
+            // The crate skips an `nbf` it cannot read as whole seconds.
+            "fractional nbf in the future",
+            agent(json!({"nbf": now as f64 + 600.5})).await,
+            "malformed",
+        ),
+        ("negative nbf", agent(json!({"nbf": -1})).await, "malformed"),
+        (
+            "a logout token",
+            p.mint(json!({"header": {"typ": "logout+jwt"}, "claims": {"aud": RESOURCE, "tenant": "acme", "scope": "handoff:agent", "agent": "alice", "sub": "u"}}))
+                .await,
+            "malformed",
+        ),
     ];
     for (label, token, _) in &cases {
         refused_401(label, try_token(&d, token).await);
@@ -222,7 +250,7 @@ async fn tokens_are_verified_as_the_specification_requires() {
     p.add_key("ES256", "k2").await;
     let before = p.jwks_fetches().await;
     let rotated = p
-        .mint(json!({"kid": "k2", "claims": {"aud": RESOURCE, "tenant": "acme", "scope": "handoff:agent"}}))
+        .mint(json!({"kid": "k2", "claims": {"aud": RESOURCE, "tenant": "acme", "scope": "handoff:agent", "agent": "alice", "sub": "u"}}))
         .await;
     accepted("signed with the new key", try_token(&d, &rotated).await);
     accepted("signed with the old key", try_token(&d, &valid).await);
@@ -231,13 +259,24 @@ async fn tokens_are_verified_as_the_specification_requires() {
         before + 1,
         "one refetch for the new kid"
     );
+    // The key decides the algorithm: an ES256 token naming the RSA key's
+    // kid finds no key for ES256.
+    let crossed = p
+        .mint(json!({"kid": "k2", "header": {"kid": "k1"}, "claims": {"aud": RESOURCE, "tenant": "acme", "scope": "handoff:agent", "agent": "alice"}}))
+        .await;
+    refused_401("ES256 header on the RSA key", try_token(&d, &crossed).await);
+    cases.push((
+        "ES256 header on the RSA key",
+        crossed,
+        "unknown_signing_key",
+    ));
 
     // A kid the provider never published: fetched again once, then
     // refused; a second such token within REFETCH_AFTER fetches nothing.
     tokio::time::sleep(Duration::from_millis(5200)).await;
     let before = p.jwks_fetches().await;
     let rogue = p
-        .mint(json!({"signer": "rogue", "claims": {"aud": RESOURCE, "tenant": "acme", "scope": "handoff:agent"}}))
+        .mint(json!({"signer": "rogue", "claims": {"aud": RESOURCE, "tenant": "acme", "scope": "handoff:agent", "agent": "alice"}}))
         .await;
     refused_401("unknown kid", try_token(&d, &rogue).await);
     assert_eq!(
@@ -364,7 +403,9 @@ async fn tokens_are_verified_as_the_specification_requires() {
         text.contains(r#""s1""#) && text.contains(r#""s2""#),
         "{text}"
     );
-    let other = p.token("globex", "handoff:agent", json!({})).await;
+    let other = p
+        .token("globex", "handoff:agent", json!({"agent": "alice"}))
+        .await;
     let mut globex = McpHttp::open(&d.mcp, Some(&other)).await;
     let sessions = globex.read("handoff://sessions").await;
     let v: Value =
@@ -424,18 +465,7 @@ async fn agent_tokens_are_refused_exactly_the_calls_agent_keys_are() {
         .iter()
         .map(|t| t["name"].as_str().unwrap().to_string())
         .collect();
-    let snake = |n: &str| {
-        n.chars()
-            .flat_map(|c| {
-                if c.is_ascii_uppercase() {
-                    vec!['_', c.to_ascii_lowercase()]
-                } else {
-                    vec![c]
-                }
-            })
-            .collect::<String>()
-    };
-    let args = |tool: &str| match snake(tool).as_str() {
+    let args = |tool: &str| match handoff::mcp::args::snake_case(tool).as_str() {
         "update_configuration" => {
             json!({"config_section": "monitoring", "monitoring_config": {"slow_call_threshold": "750ms"}})
         }
@@ -635,4 +665,88 @@ async fn a_provider_that_goes_away_leaves_the_keys_held() {
     assert_eq!(status, 503, "{head}");
     assert_eq!(header(&head, "retry-after"), Some("1"));
     d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_key_fetches_are_bounded_whatever_clients_do() {
+    let p = Provider::start().await;
+    let db = DbDir::new();
+    let d = start(&db, &p, &[]).await;
+    let valid = p.token("acme", "handoff:agent", json!({})).await;
+    accepted("keys fetched at start", try_token(&d, &valid).await);
+    let rogue = p
+        .mint(json!({"signer": "rogue", "claims": {"aud": RESOURCE, "tenant": "acme", "scope": "handoff:agent"}}))
+        .await;
+
+    // A provider that answers in 4 s: a request naming an unknown kid
+    // waits about a second for the refetch, not the whole fetch; a known
+    // kid does not wait at all, even while that fetch runs.
+    p.slow(4000).await;
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    let t = std::time::Instant::now();
+    refused_401("unknown kid, slow provider", try_token(&d, &rogue).await);
+    let waited = t.elapsed();
+    accepted("known kid during the fetch", try_token(&d, &valid).await);
+    assert!(
+        waited < Duration::from_millis(3000),
+        "waited {waited:?} for a 4 s provider"
+    );
+
+    // Clients that hang up mid-request cannot start more fetches: 100
+    // unknown-kid requests abandoned after 20 ms, over 6 s, start at most
+    // one fetch per 5 s (before the fix: one per abandoned request).
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    let before = p.jwks_fetches().await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let auth = format!("Bearer {rogue}");
+    let t = std::time::Instant::now();
+    for _ in 0..100 {
+        let _ = impatient
+            .post(format!("http://{}/mcp", d.mcp))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", &auth)
+            .body(initialize().to_string())
+            .send()
+            .await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let spent = t.elapsed();
+    // Let the last fetch reach the provider's counter.
+    p.slow(0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fetches = p.jwks_fetches().await - before;
+    let allowed = spent.as_millis() as u64 / 5000 + 1;
+    assert!(
+        (1..=allowed).contains(&fetches),
+        "{fetches} fetches in {spent:?} (at most {allowed})"
+    );
+
+    // A header that is not ASCII is refused as malformed, not missing.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/mcp", d.mcp))
+        .header("content-type", "application/json")
+        .header(
+            "authorization",
+            reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
+        )
+        .body(initialize().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    d.stop().await;
+    let rows = audited(&db).await;
+    assert!(
+        rows.iter()
+            .any(|(_, d)| d["reason"] == "malformed" && d["method"] == "unknown"),
+        "{rows:?}"
+    );
+    assert!(
+        !rows.iter().any(|(_, d)| d["reason"] == "missing"),
+        "{rows:?}"
+    );
 }

@@ -29,33 +29,6 @@ fn value(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
     prometheus_value(text, metric, labels).unwrap_or(0.0)
 }
 
-/// `promtool check metrics` on a scrape: (success, what it said).
-fn promtool(text: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("`promtool` is needed (Debian: apt install prometheus)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_under_load_pass_promtool_and_carry_no_user_names() {
     let db = DbDir::new();
@@ -190,7 +163,7 @@ async fn metrics_move_under_load_pass_promtool_and_carry_no_user_names() {
     assert!(value(&after, "handoff_process_open_fds", &[]) > 0.0);
 
     // promtool accepts the scrape.
-    let (ok, said) = promtool(&after);
+    let (ok, said) = common::promtool(&["check", "metrics"], None, Some(&after));
     assert!(ok, "promtool check metrics: {said}");
 
     // No label value names the tenant, an agent, a session or the key.

@@ -117,16 +117,7 @@ fn promtool_checks_and_tests_the_rules() {
         vec!["test", "rules", "alerts.test.yml"],
         vec!["check", "config", "scrape.yml"],
     ] {
-        let out = std::process::Command::new("promtool")
-            .args(&args)
-            .current_dir(&dir)
-            .output()
-            .expect("`promtool` is needed (Debian: apt install prometheus)");
-        assert!(
-            out.status.success(),
-            "promtool {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (ok, said) = common::promtool(&args, Some(&dir), None);
+        assert!(ok, "promtool {args:?}: {said}");
     }
 }

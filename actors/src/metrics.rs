@@ -157,7 +157,7 @@ fn build() -> Metrics {
         )
         .unwrap(),
         tool_seconds: HistogramVec::new(
-            HistogramOpts::new("tool_call_seconds", "Tool call duration").buckets(latency),
+            HistogramOpts::new("tool_call_seconds", "Tool call duration").buckets(latency.clone()),
             &["tool"],
         )
         .unwrap(),
@@ -200,7 +200,7 @@ fn build() -> Metrics {
                 "persistence_queue_seconds",
                 "Wait from a write's submission until its batch starts to commit",
             )
-            .buckets(exponential_buckets(0.00005, 2.0, 18).expect("buckets")),
+            .buckets(latency.clone()),
         )
         .unwrap(),
         http_requests: IntCounterVec::new(
@@ -213,7 +213,7 @@ fn build() -> Metrics {
                 "http_request_seconds",
                 "HTTP request duration, head to answer",
             )
-            .buckets(exponential_buckets(0.00005, 2.0, 18).expect("buckets")),
+            .buckets(latency.clone()),
             &["route"],
         )
         .unwrap(),

@@ -108,14 +108,23 @@ impl OAuthConfig {
         let Some(issuer) = &self.issuer else {
             return out;
         };
-        let mut need_url = |name: &str, value: &str| {
-            if let Err(m) = check_url(value) {
+        let mut need_plain_url = |name: &str, value: &str| {
+            let plain = check_url(value).and_then(|u| {
+                if u.query().is_some() || u.fragment().is_some() {
+                    Err("must have no query or fragment")
+                } else {
+                    Ok(u)
+                }
+            });
+            if let Err(m) = plain {
                 out.push(format!("auth.oauth.{name} ({}) {m}", env(name)));
             }
         };
-        need_url("issuer", issuer);
+        // RFC 8414 §2 (issuer) and RFC 8707 §2 (resource): no query, no
+        // fragment; either would make the exact comparison ambiguous.
+        need_plain_url("issuer", issuer);
         match &self.resource {
-            Some(r) => need_url("resource", r),
+            Some(r) => need_plain_url("resource", r),
             None => out.push(format!(
                 "auth.oauth.resource ({}) is required with auth.oauth.issuer: the URI of this \
                  server's MCP endpoint, which tokens must carry as their audience",
@@ -242,6 +251,21 @@ mod tests {
         assert!(c.problems().is_empty());
         c.jwks_url = Some("https://user:pw@idp.example/jwks".into());
         assert!(c.problems()[0].contains("credentials"));
+    }
+
+    #[test]
+    fn issuer_and_resource_have_no_query_or_fragment() {
+        for bad in [
+            "https://handoff.example/mcp?x=1",
+            "https://handoff.example/mcp#f",
+        ] {
+            let mut c = on();
+            c.resource = Some(bad.into());
+            assert!(c.problems()[0].contains("auth.oauth.resource"), "{bad}");
+            let mut c = on();
+            c.issuer = Some(bad.into());
+            assert!(c.problems()[0].contains("auth.oauth.issuer"), "{bad}");
+        }
     }
 
     #[test]

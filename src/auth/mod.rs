@@ -47,10 +47,15 @@ pub struct Principal {
 impl Principal {
     /// How logs, limits and the audit log name the caller.
     pub fn label(&self) -> String {
-        match self.method {
-            Method::ApiKey => format!("key:{}", self.id),
-            Method::OAuth => format!("token:{}", self.id),
-        }
+        label(self.method, &self.id)
+    }
+}
+
+/// `key:{id}` or `token:{id}`: a caller's name in logs and the audit log.
+pub fn label(method: Method, id: &str) -> String {
+    match method {
+        Method::ApiKey => format!("key:{id}"),
+        Method::OAuth => format!("token:{id}"),
     }
 }
 
@@ -76,8 +81,10 @@ pub enum Refusal {
     WrongAudience,
     /// No valid tenant in the tenant claim.
     Tenant,
-    /// The agent claim is not a usable agent name.
+    /// The agent claim is missing or not a usable agent name.
     Agent,
+    /// No subject (`sub`, `client_id`, `azp`) to tell the caller by.
+    Subject,
     /// A valid token without the scope the call needs (403).
     InsufficientScope,
     /// An access token in the query string (400).
@@ -101,6 +108,7 @@ impl Refusal {
             Refusal::WrongAudience => "wrong_audience",
             Refusal::Tenant => "tenant_claim",
             Refusal::Agent => "agent_claim",
+            Refusal::Subject => "subject_claim",
             Refusal::InsufficientScope => "insufficient_scope",
             Refusal::TokenInQuery => "token_in_query",
         }

@@ -104,19 +104,18 @@ pub async fn require_auth(State(s): State<AuthState>, mut req: Request, next: Ne
             s.metadata.as_ref().map(|m| m.invalid_request()),
         );
     }
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let presented = header.is_some();
+    let raw = req.headers().get(header::AUTHORIZATION);
+    let presented = raw.is_some();
+    // A header that is not visible ASCII is malformed, not missing.
+    let header = raw.map(|v| v.to_str().unwrap_or("\u{0}"));
     let verified = match s.auth.verify(header).await {
         Ok(v) => v,
         // The key (or the provider's signing keys) could not be looked up:
         // the client is not at fault, and may retry.
-        Err(Failure {
-            reason: Refusal::Unavailable,
-            ..
-        }) => return unavailable(),
+        Err(f) if f.reason == Refusal::Unavailable => {
+            s.refuse(f, remote);
+            return unavailable();
+        }
         Err(f) => {
             s.refuse(f, remote);
             let challenge = match &s.metadata {
@@ -222,11 +221,9 @@ fn failure(f: &Failure, remote: IpAddr, suppressed: u64) {
         suppressed,
         "authentication failed"
     );
-    let actor = match (f.method, &f.id) {
-        (Some(Method::OAuth), Some(id)) => Some(format!("token:{id}")),
-        (_, Some(id)) => Some(format!("key:{id}")),
-        _ => None,
-    };
+    let actor =
+        f.id.as_deref()
+            .map(|id| crate::auth::label(f.method.unwrap_or(Method::ApiKey), id));
     AuditMsg::record(AuditEvent {
         action: "auth.failed",
         tenant: String::new(),

@@ -719,3 +719,31 @@ impl Proxy {
         self.cut.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// `promtool ARGS` (in `dir`, with `stdin`): (success, what it said).
+pub fn promtool(args: &[&str], dir: Option<&Path>, stdin: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new("promtool");
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    let mut child = cmd
+        .spawn()
+        .expect("`promtool` is needed (Debian: apt install prometheus)");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
+/// Binds tokens to the agent their `agent` claim names.
+pub const AGENT_CLAIM: (&str, &str) = ("HANDOFF_AUTH__OAUTH__AGENT_CLAIM", "agent");
+
 /// The audience the daemons under test are configured with.
 pub const RESOURCE: &str = "https://handoff.test/mcp";
 
@@ -50,14 +53,25 @@ impl Provider {
         }
     }
 
-    /// The daemon's environment for this provider: OAuth on, agent
-    /// binding from the `agent` claim.
+    /// The daemon's environment for this provider: OAuth on, tokens not
+    /// bound to agents (see `AGENT_CLAIM`).
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("HANDOFF_AUTH__OAUTH__ISSUER", self.issuer.clone()),
             ("HANDOFF_AUTH__OAUTH__RESOURCE", RESOURCE.to_string()),
-            ("HANDOFF_AUTH__OAUTH__AGENT_CLAIM", "agent".to_string()),
         ]
+    }
+
+    /// Make the provider answer JWK Set requests `ms` late.
+    pub async fn slow(&self, ms: u64) {
+        let r = self
+            .http
+            .post(format!("{}/slow", self.control))
+            .json(&json!({ "ms": ms }))
+            .send()
+            .await
+            .expect("slow");
+        assert!(r.status().is_success());
     }
 
     /// A token from the control listener (see oauth_provider.mjs for `spec`).

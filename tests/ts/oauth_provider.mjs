@@ -12,6 +12,7 @@
 //     "none" (alg none) or "hs256-public-key" (HMAC keyed with the public
 //     key's PEM: the algorithm-confusion attack). -> {"token": "..."}
 //   POST /keys  {alg, kid}  generate and publish a signing key (rotation)
+//   POST /slow  {ms}        answer JWK Set requests after `ms` (0: at once)
 //   GET  /stats             {"jwks_fetches": n}
 //
 // Client-credentials tokens (POST {issuer}/token) carry sub = client_id,
@@ -43,8 +44,15 @@ const issuer = new OAuth2Issuer();
 await issuer.keys.generate('RS256', { kid: 'k1' });
 const service = new OAuth2Service(issuer);
 let jwksFetches = 0;
+let jwksDelay = 0;
 const provider = http.createServer((req, res) => {
-  if (req.url.startsWith('/jwks')) jwksFetches++;
+  if (req.url.startsWith('/jwks')) {
+    jwksFetches++;
+    if (jwksDelay > 0) {
+      setTimeout(() => service.requestHandler(req, res), jwksDelay);
+      return;
+    }
+  }
   service.requestHandler(req, res);
 });
 issuer.url = `http://127.0.0.1:${await listen(provider)}`;
@@ -100,6 +108,9 @@ const control = http.createServer(async (req, res) => {
       const { alg, kid } = await readJson(req);
       await issuer.keys.generate(alg, { kid });
       out = { kid };
+    } else if (req.method === 'POST' && req.url === '/slow') {
+      jwksDelay = (await readJson(req)).ms ?? 0;
+      out = { ms: jwksDelay };
     } else if (req.method === 'GET' && req.url === '/stats') out = { jwks_fetches: jwksFetches };
     else {
       res.writeHead(404).end();

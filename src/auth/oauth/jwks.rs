@@ -5,7 +5,12 @@
 //! at most once per `REFETCH_AFTER`, so a stream of forged `kid`s cannot
 //! turn this server into a load generator against the provider. A failed
 //! fetch keeps the keys already held: a provider that is briefly away does
-//! not lock every client out.
+//! not lock every client out — for `MAX_STALE` past the cache lifetime.
+//!
+//! Fetches run in a task of their own, recorded before they start: a
+//! caller that gives up (a cancelled request) cancels nothing and cannot
+//! reset the rate limit, and no request waits on the provider longer than
+//! `WAIT_FOR_KEYS`.
 //!
 //! Each key carries the algorithms it may verify, from its own `alg` (or
 //! its type when it has none), never from the token's header: an RSA key
@@ -13,13 +18,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
 };
 use jsonwebtoken::{Algorithm, DecodingKey};
+use tokio::sync::watch;
 
 use crate::auth::config::check_url;
 
@@ -29,6 +35,13 @@ const MAX_DOCUMENT: usize = 1024 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// An unknown `kid` fetches the keys again at most this often.
 pub const REFETCH_AFTER: Duration = Duration::from_secs(5);
+/// A request with a `kid` not held waits at most this long for a fetch;
+/// then it is answered from what is held.
+pub const WAIT_FOR_KEYS: Duration = Duration::from_secs(1);
+/// Keys not confirmed by a fetch for this long past `jwks_cache` are no
+/// longer trusted (a key the provider withdrew must stop working even
+/// while the provider cannot be reached).
+pub const MAX_STALE: Duration = Duration::from_secs(24 * 3600);
 
 pub struct Key {
     pub decoding: DecodingKey,
@@ -41,7 +54,7 @@ pub enum Miss {
     /// The set (fetched again if allowed) holds no such key for that
     /// algorithm.
     Unknown,
-    /// No keys could be fetched at all.
+    /// No keys could be fetched at all (or none recently enough).
     Unavailable,
 }
 
@@ -55,15 +68,23 @@ enum Source {
     },
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Held {
     keys: HashMap<String, Arc<Key>>,
     /// Keys without a `kid` (usable only when the set has exactly one key).
     anonymous: Vec<Arc<Key>>,
+    /// When the last successful fetch started.
     fetched: Option<Instant>,
-    attempted: Option<Instant>,
     /// The discovered JWKS URL.
     url: Option<url::Url>,
+}
+
+/// The fetch in flight, if any, and when the last one started.
+#[derive(Default)]
+struct Fetching {
+    started: Option<Instant>,
+    /// Turns true when the running fetch has finished.
+    done: Option<watch::Receiver<bool>>,
 }
 
 pub struct Jwks {
@@ -72,8 +93,7 @@ pub struct Jwks {
     allowed: Vec<Algorithm>,
     http: reqwest::Client,
     held: RwLock<Arc<Held>>,
-    /// One fetch at a time; the others wait and use its result.
-    fetching: tokio::sync::Mutex<()>,
+    fetching: Mutex<Fetching>,
 }
 
 impl Jwks {
@@ -103,12 +123,18 @@ impl Jwks {
             allowed,
             http,
             held: RwLock::new(Arc::new(Held::default())),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching: Mutex::new(Fetching::default()),
         })
     }
 
     fn held(&self) -> Arc<Held> {
         self.held.read().expect("jwks lock").clone()
+    }
+
+    /// Fetch the keys now, in the background (at start, so the first
+    /// request finds them).
+    pub fn prefetch(self: &Arc<Self>) {
+        self.start_fetch();
     }
 
     /// The key that verifies a token with this `kid` and `alg`.
@@ -118,54 +144,70 @@ impl Jwks {
         alg: Algorithm,
     ) -> Result<Arc<Key>, Miss> {
         let held = self.held();
-        let fresh = held.fetched.is_some_and(|t| t.elapsed() < self.ttl);
-        let recently = held.attempted.is_some_and(|t| t.elapsed() < REFETCH_AFTER);
+        let age = held.fetched.map(|t| t.elapsed());
+        if age.is_some_and(|a| a >= self.ttl + MAX_STALE) {
+            // Too old to trust; fetch, and answer once that is done.
+            self.wait_for(self.start_fetch()).await;
+            return self.answer(kid, alg);
+        }
         if let Some(k) = find(&held, kid, alg) {
             // A known key answers at once; when the set is stale it is
             // fetched again in the background, so no request waits on the
             // provider for a key it already has.
-            if !fresh && !recently {
-                let me = self.clone();
-                let seen = held.attempted;
-                tokio::spawn(async move {
-                    me.refresh(seen).await;
-                });
+            if age.is_none_or(|a| a >= self.ttl) {
+                self.start_fetch();
             }
             return Ok(k);
         }
-        // Not there: fetch (the provider may have rotated) unless a fetch
-        // was just tried; then answer from what is held.
-        let held = if recently {
-            held
-        } else {
-            self.refresh(held.attempted).await
-        };
-        if let Some(k) = find(&held, kid, alg) {
-            return Ok(k);
+        // Not there: the provider may have rotated. Fetch (unless one was
+        // just tried), wait a little for it, then answer from what is held.
+        self.wait_for(self.start_fetch()).await;
+        self.answer(kid, alg)
+    }
+
+    fn answer(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Key>, Miss> {
+        let held = self.held();
+        let usable = held
+            .fetched
+            .is_some_and(|t| t.elapsed() < self.ttl + MAX_STALE);
+        if !usable {
+            return Err(Miss::Unavailable);
         }
-        if held.fetched.is_none() {
-            Err(Miss::Unavailable)
-        } else {
-            Err(Miss::Unknown)
+        find(&held, kid, alg).ok_or(Miss::Unknown)
+    }
+
+    async fn wait_for(&self, done: Option<watch::Receiver<bool>>) {
+        if let Some(mut done) = done {
+            let _ = tokio::time::timeout(WAIT_FOR_KEYS, done.wait_for(|d| *d)).await;
         }
     }
 
-    /// Fetch the set, unless another caller did since `seen` (then use its
-    /// result).
-    async fn refresh(&self, seen: Option<Instant>) -> Arc<Held> {
-        let _one = self.fetching.lock().await;
-        let held = self.held();
-        if held.attempted != seen {
-            return held;
+    /// Start a fetch unless one is running (then join it) or one started
+    /// less than `REFETCH_AFTER` ago (then `None`: use what is held). The
+    /// start is recorded before the fetch runs, in a task no caller owns.
+    fn start_fetch(self: &Arc<Self>) -> Option<watch::Receiver<bool>> {
+        let mut f = self.fetching.lock().expect("jwks fetch lock");
+        if let Some(done) = f.done.as_ref().filter(|d| !*d.borrow()) {
+            return Some(done.clone());
         }
-        let now = Instant::now();
-        let mut next = Held {
-            keys: held.keys.clone(),
-            anonymous: held.anonymous.clone(),
-            fetched: held.fetched,
-            attempted: Some(now),
-            url: held.url.clone(),
-        };
+        if f.started.is_some_and(|t| t.elapsed() < REFETCH_AFTER) {
+            return None;
+        }
+        let (tx, rx) = watch::channel(false);
+        f.started = Some(Instant::now());
+        f.done = Some(rx.clone());
+        drop(f);
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.refresh().await;
+            let _ = tx.send(true);
+        });
+        Some(rx)
+    }
+
+    async fn refresh(&self) {
+        let started = Instant::now();
+        let mut next = Held::clone(&self.held());
         match self.fetch(&mut next.url).await {
             Ok(set) => {
                 let (keys, anonymous) = self.usable(&set);
@@ -175,15 +217,13 @@ impl Jwks {
                 );
                 next.keys = keys;
                 next.anonymous = anonymous;
-                next.fetched = Some(now);
+                next.fetched = Some(started);
             }
             Err(e) => {
                 tracing::warn!(error = %e, held = next.keys.len() + next.anonymous.len(), "OAuth signing keys could not be fetched; keeping the keys held");
             }
         }
-        let next = Arc::new(next);
-        *self.held.write().expect("jwks lock") = next.clone();
-        next
+        *self.held.write().expect("jwks lock") = Arc::new(next);
     }
 
     async fn fetch(&self, url: &mut Option<url::Url>) -> anyhow::Result<JwkSet> {

@@ -81,10 +81,23 @@ impl OAuth {
         parts == 3
     }
 
+    /// Fetch the provider's keys now, so the first request finds them.
+    pub fn prefetch(&self) {
+        self.jwks.prefetch();
+    }
+
     pub async fn verify(&self, token: &str) -> Result<Verified, (Refusal, Option<String>)> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| (unparsed(token), None))?;
         if !self.allowed.contains(&header.alg) {
             return Err((Refusal::Algorithm, None));
+        }
+        // RFC 9068 access tokens say `at+jwt`; most providers say `JWT`.
+        // Any other type (a logout token, a DPoP proof) is not one.
+        if header.typ.as_deref().is_some_and(|t| {
+            !["jwt", "at+jwt", "application/at+jwt"].contains(&t.to_ascii_lowercase().as_str())
+        }) || has_crit(token)
+        {
+            return Err((Refusal::Malformed, None));
         }
         let key = match self.jwks.key(header.kid.as_deref(), header.alg).await {
             Ok(k) => k,
@@ -102,26 +115,37 @@ impl OAuth {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &v)
             .map_err(|e| (refusal(e.kind()), None))?;
         let claims = data.claims;
-        // The crate skips `nbf`/`exp` that are not numbers and an `iss`
-        // that is not a string; a token that odd is refused here.
-        let numeric = |c: &str| claims.get(c).is_none_or(Value::is_number);
+        // The crate skips an `nbf` that is not a whole non-negative number
+        // (a float, -1, 1e300) and an `iss` that is not a string; a token
+        // that odd is refused here.
+        let numeric = |c: &str| claims.get(c).is_none_or(Value::is_u64);
         if !numeric("nbf") || !numeric("exp") || !numeric("iat") {
             return Err((Refusal::Malformed, None));
         }
         if claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
             return Err((Refusal::WrongIssuer, None));
         }
-        let id = self.subject_id(&claims);
-        let tenant = claims
+        let (claim, subject) = subject(&claims).ok_or((Refusal::Subject, None))?;
+        let Some(tenant) = claims
             .get(&self.tenant_claim)
             .and_then(Value::as_str)
             .filter(|t| handoff_actors::model::valid_tenant(t))
-            .ok_or((Refusal::Tenant, Some(id.clone())))?
-            .to_string();
+        else {
+            return Err((Refusal::Tenant, Some(self.caller_id(claim, subject, ""))));
+        };
+        let id = self.caller_id(claim, subject, tenant);
+        let tenant = tenant.to_string();
+        let scopes = self.scopes(&claims);
+        let admin = scopes.iter().any(|s| *s == self.admin_scope);
+        // Without the agent (or admin) scope a token reaches nothing: 403
+        // `insufficient_scope`, not 401, for it is a valid token.
+        let may_act = admin || scopes.iter().any(|s| *s == self.agent_scope);
         let agent = match &self.agent_claim {
             None => None,
             Some(c) => match claims.get(c) {
-                None | Some(Value::Null) => None,
+                // With the claim configured, an agent token without it
+                // would act as any agent: only an operator's may.
+                None | Some(Value::Null) if admin || !may_act => None,
                 Some(Value::String(a))
                     if !a.trim().is_empty()
                         && a.len() <= self.max_agent_bytes
@@ -129,14 +153,9 @@ impl OAuth {
                 {
                     Some(a.clone())
                 }
-                Some(_) => return Err((Refusal::Agent, Some(id))),
+                _ => return Err((Refusal::Agent, Some(id))),
             },
         };
-        // Without the agent (or admin) scope a token reaches nothing: 403
-        // `insufficient_scope`, not 401, for it is a valid token.
-        let scopes = self.scopes(&claims);
-        let admin = scopes.iter().any(|s| *s == self.admin_scope);
-        let may_act = admin || scopes.iter().any(|s| *s == self.agent_scope);
         Ok(Verified {
             principal: Principal {
                 id,
@@ -164,39 +183,53 @@ impl OAuth {
     }
 
     /// A stable, opaque id for the caller (logs, rate limits, audit): a
-    /// hash of issuer and subject (or client id), never the claims.
-    fn subject_id(&self, claims: &Map<String, Value>) -> String {
-        let subject = ["sub", "client_id", "azp"]
-            .iter()
-            .find_map(|c| claims.get(*c).and_then(Value::as_str))
-            .unwrap_or("");
-        let mut h = blake3::Hasher::new_derive_key("handoff 2026 oauth subject id");
-        h.update(self.issuer.as_bytes());
-        h.update(&[0]);
-        h.update(subject.as_bytes());
+    /// hash of issuer, subject claim, subject and tenant, never the claims.
+    /// Each part is length-prefixed, so no two tuples hash alike.
+    fn caller_id(&self, claim: &str, subject: &str, tenant: &str) -> String {
+        let mut h = blake3::Hasher::new_derive_key("handoff 2026 oauth caller id");
+        for part in [self.issuer.as_str(), claim, subject, tenant] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
         format!("tok_{}", &h.finalize().to_hex()[..16])
     }
+}
+
+/// Who the token is about: `sub`, else the client (`client_id`, `azp`).
+fn subject(claims: &Map<String, Value>) -> Option<(&'static str, &str)> {
+    ["sub", "client_id", "azp"].into_iter().find_map(|c| {
+        claims
+            .get(c)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(|s| (c, s))
+    })
+}
+
+/// Whether the header lists critical extensions (RFC 7515 §4.1.11): none
+/// is understood here, so any makes the token unusable.
+fn has_crit(token: &str) -> bool {
+    header_json(token).is_some_and(|h| h.get("crit").is_some())
 }
 
 /// Why a header the crate could not parse was refused: an `alg` it does
 /// not know (`none` above all) is an algorithm refusal, for the audit log.
 fn unparsed(token: &str) -> Refusal {
-    use base64::Engine;
-    let alg = token
-        .split('.')
-        .next()
-        .and_then(|h| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(h)
-                .ok()
-        })
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .is_some_and(|h| h["alg"].is_string());
-    if alg {
+    if header_json(token).is_some_and(|h| h["alg"].is_string()) {
         Refusal::Algorithm
     } else {
         Refusal::Malformed
     }
+}
+
+/// The token's header as JSON, whatever it holds.
+fn header_json(token: &str) -> Option<Value> {
+    use base64::Engine;
+    let h = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(h)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn refusal(kind: &ErrorKind) -> Refusal {
@@ -216,6 +249,30 @@ fn refusal(kind: &ErrorKind) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::OAuth;
+
+    #[test]
+    fn caller_ids_differ_by_subject_claim_and_tenant() {
+        let cfg = crate::auth::config::OAuthConfig {
+            issuer: Some("https://idp.example".into()),
+            resource: Some("https://handoff.example/mcp".into()),
+            jwks_url: Some("https://idp.example/jwks".into()),
+            ..Default::default()
+        };
+        let o = OAuth::new(&cfg, 256).unwrap();
+        let ids = [
+            o.caller_id("sub", "x", "acme"),
+            o.caller_id("sub", "x", "globex"),
+            o.caller_id("client_id", "x", "acme"),
+            // Length-prefixed: moving a byte between parts changes the id.
+            o.caller_id("sub", "xa", "cme"),
+        ];
+        for (i, a) in ids.iter().enumerate() {
+            assert!(a.starts_with("tok_"));
+            for b in &ids[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
 
     #[test]
     fn jwts_and_api_keys_differ_by_form() {
