@@ -10,7 +10,7 @@
 //! Fetches run in a task of their own, recorded before they start: a
 //! caller that gives up (a cancelled request) cancels nothing and cannot
 //! reset the rate limit, and no request waits on the provider longer than
-//! `WAIT_FOR_KEYS`.
+//! `WAIT_FOR_KEYS` (`WAIT_FOR_FIRST_KEYS` before any key is held).
 //!
 //! Each key carries the algorithms it may verify, from its own `alg` (or
 //! its type when it has none), never from the token's header: an RSA key
@@ -38,6 +38,9 @@ pub const REFETCH_AFTER: Duration = Duration::from_secs(5);
 /// A request with a `kid` not held waits at most this long for a fetch;
 /// then it is answered from what is held.
 pub const WAIT_FOR_KEYS: Duration = Duration::from_secs(1);
+/// Before any key has been fetched (just after start) there is nothing to
+/// answer from, so a request waits longer for the first fetch.
+pub const WAIT_FOR_FIRST_KEYS: Duration = Duration::from_secs(5);
 /// Keys not confirmed by a fetch for this long past `jwks_cache` are no
 /// longer trusted (a key the provider withdrew must stop working even
 /// while the provider cannot be reached).
@@ -177,9 +180,13 @@ impl Jwks {
     }
 
     async fn wait_for(&self, done: Option<watch::Receiver<bool>>) {
-        if let Some(mut done) = done {
-            let _ = tokio::time::timeout(WAIT_FOR_KEYS, done.wait_for(|d| *d)).await;
-        }
+        let Some(mut done) = done else { return };
+        let limit = if self.held().fetched.is_some() {
+            WAIT_FOR_KEYS
+        } else {
+            WAIT_FOR_FIRST_KEYS
+        };
+        let _ = tokio::time::timeout(limit, done.wait_for(|d| *d)).await;
     }
 
     /// Start a fetch unless one is running (then join it) or one started
@@ -187,7 +194,11 @@ impl Jwks {
     /// start is recorded before the fetch runs, in a task no caller owns.
     fn start_fetch(self: &Arc<Self>) -> Option<watch::Receiver<bool>> {
         let mut f = self.fetching.lock().expect("jwks fetch lock");
-        if let Some(done) = f.done.as_ref().filter(|d| !*d.borrow()) {
+        // Running: not yet done, and its task still holds the sender (a
+        // task that died without saying so must not block every later
+        // fetch).
+        let running = |d: &&watch::Receiver<bool>| !*d.borrow() && d.has_changed().is_ok();
+        if let Some(done) = f.done.as_ref().filter(running) {
             return Some(done.clone());
         }
         if f.started.is_some_and(|t| t.elapsed() < REFETCH_AFTER) {
