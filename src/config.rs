@@ -93,7 +93,8 @@ pub struct Config {
     pub runtime_threads: usize,
     /// Enables test-only tools (`debug_crash_session`) and lets durations
     /// go below their production floors (see `crate::settings::Bounds`).
-    /// Never in production.
+    /// Only a build with the `test-hooks` cargo feature (the test suite's)
+    /// accepts it; a release build refuses to start with it.
     pub test_hooks: bool,
     /// The stdio transport (`[stdio]`, `HANDOFF_STDIO__ADMIN`).
     pub stdio: StdioConfig,
@@ -411,6 +412,9 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
+        if self.test_hooks && !cfg!(feature = "test-hooks") {
+            problems.push("test_hooks (HANDOFF_TEST_HOOKS) needs a build with the test-hooks feature; this one has none");
+        }
         if self.max_live_sessions == 0 {
             problems.push("max_live_sessions (HANDOFF_MAX_LIVE_SESSIONS) must be at least 1");
         }

@@ -18,7 +18,8 @@ use crate::jobs::{JobConfig, JobSpec, JobStatus, Jobs, RunRecord};
 use crate::model::{HandoffType, LifecycleEvent, NewEntry, SessionKey, TransitionRequest};
 use crate::root::{ChildSpec, ChildStatus, RootActor, RootArgs, RootMsg};
 use crate::session::{
-    Accepted, Appended, Deleted, HandoffCreated, HandoffRequest, Registered, Reply, SessionMsg,
+    Accept, Accepted, Append, Appended, Delete, Deleted, Handoff, HandoffCreated, Register,
+    Registered, Reply, SessionMsg, Transition,
 };
 use crate::sessions::{SessionsMsg, SESSIONS_NAME};
 use crate::store::Store;
@@ -133,7 +134,7 @@ impl Core {
         key: &SessionKey,
         request: TransitionRequest,
     ) -> Result<Option<LifecycleEvent>, HandoffError> {
-        self.ask(key, |reply| SessionMsg::Transition { request, reply })
+        self.ask(key, |reply| SessionMsg::call(Transition(request), reply))
             .await
     }
 
@@ -159,12 +160,11 @@ impl Core {
         agent_from: String,
         metadata: Option<Value>,
     ) -> Result<Registered, HandoffError> {
-        self.ask(key, |reply| SessionMsg::Register {
+        let op = Register {
             agent_from,
             metadata,
-            reply,
-        })
-        .await
+        };
+        self.ask(key, |reply| SessionMsg::call(op, reply)).await
     }
 
     pub async fn append(
@@ -172,7 +172,7 @@ impl Core {
         key: &SessionKey,
         entries: Vec<NewEntry>,
     ) -> Result<Appended, HandoffError> {
-        self.ask(key, |reply| SessionMsg::Append { entries, reply })
+        self.ask(key, |reply| SessionMsg::call(Append { entries }, reply))
             .await
     }
 
@@ -184,14 +184,13 @@ impl Core {
         request_data: Option<Value>,
         as_agent: Option<&str>,
     ) -> Result<HandoffCreated, HandoffError> {
-        let request = HandoffRequest {
+        let op = Handoff {
             target_agent,
             request_type,
             request_data,
             as_agent: as_agent.map(str::to_string),
         };
-        self.ask(key, |reply| SessionMsg::Handoff { request, reply })
-            .await
+        self.ask(key, |reply| SessionMsg::call(op, reply)).await
     }
 
     pub async fn delete(
@@ -199,9 +198,8 @@ impl Core {
         key: &SessionKey,
         requested_by: Option<String>,
     ) -> Result<Deleted, HandoffError> {
-        self.ask(key, |reply| SessionMsg::Delete {
-            requested_by,
-            reply,
+        self.ask(key, |reply| {
+            SessionMsg::call(Delete { requested_by }, reply)
         })
         .await
     }
@@ -212,12 +210,8 @@ impl Core {
         handoff_id: uuid::Uuid,
         agent: String,
     ) -> Result<Accepted, HandoffError> {
-        self.ask(key, |reply| SessionMsg::Accept {
-            handoff_id,
-            agent,
-            reply,
-        })
-        .await
+        let op = Accept { handoff_id, agent };
+        self.ask(key, |reply| SessionMsg::call(op, reply)).await
     }
 
     /// A live actor here answers (it is the freshest copy); otherwise the
@@ -232,6 +226,7 @@ impl Core {
     }
 
     /// Test hook: make the session's actor panic while handling a call.
+    #[cfg(feature = "test-hooks")]
     pub async fn crash_session(&self, key: &SessionKey) -> Result<(), HandoffError> {
         self.ask(key, SessionMsg::Crash).await
     }

@@ -124,14 +124,18 @@ impl JobState {
             attempts += 1;
             let work = self.work.clone();
             let name = self.name;
-            let panic = self.board.take_panic(name);
-            let fail = self.board.take_failure(name);
+            #[cfg(feature = "test-hooks")]
+            let hooks = (self.board.take_panic(name), self.board.take_failure(name));
             let joined = tokio::spawn(async move {
-                if panic {
-                    panic!("test hook: job {name} panic requested");
-                }
-                if fail {
-                    return Err("test hook: failure requested".to_string());
+                #[cfg(feature = "test-hooks")]
+                {
+                    let (panic, fail) = hooks;
+                    if panic {
+                        panic!("test hook: job {name} panic requested");
+                    }
+                    if fail {
+                        return Err("test hook: failure requested".to_string());
+                    }
                 }
                 work.run(name).await
             })

@@ -11,7 +11,7 @@
 pub mod job;
 pub mod supervisor;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -197,8 +197,10 @@ pub fn format_duration(d: Duration) -> String {
 pub struct Jobs {
     board: Arc<Mutex<BTreeMap<&'static str, JobStatus>>>,
     /// Test hook: jobs whose next run panics.
-    panic_next: Arc<Mutex<HashSet<String>>>,
+    #[cfg(feature = "test-hooks")]
+    panic_next: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Test hook: attempts still to fail, per job.
+    #[cfg(feature = "test-hooks")]
     fail_next: Arc<Mutex<BTreeMap<String, u32>>>,
 }
 
@@ -288,6 +290,7 @@ impl Jobs {
     }
 
     /// Test hook: make the job's next run panic.
+    #[cfg(feature = "test-hooks")]
     pub fn panic_next_run(&self, name: &str) {
         self.panic_next
             .lock()
@@ -295,11 +298,13 @@ impl Jobs {
             .insert(name.to_string());
     }
 
+    #[cfg(feature = "test-hooks")]
     fn take_panic(&self, name: &str) -> bool {
         self.panic_next.lock().expect("jobs hooks").remove(name)
     }
 
     /// Test hook: the job's next `attempts` attempts fail.
+    #[cfg(feature = "test-hooks")]
     pub fn fail_next_attempts(&self, name: &str, attempts: u32) {
         self.fail_next
             .lock()
@@ -307,6 +312,7 @@ impl Jobs {
             .insert(name.to_string(), attempts);
     }
 
+    #[cfg(feature = "test-hooks")]
     fn take_failure(&self, name: &str) -> bool {
         let mut f = self.fail_next.lock().expect("jobs hooks");
         match f.get_mut(name) {

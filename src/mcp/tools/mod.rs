@@ -4,7 +4,9 @@
 
 pub mod accept_handoff;
 pub mod analyze_codebase;
+#[cfg(feature = "test-hooks")]
 pub mod debug_crash_session;
+#[cfg(feature = "test-hooks")]
 pub mod debug_panic_job;
 pub mod delete_session;
 pub mod get_configuration;
@@ -40,13 +42,18 @@ pub struct Catalog {
 }
 
 macro_rules! catalog {
-    ($($m:ident),* $(,)?) => {
+    ($($(#[$when:meta])* $m:ident),* $(,)?) => {
+        // Pushed one by one, not `vec![…]`: an entry may be cfg'd out.
+        #[allow(clippy::vec_init_then_push)]
         fn definitions() -> Vec<Tool> {
-            vec![$(
-                Tool::new($m::NAME, $m::DESCRIPTION, Arc::new(JsonObject::new()))
+            let mut tools = Vec::new();
+            $(
+                $(#[$when])*
+                tools.push(Tool::new($m::NAME, $m::DESCRIPTION, Arc::new(JsonObject::new()))
                     .with_input_schema::<$m::Args>()
-                    .with_output_schema::<$m::Out>()
-            ),*]
+                    .with_output_schema::<$m::Out>());
+            )*
+            tools
         }
 
         /// Parse `raw` as the arguments of tool `name`, as a call does
@@ -56,7 +63,7 @@ macro_rules! catalog {
             let name = args::snake_case(name);
             let fields = cat.fields.get(&name)?;
             Some(match name.as_str() {
-                $($m::NAME => args::parse::<$m::Args>(raw, fields, policy).map(|_| ()),)*
+                $($(#[$when])* $m::NAME => args::parse::<$m::Args>(raw, fields, policy).map(|_| ()),)*
                 _ => return None,
             })
         }
@@ -64,7 +71,7 @@ macro_rules! catalog {
         async fn route(ctx: Ctx, name: &str, raw: Option<JsonObject>, cat: &Catalog)
             -> Option<Result<String, HandoffError>> {
             Some(match name {
-                $($m::NAME => run(ctx, raw, cat.fields($m::NAME), $m::NAME, $m::call).await,)*
+                $($(#[$when])* $m::NAME => run(ctx, raw, cat.fields($m::NAME), $m::NAME, $m::call).await,)*
                 _ => return None,
             })
         }
@@ -87,18 +94,25 @@ catalog!(
     get_job_status,
     run_job_now,
     update_job_config,
+    // Test hooks: only in builds with the `test-hooks` feature (the test
+    // suite's), and listed only when `test_hooks` is also set.
+    #[cfg(feature = "test-hooks")]
     debug_crash_session,
+    #[cfg(feature = "test-hooks")]
     debug_panic_job,
 );
+
+/// The test hooks' tool names (none in a release build).
+#[cfg(feature = "test-hooks")]
+const TEST_HOOK_TOOLS: &[&str] = &[debug_crash_session::NAME, debug_panic_job::NAME];
+#[cfg(not(feature = "test-hooks"))]
+const TEST_HOOK_TOOLS: &[&str] = &[];
 
 impl Catalog {
     pub fn new(test_hooks: bool) -> Self {
         let tools: Vec<Tool> = definitions()
             .into_iter()
-            .filter(|t| {
-                test_hooks
-                    || (t.name != debug_crash_session::NAME && t.name != debug_panic_job::NAME)
-            })
+            .filter(|t| test_hooks || !TEST_HOOK_TOOLS.contains(&&*t.name))
             .map(|mut t| {
                 t.input_schema = Arc::new(portable(&lenient_input((*t.input_schema).clone())));
                 t.output_schema = t
@@ -651,6 +665,7 @@ mod tests {
     #[test]
     fn published_schemas_are_portable() {
         let cat = Catalog::new(true);
+        #[cfg(feature = "test-hooks")]
         assert!(cat.tools.iter().any(|t| t.name == debug_panic_job::NAME));
         let mut problems = Vec::new();
         for t in &cat.tools {
