@@ -860,7 +860,7 @@ async fn tools_call_without_arguments() {
 }
 
 #[tokio::test]
-#[ignore = "known limitation (docs/choices.md), from rmcp: protocol 2025-03-26 says a server MUST accept JSON-RPC batches; a batch array is answered with a single -32600 Invalid Request (id null) and none of its requests run"]
+#[ignore = "known limitation (docs/decisions.md), from rmcp: protocol 2025-03-26 says a server MUST accept JSON-RPC batches; a batch array is answered with a single -32600 Invalid Request (id null) and none of its requests run"]
 async fn jsonrpc_batch_on_2025_03_26() {
     let dir = DbDir::new();
     let mut s = Raw::spawn(&dir);

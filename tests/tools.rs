@@ -442,7 +442,7 @@ async fn every_tool_result_matches_its_published_schemas() {
 }
 
 #[tokio::test]
-#[ignore = "documented choice (docs/choices.md): input schemas publish the canonical snake_case names and their required lists; camelCase spellings are accepted by the server, not described by the schema"]
+#[ignore = "documented choice (docs/decisions.md): input schemas publish the canonical snake_case names and their required lists; camelCase spellings are accepted by the server, not described by the schema"]
 async fn camel_case_arguments_match_the_published_schemas() {
     let (_db, s) = start(&[]).await;
     let schemas = common::tool_schemas(&s).await;

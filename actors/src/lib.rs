@@ -6,7 +6,7 @@
 //! ├── persistence    (persistence.rs)  group commit, one transaction per batch
 //! ├── audit          (audit.rs)        hash-chained audit log
 //! ├── sessions       (sessions.rs)     starts and watches session actors
-//! │   └── session/{len(tenant)}:{tenant}/{key}  (session.rs)  one per live session
+//! │   └── session/{len(tenant)}:{tenant}/{key}  (session/)  one per live session
 //! ├── jobs           (jobs/supervisor.rs) restarts a failed job actor
 //! │   └── job.{name} (jobs/job.rs)      schedule, retries, run history
 //! └── transport.*    (in the binary)   stdio / HTTP, added as ChildSpecs

@@ -57,7 +57,7 @@ pub trait Store: Send + Sync + 'static {
     /// another replica or process, or this one's group commit — can add to
     /// the session: a unit built on what was read cannot lose a race for a
     /// sequence number. The session actor takes it only for a session that
-    /// is hot across processes (see actors/src/session.rs). `None`: this
+    /// is hot across processes (see actors/src/session/state.rs). `None`: this
     /// store has no such lock (the actor stays optimistic).
     async fn lock_session(&self, _tenant: &str, _key: &str) -> Result<Option<Locked>, StoreError> {
         Ok(None)

@@ -1,7 +1,7 @@
 //! What the `handoff://analytics/{type}` resources read from the database:
 //! aggregates of one tenant's rows, computed on demand (no rollup tables),
 //! so they are exact at the moment of the read. Each adapter implements the
-//! queries (`sqlite_analytics.rs`, `postgres_analytics.rs`).
+//! queries (`sqlite/analytics.rs`, `postgres/analytics.rs`).
 
 use serde::Serialize;
 

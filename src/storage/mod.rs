@@ -4,12 +4,8 @@
 
 pub mod analytics;
 pub mod postgres;
-mod postgres_analytics;
-mod postgres_config;
-mod postgres_search;
 mod search_words;
 pub mod sqlite;
-mod sqlite_analytics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -243,8 +239,29 @@ pub struct PageQuery<'a> {
     pub max_bytes: usize,
 }
 
+/// Everything the server asks of a database beyond the actors' `Store`
+/// port, one trait per concern; each adapter implements them in files of
+/// the same names (`postgres/`, `sqlite/`).
+pub trait Database:
+    Store + Sessions + Search + Configuration + Maintenance + Analytics + Credentials + Diagnostics
+{
+}
+
+impl<T> Database for T where
+    T: Store
+        + Sessions
+        + Search
+        + Configuration
+        + Maintenance
+        + Analytics
+        + Credentials
+        + Diagnostics
+{
+}
+
+/// Sessions, their context pages, handoffs and agents' listings (read; writes go through the actors' `Store`).
 #[async_trait]
-pub trait Database: Store {
+pub trait Sessions: Send + Sync {
     /// `None` when the session does not exist.
     async fn context_page(
         &self,
@@ -261,8 +278,6 @@ pub trait Database: Store {
         limit: u32,
     ) -> Result<(Vec<SessionListing>, i64), StoreError>;
 
-    async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError>;
-
     /// Handoffs addressed to `target`, newest first, older than `before_id`
     /// (uuid v7 ids sort by creation).
     async fn list_handoffs(
@@ -272,35 +287,20 @@ pub trait Database: Store {
         _status: Option<&str>,
         _before_id: Option<&str>,
         _limit: u32,
-    ) -> Result<Vec<HandoffListing>, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "handoff listings are not supported by {}",
-            self.describe()
-        )))
-    }
+    ) -> Result<Vec<HandoffListing>, StoreError>;
 
     async fn get_handoff(
         &self,
         _tenant: &str,
         _id: &str,
-    ) -> Result<Option<HandoffListing>, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "handoff lookups are not supported by {}",
-            self.describe()
-        )))
-    }
+    ) -> Result<Option<HandoffListing>, StoreError>;
 
     /// Every handoff of one session, oldest first (export).
     async fn session_handoffs(
         &self,
         _tenant: &str,
         _session_key: &str,
-    ) -> Result<Vec<HandoffListing>, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "handoff listings are not supported by {}",
-            self.describe()
-        )))
-    }
+    ) -> Result<Vec<HandoffListing>, StoreError>;
 
     /// Sessions the agent registered or joined (as a collaborator), by key.
     async fn agent_sessions(
@@ -309,13 +309,12 @@ pub trait Database: Store {
         _agent: &str,
         _after_key: Option<&str>,
         _limit: u32,
-    ) -> Result<Vec<SessionListing>, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "agent listings are not supported by {}",
-            self.describe()
-        )))
-    }
+    ) -> Result<Vec<SessionListing>, StoreError>;
+}
 
+/// Full-text search of a tenant's context entries.
+#[async_trait]
+pub trait Search: Send + Sync {
     /// Full-text search over the tenant's context entries, best match first.
     /// `query` is the user's text as given: each whitespace-separated term
     /// must occur (terms are words, not a query language). `agent` keeps
@@ -328,33 +327,22 @@ pub trait Database: Store {
         _session_key: Option<&str>,
         _agent: Option<&str>,
         _limit: u32,
-    ) -> Result<Vec<SearchHit>, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "full-text search is not supported by {}",
-            self.describe()
-        )))
-    }
+    ) -> Result<Vec<SearchHit>, StoreError>;
+}
 
+/// Runtime configuration overrides, backups and process settings.
+#[async_trait]
+pub trait Configuration: Send + Sync {
     // ---- configuration (runtime overrides and backups) --------------------
     // Configuration changes are rare and small: each write below runs in its
     // own transaction on the writer connection, outside the persistence
     // actor's group commit (which exists for the hot context-entry path).
 
     /// The stored configuration overrides.
-    async fn config_overrides(&self) -> Result<Vec<ConfigOverride>, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "configuration overrides are not supported by {}",
-            self.describe()
-        )))
-    }
+    async fn config_overrides(&self) -> Result<Vec<ConfigOverride>, StoreError>;
 
     /// Replace every stored override with `rows`, atomically.
-    async fn replace_config_overrides(&self, _rows: &[ConfigOverride]) -> Result<(), StoreError> {
-        Err(StoreError::Rejected(format!(
-            "configuration overrides are not supported by {}",
-            self.describe()
-        )))
-    }
+    async fn replace_config_overrides(&self, _rows: &[ConfigOverride]) -> Result<(), StoreError>;
 
     /// Store a backup, then delete the oldest ones beyond `keep`; returns
     /// the ids deleted.
@@ -362,36 +350,23 @@ pub trait Database: Store {
         &self,
         _backup: &ConfigBackup,
         _keep: u32,
-    ) -> Result<Vec<String>, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "configuration backups are not supported by {}",
-            self.describe()
-        )))
-    }
+    ) -> Result<Vec<String>, StoreError>;
 
     /// Every backup, newest first, without bodies.
-    async fn config_backups(&self) -> Result<Vec<ConfigBackupInfo>, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "configuration backups are not supported by {}",
-            self.describe()
-        )))
-    }
+    async fn config_backups(&self) -> Result<Vec<ConfigBackupInfo>, StoreError>;
 
-    async fn config_backup(&self, _id: &str) -> Result<Option<ConfigBackup>, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "configuration backups are not supported by {}",
-            self.describe()
-        )))
-    }
+    async fn config_backup(&self, _id: &str) -> Result<Option<ConfigBackup>, StoreError>;
 
     /// `false` when there was no such backup.
-    async fn delete_config_backup(&self, _id: &str) -> Result<bool, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "configuration backups are not supported by {}",
-            self.describe()
-        )))
-    }
+    async fn delete_config_backup(&self, _id: &str) -> Result<bool, StoreError>;
 
+    /// A per-deployment secret kept in the database (created on first use).
+    async fn setting_or_init(&self, key: &str, init: &str) -> Result<String, StoreError>;
+}
+
+/// What the supervised jobs read and write.
+#[async_trait]
+pub trait Maintenance: Send + Sync {
     // ---- jobs ---------------------------------------------------------------
 
     /// Sessions in one of `statuses` whose stored `last_activity_at` is
@@ -402,69 +377,44 @@ pub trait Database: Store {
         _statuses: &[&str],
         _idle_before: chrono::DateTime<chrono::Utc>,
         _limit: u32,
-    ) -> Result<Vec<Candidate>, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "lifecycle jobs are not supported by {}",
-            self.describe()
-        )))
-    }
+    ) -> Result<Vec<Candidate>, StoreError>;
 
     /// The tenant's lifecycle transitions, newest first.
     async fn lifecycle_events(
         &self,
         _tenant: &str,
         _limit: u32,
-    ) -> Result<Vec<LifecycleListing>, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "lifecycle events are not supported by {}",
-            self.describe()
-        )))
-    }
+    ) -> Result<Vec<LifecycleListing>, StoreError>;
 
     /// Delete lifecycle events and analytics roll-ups older than `before`;
     /// returns (events, roll-ups) deleted.
     async fn prune_job_records(
         &self,
         _before: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(u64, u64), StoreError> {
-        Ok((0, 0))
-    }
+    ) -> Result<(u64, u64), StoreError>;
 
     /// Storage housekeeping for `cache_maintenance` (SQLite: a WAL
     /// checkpoint); a report of what it did.
-    async fn maintenance(&self) -> Result<Value, StoreError> {
-        Ok(serde_json::json!({}))
-    }
+    async fn maintenance(&self) -> Result<Value, StoreError>;
 
     /// Count sessions by status, entries by type, handoffs by status and
     /// type; store the snapshot and return it.
-    async fn analytics_rollup(&self) -> Result<Value, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "analytics roll-ups are not supported by {}",
-            self.describe()
-        )))
-    }
+    async fn analytics_rollup(&self) -> Result<Value, StoreError>;
 
     /// Stored job config overrides: (job name, config JSON).
-    async fn job_configs(&self) -> Result<Vec<(String, Value)>, StoreError> {
-        Ok(Vec::new())
-    }
+    async fn job_configs(&self) -> Result<Vec<(String, Value)>, StoreError>;
 
     async fn save_job_config(
         &self,
         _job: &str,
         _config: &Value,
         _updated_at: &str,
-    ) -> Result<(), StoreError> {
-        Err(StoreError::Rejected(format!(
-            "job configuration is not stored by {}",
-            self.describe()
-        )))
-    }
+    ) -> Result<(), StoreError>;
+}
 
-    /// A per-deployment secret kept in the database (created on first use).
-    async fn setting_or_init(&self, key: &str, init: &str) -> Result<String, StoreError>;
-
+/// The analytics aggregates of a tenant, and the database's size.
+#[async_trait]
+pub trait Analytics: Send + Sync {
     // ---- analytics (handoff://analytics/{type}; see analytics.rs) ---------
     // `since` bounds the per-day series (RFC 3339 UTC).
 
@@ -472,46 +422,31 @@ pub trait Database: Store {
         &self,
         _tenant: &str,
         _since: &str,
-    ) -> Result<SessionAnalytics, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "analytics are not supported by {}",
-            self.describe()
-        )))
-    }
+    ) -> Result<SessionAnalytics, StoreError>;
 
-    async fn handoff_analytics(&self, _tenant: &str) -> Result<HandoffAnalytics, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "analytics are not supported by {}",
-            self.describe()
-        )))
-    }
+    async fn handoff_analytics(&self, _tenant: &str) -> Result<HandoffAnalytics, StoreError>;
 
     async fn context_analytics(
         &self,
         _tenant: &str,
         _since: &str,
-    ) -> Result<ContextAnalytics, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "analytics are not supported by {}",
-            self.describe()
-        )))
-    }
+    ) -> Result<ContextAnalytics, StoreError>;
 
     /// Bytes on disk, per file (SQLite: the database and its WAL) or for
     /// the whole database (PostgreSQL).
-    async fn database_size(&self) -> Result<Vec<Counted>, StoreError> {
-        Err(StoreError::Rejected(format!(
-            "database sizes are not supported by {}",
-            self.describe()
-        )))
-    }
+    async fn database_size(&self) -> Result<Vec<Counted>, StoreError>;
+}
 
-    fn describe(&self) -> String;
-
+/// API keys and the MCP-over-HTTP sessions replicas share.
+#[async_trait]
+pub trait Credentials: Send + Sync {
     /// API keys (`handoff keys`, the daemon's authentication).
     async fn insert_api_key(&self, k: &ApiKeyRow) -> Result<(), StoreError>;
+
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRow>, StoreError>;
+
     async fn api_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError>;
+
     /// Revoke (`revoked_ms`) or shorten (`expires_ms`, with the key that
     /// replaces it) a key; false when there is no such key.
     async fn update_api_key(
@@ -521,6 +456,7 @@ pub trait Database: Store {
         expires_ms: Option<i64>,
         replaced_by: Option<&str>,
     ) -> Result<bool, StoreError>;
+
     /// Record a use (at most once a minute per key; see `auth`).
     async fn touch_api_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
 
@@ -535,13 +471,23 @@ pub trait Database: Store {
         expires_ms: i64,
         now_ms: i64,
     ) -> Result<(), StoreError>;
+
     /// (tenant, init_params) of a session not expired at `now_ms`.
     async fn http_session(
         &self,
         id_hash: &str,
         now_ms: i64,
     ) -> Result<Option<(Option<String>, Option<String>)>, StoreError>;
+
     async fn delete_http_session(&self, id_hash: &str) -> Result<(), StoreError>;
+}
+
+/// What operators and the audit verifier read.
+#[async_trait]
+pub trait Diagnostics: Send + Sync {
+    async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError>;
+
+    fn describe(&self) -> String;
 
     /// The durability setting of the connection that commits batches, read
     /// from that connection (`{"synchronous": "full"}` on SQLite,

@@ -76,7 +76,7 @@ impl Tls {
 
 /// ring, not aws-lc-rs: no C toolchain beyond `cc` to build it. rustls
 /// 0.23.48 deprecates ring's provider because it lacks the post-quantum
-/// hybrid key exchange (X25519MLKEM768); see docs/choices.md.
+/// hybrid key exchange (X25519MLKEM768); see docs/decisions.md.
 #[allow(deprecated)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

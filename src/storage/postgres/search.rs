@@ -5,13 +5,16 @@
 //! term is words (punctuation separates them, so `auth.ts` is the phrase
 //! "auth ts"), no query language, case-insensitive.
 
+use super::PgDb;
+use crate::storage::Search;
+use async_trait::async_trait;
 use handoff_actors::model::rfc3339;
 use handoff_actors::StoreError;
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::postgres::classify;
-use super::SearchHit;
+use super::classify;
+use crate::storage::SearchHit;
 
 /// Markers `ts_headline` puts around matches, turned into `«` `»` after the
 /// fragment's ends are compared with the document (private-use code points,
@@ -33,7 +36,7 @@ pub(super) async fn search(
     // Each term is a phrase of its words, the phrases are ANDed (built by
     // the same split the index uses); a query without any word matches
     // nothing.
-    let Some(tsquery) = super::search_words::tsquery_text(query) else {
+    let Some(tsquery) = crate::storage::search_words::tsquery_text(query) else {
         return Ok(Vec::new());
     };
     let mut q = QueryBuilder::<Postgres>::new("WITH q AS (SELECT ");
@@ -46,7 +49,7 @@ pub(super) async fn search(
          WHERE e.search @@ q.q AND s.tenant = ",
     );
     q.push_bind(tenant);
-    super::push_search_filters(&mut q, session_key, agent);
+    crate::storage::push_search_filters(&mut q, session_key, agent);
     q.push(" ORDER BY rank DESC, s.session_key, e.seq LIMIT ")
         .push_bind(limit as i64);
     // Excerpts only for the hits returned, from the text that was indexed.
@@ -96,4 +99,19 @@ pub(super) async fn search(
             }
         })
         .collect())
+}
+
+#[async_trait]
+impl Search for PgDb {
+    /// See the functions above.
+    async fn search(
+        &self,
+        tenant: &str,
+        query: &str,
+        session_key: Option<&str>,
+        agent: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        search(&self.reader, tenant, query, session_key, agent, limit).await
+    }
 }

@@ -4,6 +4,9 @@
 //! shared pool, not on the writer connection: configuration changes are
 //! rare and must not queue behind the persistence actor's batches.
 
+use super::PgDb;
+use crate::storage::Configuration;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use handoff_actors::model::rfc3339;
 use handoff_actors::StoreError;
@@ -13,8 +16,8 @@ use sqlx::types::Json;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::postgres::classify;
-use super::{ConfigBackup, ConfigBackupInfo, ConfigOverride};
+use super::classify;
+use crate::storage::{ConfigBackup, ConfigBackupInfo, ConfigOverride};
 
 /// Times arrive as the RFC 3339 strings the service writes.
 fn time(s: &str) -> Result<DateTime<Utc>, StoreError> {
@@ -172,4 +175,52 @@ pub(super) async fn delete_backup(pool: &PgPool, id: &str) -> Result<bool, Store
         .await
         .map_err(classify)?;
     Ok(r.rows_affected() > 0)
+}
+
+#[async_trait]
+impl Configuration for PgDb {
+    async fn setting_or_init(&self, key: &str, init: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(init)
+        .execute(&self.reader)
+        .await
+        .map_err(classify)?;
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(classify)
+    }
+
+    // Configuration: see `postgres_config`.
+    async fn config_overrides(&self) -> Result<Vec<ConfigOverride>, StoreError> {
+        overrides(&self.reader).await
+    }
+
+    async fn replace_config_overrides(&self, rows: &[ConfigOverride]) -> Result<(), StoreError> {
+        replace_overrides(&self.reader, rows).await
+    }
+
+    async fn insert_config_backup(
+        &self,
+        backup: &ConfigBackup,
+        keep: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        insert_backup(&self.reader, backup, keep).await
+    }
+
+    async fn config_backups(&self) -> Result<Vec<ConfigBackupInfo>, StoreError> {
+        backups(&self.reader).await
+    }
+
+    async fn config_backup(&self, id: &str) -> Result<Option<ConfigBackup>, StoreError> {
+        backup(&self.reader, id).await
+    }
+
+    async fn delete_config_backup(&self, id: &str) -> Result<bool, StoreError> {
+        delete_backup(&self.reader, id).await
+    }
 }

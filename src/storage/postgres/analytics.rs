@@ -2,15 +2,19 @@
 //! as on SQLite; content bytes are `octet_length` of the bytea (read from
 //! the stored length, the content itself is not fetched).
 
+use super::PgDb;
+use crate::storage::Analytics;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use handoff_actors::StoreError;
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 
-use super::analytics::{
+use super::classify;
+use super::rows::since_time;
+use crate::storage::analytics::{
     ContextAnalytics, Counted, HandoffAnalytics, SessionAnalytics, TypeStats, TOP,
 };
-use super::postgres::classify;
 
 async fn counted(
     pool: &PgPool,
@@ -165,4 +169,32 @@ pub(super) async fn size(pool: &PgPool) -> Result<Vec<Counted>, StoreError> {
         name: row.get(0),
         count: row.get(1),
     }])
+}
+
+#[async_trait]
+impl Analytics for PgDb {
+    // Analytics: see `postgres_analytics`.
+    async fn session_analytics(
+        &self,
+        tenant: &str,
+        since: &str,
+    ) -> Result<SessionAnalytics, StoreError> {
+        sessions(&self.reader, tenant, since_time(since)?).await
+    }
+
+    async fn handoff_analytics(&self, tenant: &str) -> Result<HandoffAnalytics, StoreError> {
+        handoffs(&self.reader, tenant).await
+    }
+
+    async fn context_analytics(
+        &self,
+        tenant: &str,
+        since: &str,
+    ) -> Result<ContextAnalytics, StoreError> {
+        context(&self.reader, tenant, since_time(since)?).await
+    }
+
+    async fn database_size(&self) -> Result<Vec<Counted>, StoreError> {
+        size(&self.reader).await
+    }
 }
