@@ -31,6 +31,7 @@ pub mod session;
 pub mod sessions;
 pub mod store;
 pub mod summary;
+pub mod supervision;
 
 pub use crate::core::Core;
 pub use error::{ErrorCode, HandoffError, StoreError};

@@ -5,16 +5,14 @@
 //! writes go to persistence), drain audit, drain persistence (which commits
 //! what it holds), then stop.
 //!
-//! Restart policy, in one place: a failed child is started again with the
-//! same arguments, at most `MAX_RESTARTS` times per `RESTART_WINDOW`; past
-//! that the failure escalates — the root stops and the process exits
-//! non-zero rather than limp along.
+//! Restart policy: `supervision::ROOT` (see supervision.rs, where every
+//! supervisor's policy is).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::{
     Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
@@ -30,9 +28,8 @@ use crate::persistence::{
 use crate::session::SessionDeps;
 use crate::sessions::{SessionSupervisor, SessionsMsg, SESSIONS_NAME};
 use crate::store::Store;
+use crate::supervision::{self, Restarts, Verdict};
 
-const MAX_RESTARTS: usize = 10;
-const RESTART_WINDOW: Duration = Duration::from_secs(60);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Above any sensible `http.shutdown_grace`, which is the real bound.
 const TRANSPORT_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -88,7 +85,7 @@ pub struct RootActor;
 pub struct RootState {
     args: RootArgs,
     children: HashMap<String, ActorCell>,
-    restarts: HashMap<String, Vec<Instant>>,
+    restarts: Restarts<String>,
     specs: HashMap<String, ChildSpec>,
     jobs: Option<JobsArgs>,
     shutting_down: bool,
@@ -241,7 +238,7 @@ impl Actor for RootActor {
         let mut st = RootState {
             args,
             children: HashMap::new(),
-            restarts: HashMap::new(),
+            restarts: Restarts::new(supervision::ROOT),
             specs: HashMap::new(),
             jobs: None,
             shutting_down: false,
@@ -288,7 +285,7 @@ impl Actor for RootActor {
                             cell.get_status(),
                             ractor::ActorStatus::Stopped | ractor::ActorStatus::Stopping
                         ),
-                        restarts: st.restarts.get(name).map_or(0, Vec::len),
+                        restarts: st.restarts.count(name),
                     })
                     .collect();
                 out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -348,15 +345,10 @@ async fn restart(
     myself: &ActorRef<RootMsg>,
     name: &str,
 ) -> Result<(), ActorProcessingErr> {
-    let now = Instant::now();
-    let history = st.restarts.entry(name.to_string()).or_default();
-    history.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
-    history.push(now);
-    if history.len() > MAX_RESTARTS {
+    if let Verdict::GiveUp(_) = st.restarts.failed(name.to_string()) {
         tracing::error!(child = %name, "restart limit reached; escalating");
-        return Err(
-            format!("{name} failed more than {MAX_RESTARTS} times in {RESTART_WINDOW:?}").into(),
-        );
+        let (max, window) = st.restarts.limit().unwrap_or_default();
+        return Err(format!("{name} failed more than {max} times in {window:?}").into());
     }
     metrics().actor_restarts.with_label_values(&[name]).inc();
     // The old actor's name stays registered until it is fully gone.

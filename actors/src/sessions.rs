@@ -1,7 +1,8 @@
 //! The session supervisor: starts a session actor on demand, watches it, and
-//! counts restarts. A session actor that panics is not restarted eagerly —
-//! its state is in the database, so the next call for that session starts a
-//! fresh actor that loads it; other sessions never notice.
+//! counts restarts. Policy: `supervision::SESSIONS` — a session actor that
+//! panics is not restarted eagerly; its state is in the database, so the
+//! next call for that session starts a fresh actor that loads it; other
+//! sessions never notice.
 
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,

@@ -1,11 +1,11 @@
 //! The jobs supervisor: starts one actor per job and starts a failed one
 //! again (its status is on the board, so nothing is lost but the run that
-//! failed, which the actor recorded before failing). A job that keeps
-//! failing more than `MAX_RESTARTS` times a minute is left stopped rather
-//! than spinning; the root's own policy covers this supervisor.
+//! failed, which the actor recorded before failing). Policy:
+//! `supervision::JOBS` (a job failing too often is left stopped rather than
+//! spinning); the root's own policy covers this supervisor.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;
@@ -14,10 +14,9 @@ use super::job::{actor_name, JobActor, JobArgs};
 use super::{JobSpec, Jobs};
 use crate::audit::{AuditEvent, AuditMsg};
 use crate::metrics::metrics;
+use crate::supervision::{self, Restarts, Verdict};
 
 pub const JOBS_NAME: &str = "jobs";
-const MAX_RESTARTS: usize = 10;
-const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct JobsArgs {
@@ -35,7 +34,7 @@ pub struct JobsSupervisor;
 pub struct JobsState {
     args: JobsArgs,
     by_id: HashMap<ActorId, &'static str>,
-    restarts: HashMap<&'static str, Vec<Instant>>,
+    restarts: Restarts<&'static str>,
 }
 
 impl JobsState {
@@ -73,7 +72,7 @@ impl Actor for JobsSupervisor {
         let mut st = JobsState {
             args,
             by_id: HashMap::new(),
-            restarts: HashMap::new(),
+            restarts: Restarts::new(supervision::JOBS),
         };
         for name in names {
             st.start(name, myself.get_cell()).await?;
@@ -123,11 +122,7 @@ impl Actor for JobsSupervisor {
         metrics().actors_live.with_label_values(&["job"]).dec();
         metrics().actor_restarts.with_label_values(&["job"]).inc();
         st.args.board.restarted(name);
-        let now = Instant::now();
-        let history = st.restarts.entry(name).or_default();
-        history.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
-        history.push(now);
-        let give_up = history.len() > MAX_RESTARTS;
+        let give_up = st.restarts.failed(name) != Verdict::Restart;
         tracing::error!(job = name, error = %err, give_up, "job actor failed");
         AuditMsg::record(AuditEvent::system(
             if give_up {
