@@ -75,9 +75,7 @@ impl SessionState {
                     // them now, so no call waits longer than one timeout.
                     if e.code == ErrorCode::StorageUnavailable && !e.is_write_conflict() {
                         self.unavailable_at = Some(Instant::now());
-                        for op in self.pending.drain(..) {
-                            op.fail(e.clone());
-                        }
+                        self.fail_pending(&e);
                     }
                 }
                 Outcome::Conflict(applied) => {
@@ -117,6 +115,14 @@ impl SessionState {
             let _ = reply.send(r);
         }
     }
+
+    /// Answer every queued operation with `e`; none of them was applied.
+    fn fail_pending(&mut self, e: &HandoffError) {
+        for op in self.pending.drain(..) {
+            op.fail(e.clone());
+        }
+    }
+
     /// Turn pending operations into one unit and send it to persistence.
     pub(super) async fn submit(&mut self, myself: &ActorRef<SessionMsg>) {
         if self.pending.is_empty() || self.inflight.is_some() {
@@ -129,18 +135,14 @@ impl SessionState {
             let e = HandoffError::storage_unavailable(
                 "the database did not answer just now; retry shortly",
             );
-            for op in self.pending.drain(..) {
-                op.fail(e.clone());
-            }
+            self.fail_pending(&e);
             return;
         }
         let locked = if self.is_hot() {
             match self.lock().await {
                 Ok(locked) => locked,
                 Err(e) => {
-                    for op in self.pending.drain(..) {
-                        op.fail(e.clone());
-                    }
+                    self.fail_pending(&e);
                     return;
                 }
             }
@@ -150,9 +152,7 @@ impl SessionState {
         if locked.is_none() {
             self.assume_new_for_registration().await;
             if let Err(e) = self.load().await {
-                for op in self.pending.drain(..) {
-                    op.fail(e.clone());
-                }
+                self.fail_pending(&e);
                 return;
             }
         }

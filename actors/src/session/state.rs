@@ -139,6 +139,7 @@ impl SessionState {
         self.last_activity = Instant::now();
         self.used.touch();
     }
+
     /// Load the row on first use. Lazy, so spawning an actor costs no I/O
     /// on the supervisor's turn.
     pub(super) async fn load(&mut self) -> Result<&Option<SessionRow>, HandoffError> {
@@ -174,6 +175,7 @@ impl SessionState {
         }
         Ok(self.committed.as_ref().expect("loaded above"))
     }
+
     /// The live state from a stored row and the entries after its checkpoint.
     fn fold(&mut self, (mut row, tail): (SessionRow, Vec<EntryRow>)) -> SessionRow {
         self.checkpoint_seq = row.last_seq;
@@ -184,9 +186,11 @@ impl SessionState {
         }
         row
     }
+
     pub(super) fn is_hot(&self) -> bool {
         self.hot_until.is_some_and(|t| Instant::now() < t)
     }
+
     /// A hot session's unit: take the session's write lock and read the
     /// session under it (see "Hot sessions"). Returns the lock and the
     /// deadline of the unit (lock and commit share one `db_timeout`), or
@@ -235,6 +239,7 @@ impl SessionState {
         self.take_over_cached_copy().await;
         Ok(Some((locked.lock, deadline)))
     }
+
     /// Start from the row an earlier actor of this process parked when it
     /// stopped (`park_in_cache`) instead of reading the database. A parked
     /// row is the stored row: it is parked only after its checkpoint
@@ -264,6 +269,7 @@ impl SessionState {
         metrics().hot.loads_from_cache.inc();
         true
     }
+
     /// A registration of a key this actor has not looked up is built as if
     /// the key were new, when the store leaves out a registration that lost
     /// (`Store::registers_blind`): the common case then costs no read. If
@@ -284,6 +290,7 @@ impl SessionState {
         self.checkpoint_seq = 0;
         self.synced_at = Instant::now();
     }
+
     pub(super) async fn summary(&mut self) -> Result<SummaryView, HandoffError> {
         let key = self.key.key.clone();
         match self.load().await? {
@@ -291,6 +298,7 @@ impl SessionState {
             None => Err(HandoffError::session_not_found(&key)),
         }
     }
+
     /// From here this actor answers the session's reads: a cache only this
     /// process reads drops its copy (see `crate::cache`) until
     /// `park_in_cache` puts the final row back.
@@ -299,6 +307,7 @@ impl SessionState {
             self.deps.cache.evict(&self.key).await;
         }
     }
+
     /// A cache only this process reads gets the final row now (see
     /// `crate::cache`); an unknown state (a failed unit) leaves no copy.
     pub(super) async fn park_in_cache(&self) {
@@ -316,6 +325,7 @@ impl SessionState {
             _ => cache.evict(&self.key).await,
         }
     }
+
     /// Write the session row if entries arrived since the last checkpoint
     /// (on stop, so the next load has no tail to fold).
     pub(super) async fn checkpoint(&mut self) {

@@ -2,19 +2,18 @@
 //! as on SQLite; content bytes are `octet_length` of the bytea (read from
 //! the stored length, the content itself is not fetched).
 
-use super::PgDb;
-use crate::storage::Analytics;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use handoff_actors::StoreError;
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 
-use super::classify;
 use super::rows::since_time;
+use super::{classify, PgDb};
 use crate::storage::analytics::{
     ContextAnalytics, Counted, HandoffAnalytics, SessionAnalytics, TypeStats, TOP,
 };
+use crate::storage::Analytics;
 
 async fn counted(
     pool: &PgPool,
@@ -173,7 +172,6 @@ pub(super) async fn size(pool: &PgPool) -> Result<Vec<Counted>, StoreError> {
 
 #[async_trait]
 impl Analytics for PgDb {
-    // Analytics: see `postgres_analytics`.
     async fn session_analytics(
         &self,
         tenant: &str,

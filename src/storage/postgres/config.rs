@@ -4,8 +4,6 @@
 //! shared pool, not on the writer connection: configuration changes are
 //! rare and must not queue behind the persistence actor's batches.
 
-use super::PgDb;
-use crate::storage::Configuration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use handoff_actors::model::rfc3339;
@@ -16,7 +14,8 @@ use sqlx::types::Json;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::classify;
+use super::{classify, PgDb};
+use crate::storage::Configuration;
 use crate::storage::{ConfigBackup, ConfigBackupInfo, ConfigOverride};
 
 /// Times arrive as the RFC 3339 strings the service writes.
@@ -195,7 +194,6 @@ impl Configuration for PgDb {
             .map_err(classify)
     }
 
-    // Configuration: see `postgres_config`.
     async fn config_overrides(&self) -> Result<Vec<ConfigOverride>, StoreError> {
         overrides(&self.reader).await
     }

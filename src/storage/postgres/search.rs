@@ -5,15 +5,14 @@
 //! term is words (punctuation separates them, so `auth.ts` is the phrase
 //! "auth ts"), no query language, case-insensitive.
 
-use super::PgDb;
-use crate::storage::Search;
 use async_trait::async_trait;
 use handoff_actors::model::rfc3339;
 use handoff_actors::StoreError;
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::classify;
+use super::{classify, PgDb};
+use crate::storage::Search;
 use crate::storage::SearchHit;
 
 /// Markers `ts_headline` puts around matches, turned into `«` `»` after the

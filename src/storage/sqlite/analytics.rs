@@ -5,17 +5,16 @@
 //! (`length(CAST(content AS BLOB))` read every entry: ~3.5 s for 200,000
 //! 1 KiB entries on the dev machine).
 
-use super::SqliteDb;
-use crate::storage::Analytics;
 use async_trait::async_trait;
 use handoff_actors::StoreError;
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
 
-use super::classify;
+use super::{classify, SqliteDb};
 use crate::storage::analytics::{
     ContextAnalytics, Counted, HandoffAnalytics, SessionAnalytics, TypeStats, TOP,
 };
+use crate::storage::Analytics;
 
 async fn counted(
     pool: &SqlitePool,
@@ -178,7 +177,6 @@ pub(super) fn size(path: &str) -> Vec<Counted> {
 
 #[async_trait]
 impl Analytics for SqliteDb {
-    // Analytics: see `sqlite_analytics`.
     async fn session_analytics(
         &self,
         tenant: &str,
