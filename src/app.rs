@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use handoff_actors::breaker::{BreakerConfig, BreakerHandle};
-use handoff_actors::persistence::{PersistenceConfig, PersistenceHandle};
-use handoff_actors::root::{ChildSpec, RootArgs};
+use handoff_actors::persistence::PersistenceConfig;
+use handoff_actors::root::{Addresses, ChildSpec, RootArgs};
 use handoff_actors::session::SessionDeps;
 use handoff_actors::store::Store;
 use handoff_actors::Core;
@@ -110,16 +110,32 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let db = open_db(&cfg).await?;
     let key = hash_key(&cfg, &db).await?;
-    let (audit_key, audit_on_head) = crate::audit::prepare(&cfg, &db).await?;
+    let (audit_key, audit_on_head) = crate::audit::prepare(
+        &cfg.database_url()?,
+        cfg.audit_key.as_ref().map(|k| k.expose()),
+        &db,
+    )
+    .await?;
     let sessions = crate::transport::http_sessions::SharedSessions::new(db.clone(), cfg.db_timeout);
     let authenticator = authenticator(&cfg, &db, &audit_key)?;
     crate::mcp::configuration::init(&cfg, &db).await;
     crate::logging::set_hash_key(key);
     let breaker = BreakerHandle::new();
-    let cache = Arc::new(crate::cache::Cache::new(&cfg, breaker.clone(), key)?);
+    let cache = Arc::new(crate::cache::Cache::new(
+        crate::cache::Settings {
+            redis_url: cfg.redis_url.as_deref(),
+            capacity: cfg.cache_capacity,
+            ttl: cfg.cache_ttl,
+            timeout: cfg.cache_timeout,
+        },
+        breaker.clone(),
+        key,
+    )?);
     let changes = handoff_actors::changes::Changes::default();
     let store: Arc<dyn Store> = db.clone();
+    let addresses = Addresses::default();
     let (core, root) = Core::start(RootArgs {
+        addresses: addresses.clone(),
         store: store.clone(),
         breaker: breaker.clone(),
         breaker_config: BreakerConfig {
@@ -132,7 +148,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         },
         sessions: SessionDeps {
             store,
-            persistence: PersistenceHandle,
+            persistence: addresses.persistence.clone(),
+            audit: addresses.audit.clone(),
             breaker: breaker.clone(),
             idle: cfg.session_idle,
             max_live: cfg.max_live_sessions,
@@ -211,7 +228,7 @@ fn transports(
                     sessions: sessions.clone(),
                 };
                 Box::pin(async move {
-                    Actor::spawn_linked(Some(http::NAME.into()), HttpTransport, args, sup)
+                    Actor::spawn_linked(None, HttpTransport, args, sup)
                         .await
                         .map(|(a, _)| a.get_cell())
                 })
@@ -228,7 +245,7 @@ fn transports(
                     max_message_bytes: max,
                 };
                 Box::pin(async move {
-                    Actor::spawn_linked(Some(stdio::NAME.into()), StdioTransport, args, sup)
+                    Actor::spawn_linked(None, StdioTransport, args, sup)
                         .await
                         .map(|(a, _)| a.get_cell())
                 })
@@ -245,7 +262,7 @@ fn transports(
                     listen,
                 };
                 Box::pin(async move {
-                    Actor::spawn_linked(Some(admin::NAME.into()), AdminListener, args, sup)
+                    Actor::spawn_linked(None, AdminListener, args, sup)
                         .await
                         .map(|(a, _)| a.get_cell())
                 })

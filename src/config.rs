@@ -486,10 +486,10 @@ impl Config {
         if let Some(m) = crate::settings::bounds::check("jobs.retry_delay", j.retry_delay) {
             problems.push(format!("jobs.retry_delay (HANDOFF_JOBS__RETRY_DELAY) {m}"));
         }
-        if j.max_retries > crate::jobs::MAX_RETRIES {
+        if j.max_retries > crate::settings::bounds::MAX_JOB_RETRIES {
             problems.push(format!(
                 "jobs.max_retries (HANDOFF_JOBS__MAX_RETRIES) must be 0–{}",
-                crate::jobs::MAX_RETRIES
+                crate::settings::bounds::MAX_JOB_RETRIES
             ));
         }
         problems.extend(
@@ -522,17 +522,9 @@ impl Config {
         if let Some(url) = &self.database_url {
             return Ok(url.clone());
         }
-        let dir = data_dir()?;
+        let dir = crate::paths::data_dir()?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
         Ok(format!("sqlite://{}", dir.join("handoff.db").display()))
     }
-}
-
-/// `handoff` in the platform data directory (not created here).
-pub fn data_dir() -> anyhow::Result<PathBuf> {
-    Ok(dirs::data_dir()
-        .or_else(|| dirs::home_dir().map(|h| h.join(".local/share")))
-        .ok_or_else(|| anyhow::anyhow!("no data directory; set HANDOFF_DATABASE_URL"))?
-        .join("handoff"))
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod jobs;
 pub mod logging;
 pub mod mcp;
+pub mod paths;
 pub mod settings;
 pub mod storage;
 pub mod transport;

@@ -41,6 +41,11 @@ pub fn init(filter: &str) {
     }));
 }
 
+/// The id of one HTTP request, in its extensions: every log line about it
+/// and the error a client gets carry it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(pub uuid::Uuid);
+
 /// Fix the key used for session-key hashes (once, at start-up).
 pub fn set_hash_key(key: [u8; 32]) {
     let _ = HASH_KEY.set(key);

@@ -45,6 +45,8 @@ pub mod bounds {
 
     /// What every floor becomes with `test_hooks`.
     pub const TEST_FLOOR: Duration = Duration::from_millis(1);
+    /// Further attempts a failed job run may make at most.
+    pub const MAX_JOB_RETRIES: u32 = 10;
     /// No duration anywhere in the configuration is longer (100 years).
     pub const CEILING: Duration = Duration::from_secs(36_500 * DAY);
 

@@ -3,15 +3,22 @@
 //! a shared atomic, so the check on the hot path is one load, and report
 //! outcomes with a cast. When the database dies, calls fail at once with a
 //! retryable `STORAGE_UNAVAILABLE` instead of queueing behind a dead socket.
+//!
+//! Every call to the database or the cache goes through
+//! [`BreakerHandle::guard`]: refused while open, bounded in time, its outcome
+//! reported. Transitions are published on an output port
+//! ([`BreakerHandle::transitions`]); the root subscribes the audit actor, so
+//! the breaker knows nothing of who listens.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort};
 
-use crate::audit::{AuditEvent, AuditMsg};
-use crate::error::HandoffError;
+use crate::address::Address;
+use crate::error::{HandoffError, StoreError};
 use crate::metrics::metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +81,42 @@ impl Default for BreakerConfig {
     }
 }
 
+/// A breaker changed state (published on `BreakerHandle::transitions`).
+#[derive(Debug, Clone, Copy)]
+pub struct Transition {
+    pub dependency: Dependency,
+    pub from: BreakerState,
+    pub to: BreakerState,
+}
+
+/// Which outcomes of a guarded call reach the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// Database reads: a database that serves reads while every commit
+    /// fails (disk full) must still open the breaker (`report_read`).
+    FailuresOnly,
+    /// Writes, and cache calls: a success proves the dependency works.
+    Both,
+}
+
+/// An error a guarded call can end with: the one a timeout becomes, and
+/// whether it says the dependency is failing (a refused statement or a
+/// lost write race does not).
+pub trait DependencyError {
+    fn timed_out(what: &'static str) -> Self;
+    fn counts_against_dependency(&self) -> bool;
+}
+
+impl DependencyError for StoreError {
+    fn timed_out(what: &'static str) -> Self {
+        StoreError::Unavailable(format!("{what} timed out"))
+    }
+
+    fn counts_against_dependency(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
 pub enum BreakerMsg {
     /// The outcome of one call to a dependency.
     Outcome { dep: Dependency, ok: bool },
@@ -81,8 +124,7 @@ pub enum BreakerMsg {
     HalfOpen(Dependency),
 }
 
-/// The registered name of the breaker actor; reports find it by name so a
-/// restarted breaker is found without rewiring anyone.
+/// The breaker actor's name (logs, the root's list of children).
 pub const BREAKER_NAME: &str = "breaker";
 
 struct Shared {
@@ -90,6 +132,9 @@ struct Shared {
     /// Set after a failure report, so a success after it is worth a message
     /// (to reset the count) and the common all-is-well case sends none.
     failing: [AtomicBool; 2],
+    /// Where outcomes go: the breaker actor the root last started.
+    actor: Address<BreakerMsg>,
+    transitions: OutputPort<Transition>,
 }
 
 /// What callers hold: the shared state to check; reports go to the actor.
@@ -110,8 +155,44 @@ impl BreakerHandle {
             shared: Arc::new(Shared {
                 states: [AtomicU8::new(0), AtomicU8::new(0)],
                 failing: [AtomicBool::new(false), AtomicBool::new(false)],
+                actor: Address::default(),
+                transitions: OutputPort::default(),
             }),
         }
+    }
+
+    /// The root binds each breaker actor it starts.
+    pub fn bind(&self, actor: ActorRef<BreakerMsg>) {
+        self.shared.actor.bind(actor);
+    }
+
+    /// Every state change, for whoever subscribes (the audit actor).
+    pub fn transitions(&self) -> &OutputPort<Transition> {
+        &self.shared.transitions
+    }
+
+    /// One call to a dependency, the only way the server makes one: refused
+    /// at once while the breaker is open (the outer error, retryable), given
+    /// up after `budget` (`what` names it in the cause), and its outcome
+    /// reported as `report` says.
+    pub async fn guard<T, E: DependencyError>(
+        &self,
+        dep: Dependency,
+        report: Report,
+        budget: Duration,
+        what: &'static str,
+        fut: impl Future<Output = Result<T, E>>,
+    ) -> Result<Result<T, E>, HandoffError> {
+        self.check(dep)?;
+        let r = tokio::time::timeout(budget, fut)
+            .await
+            .unwrap_or_else(|_| Err(E::timed_out(what)));
+        let ok = !matches!(&r, Err(e) if e.counts_against_dependency());
+        match report {
+            Report::FailuresOnly => self.report_read(dep, ok),
+            Report::Both => self.report(dep, ok),
+        }
+        Ok(r)
     }
 
     pub fn state(&self, dep: Dependency) -> BreakerState {
@@ -156,9 +237,7 @@ impl BreakerHandle {
         } else {
             self.shared.failing[i].store(true, Ordering::Release);
         }
-        if let Some(cell) = ractor::registry::where_is(BREAKER_NAME) {
-            let _ = cell.send_message(BreakerMsg::Outcome { dep, ok });
-        }
+        let _ = self.shared.actor.send(BreakerMsg::Outcome { dep, ok });
     }
 }
 
@@ -195,10 +274,11 @@ impl BreakerActorState {
             to = to.as_str(),
             "circuit breaker transition"
         );
-        AuditMsg::record(AuditEvent::system(
-            "breaker.transition",
-            serde_json::json!({"dependency": dep.as_str(), "from": from.as_str(), "to": to.as_str()}),
-        ));
+        self.shared.transitions().send(Transition {
+            dependency: dep,
+            from,
+            to,
+        });
         if to == BreakerState::Open {
             let open_for = self.config.open_for;
             myself.send_after(open_for, move || BreakerMsg::HalfOpen(dep));
@@ -287,7 +367,7 @@ mod tests {
     async fn opens_after_threshold_half_opens_and_closes_on_success() {
         let shared = BreakerHandle::new();
         let (actor, handle) = Actor::spawn(
-            Some(BREAKER_NAME.into()),
+            None,
             BreakerActor,
             BreakerArgs {
                 config: BreakerConfig {
@@ -299,6 +379,7 @@ mod tests {
         )
         .await
         .unwrap();
+        shared.bind(actor.clone());
         let db = Dependency::Database;
 
         // Read successes do not reset the count; failures add up.

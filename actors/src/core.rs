@@ -10,20 +10,21 @@ use ractor::{Actor, ActorRef, MessagingErr};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+use crate::audit::Auditor;
 use crate::breaker::BreakerHandle;
 use crate::error::{ErrorCode, HandoffError};
-use crate::jobs::job::{actor_name, JobMsg};
+use crate::jobs::job::JobMsg;
 use crate::jobs::supervisor::JobsArgs;
 use crate::jobs::{JobConfig, JobSpec, JobStatus, Jobs, RunRecord};
+use crate::model::summary::SummaryView;
 use crate::model::{HandoffType, LifecycleEvent, NewEntry, SessionKey, TransitionRequest};
-use crate::root::{ChildSpec, ChildStatus, RootActor, RootArgs, RootMsg};
+use crate::root::{Addresses, ChildSpec, ChildStatus, RootActor, RootArgs, RootMsg};
+use crate::session::supervisor::SessionsMsg;
 use crate::session::{
     Accept, Accepted, Append, Appended, Delete, Deleted, Handoff, HandoffCreated, Register,
     Registered, Reply, SessionMsg, Transition,
 };
-use crate::sessions::{SessionsMsg, SESSIONS_NAME};
 use crate::store::Store;
-use crate::summary::SummaryView;
 
 /// How long a call keeps trying to reach a session actor that is being
 /// replaced (passivating, crashed) before it gives up with INTERNAL_ERROR.
@@ -38,6 +39,7 @@ pub struct Core {
     /// The jobs' status board.
     pub jobs: Jobs,
     root: ActorRef<RootMsg>,
+    addresses: Addresses,
 }
 
 impl Core {
@@ -48,7 +50,8 @@ impl Core {
         let breaker = args.breaker.clone();
         let hash_key = args.sessions.hash_key;
         let cache = args.sessions.cache.clone();
-        let (root, handle) = Actor::spawn(Some("root".into()), RootActor, args)
+        let addresses = args.addresses.clone();
+        let (root, handle) = Actor::spawn(None, RootActor, args)
             .await
             .map_err(|e| HandoffError::internal(format!("could not start the actor tree: {e}")))?;
         Ok((
@@ -59,9 +62,15 @@ impl Core {
                 cache,
                 jobs: Jobs::default(),
                 root,
+                addresses,
             },
             handle,
         ))
+    }
+
+    /// Where audit events go (configuration changes, auth failures).
+    pub fn audit(&self) -> &Auditor {
+        &self.addresses.audit
     }
 
     pub fn start_children(&self, specs: Vec<ChildSpec>) {
@@ -74,6 +83,7 @@ impl Core {
         let _ = self.root.cast(RootMsg::StartJobs(JobsArgs {
             board: self.jobs.clone(),
             specs,
+            audit: self.addresses.audit.clone(),
         }));
     }
 
@@ -99,13 +109,17 @@ impl Core {
         self.job(name)?;
         // A job restarting after a panic is back within milliseconds.
         for _ in 0..200 {
-            if let Some(a) = ActorRef::<JobMsg>::where_is(actor_name(name)) {
-                return match a.call(JobMsg::RunNow, None).await {
-                    Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
-                    _ => Err(HandoffError::internal(
-                        "the job's actor stopped before the run finished",
-                    )),
-                };
+            if let Some(a) = self.jobs.actor(name) {
+                match a.call(JobMsg::RunNow, None).await {
+                    Ok(ractor::rpc::CallResult::Success(r)) => return Ok(r),
+                    // Stopped before it took the call: ask its successor.
+                    Err(MessagingErr::SendErr(_)) => {}
+                    _ => {
+                        return Err(HandoffError::internal(
+                            "the job's actor stopped before the run finished",
+                        ))
+                    }
+                }
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -122,7 +136,7 @@ impl Core {
     ) -> Result<JobStatus, HandoffError> {
         self.job(name)?;
         let status = self.jobs.set_config(name, config).expect("checked above");
-        if let Some(a) = ActorRef::<JobMsg>::where_is(actor_name(name)) {
+        if let Some(a) = self.jobs.actor(name) {
             let _ = a.cast(JobMsg::Reschedule);
         }
         Ok(status)
@@ -217,7 +231,7 @@ impl Core {
     /// A live actor here answers (it is the freshest copy); otherwise the
     /// cache may, before an actor is started just to read one row.
     pub async fn summary(&self, key: &SessionKey) -> Result<SummaryView, HandoffError> {
-        if ActorRef::<SessionMsg>::where_is(key.actor_name()).is_none() {
+        if self.addresses.session_actors.get(key).is_none() {
             if let Some(row) = self.cache.get(key).await {
                 return Ok(SummaryView::of(&row, crate::model::now()));
             }
@@ -242,8 +256,8 @@ impl Core {
     ) -> Result<T, HandoffError> {
         let (tx, rx) = oneshot();
         let mut msg = build(tx.into());
-        // A stopping or crashed actor keeps its name until ractor has
-        // cleaned it up, which takes longer on a loaded machine: retry for
+        // A stopping or crashed actor stays in the directory until it has
+        // stopped, which takes longer on a loaded machine: retry for
         // a bounded time, not a number of turns. One deadline covers
         // finding the actor and getting the message in.
         let deadline = std::time::Instant::now() + REACH_TIMEOUT;
@@ -276,12 +290,11 @@ impl Core {
         key: &SessionKey,
         deadline: std::time::Instant,
     ) -> Result<ActorRef<SessionMsg>, HandoffError> {
-        let name = key.actor_name();
         while std::time::Instant::now() < deadline {
-            if let Some(a) = ActorRef::<SessionMsg>::where_is(name.clone()) {
+            if let Some(a) = self.addresses.session_actors.get(key) {
                 return Ok(a);
             }
-            let sup = ActorRef::<SessionsMsg>::where_is(SESSIONS_NAME).ok_or_else(|| {
+            let sup = self.addresses.sessions.get().ok_or_else(|| {
                 HandoffError::storage_unavailable("the session supervisor is restarting; retry")
             })?;
             let key = key.clone();
@@ -289,11 +302,7 @@ impl Core {
                 .call(|reply| SessionsMsg::Spawn { key, reply }, None)
                 .await
             {
-                Ok(ractor::rpc::CallResult::Success(Ok(Some(a)))) => return Ok(a),
-                Ok(ractor::rpc::CallResult::Success(Ok(None))) => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Ok(ractor::rpc::CallResult::Success(Err(e))) => return Err(e),
+                Ok(ractor::rpc::CallResult::Success(r)) => return r,
                 _ => {
                     return Err(HandoffError::storage_unavailable(
                         "the session supervisor is restarting; retry",

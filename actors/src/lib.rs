@@ -15,6 +15,7 @@
 //! Actors talk by typed messages only; `Core` (core.rs) is the door the MCP
 //! surface uses, and `Store` (store.rs) the port storage adapters implement.
 
+pub mod address;
 pub mod audit;
 pub mod breaker;
 pub mod cache;
@@ -28,9 +29,7 @@ pub mod model;
 pub mod persistence;
 pub mod root;
 pub mod session;
-pub mod sessions;
 pub mod store;
-pub mod summary;
 pub mod supervision;
 
 pub use crate::core::Core;

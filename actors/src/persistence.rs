@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use ractor::concurrency::{oneshot, OneshotReceiver};
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 
-use crate::breaker::{BreakerHandle, Dependency};
+use crate::address::Address;
+use crate::breaker::{BreakerHandle, Dependency, Report};
 use crate::error::{HandoffError, StoreError};
 use crate::metrics::metrics;
 use crate::model::CommitUnit;
@@ -50,22 +51,28 @@ impl Default for PersistenceConfig {
     }
 }
 
-/// How the rest of the tree reaches the persistence actor: by name, so a
-/// restarted actor is found without rewiring anyone.
+/// How the rest of the tree reaches the persistence actor: an address the
+/// root binds to each persistence actor it starts.
 #[derive(Clone, Default)]
-pub struct PersistenceHandle;
+pub struct PersistenceHandle(Address<PersistMsg>);
 
 impl PersistenceHandle {
+    pub fn bind(&self, actor: ActorRef<PersistMsg>) {
+        self.0.bind(actor);
+    }
+
     /// Submit a unit and return the receiver of its acknowledgement.
     pub fn submit(
         &self,
         unit: CommitUnit,
     ) -> Result<OneshotReceiver<Result<(), HandoffError>>, HandoffError> {
         let (tx, rx) = oneshot();
-        let cell = ractor::registry::where_is(PERSISTENCE_NAME).ok_or_else(|| {
-            HandoffError::storage_unavailable("the persistence actor is restarting; retry")
-        })?;
-        match cell.send_message(PersistMsg::Commit(
+        let Some(actor) = self.0.get() else {
+            return Err(HandoffError::storage_unavailable(
+                "the persistence actor is restarting; retry",
+            ));
+        };
+        match actor.cast(PersistMsg::Commit(
             Box::new(unit),
             tx.into(),
             Instant::now(),
@@ -275,24 +282,26 @@ impl PersistenceState {
         self.buffer = Vec::with_capacity(self.config.max_batch);
     }
 
-    /// One transaction, bounded in time, reported to the breaker. Returns
-    /// the indexes of units left out as lost registrations.
+    /// One transaction through the breaker's guard. Returns the indexes of
+    /// units left out as lost registrations. A breaker that opened since
+    /// the units were queued refuses the batch, as it refused them at the
+    /// door.
     async fn commit(
         &self,
         units: &[&CommitUnit],
         budget: Duration,
     ) -> Result<Vec<usize>, StoreError> {
-        let r = match tokio::time::timeout(budget, self.store.commit_partial(units)).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "commit took longer than {:?}",
-                self.config.timeout
-            ))),
-        };
-        self.breaker.report(
-            Dependency::Database,
-            !matches!(r, Err(StoreError::Unavailable(_))),
-        );
+        let r = self
+            .breaker
+            .guard(
+                Dependency::Database,
+                Report::Both,
+                budget,
+                "batch commit",
+                self.store.commit_partial(units),
+            )
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("circuit breaker open".into())));
         match &r {
             Err(StoreError::Conflict(_)) if units.len() == 1 => {
                 metrics().write_conflicts.inc();

@@ -18,15 +18,22 @@ use ractor::{
     Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
 };
 
-use crate::audit::{AuditActor, AuditArgs, AuditKey, OnHead, AUDIT_NAME};
-use crate::breaker::{BreakerActor, BreakerArgs, BreakerConfig, BreakerHandle, BREAKER_NAME};
+use crate::address::Address;
+use crate::audit::{
+    AuditActor, AuditArgs, AuditEvent, AuditKey, AuditMsg, Auditor, OnHead, AUDIT_NAME,
+};
+use crate::breaker::{
+    BreakerActor, BreakerArgs, BreakerConfig, BreakerHandle, Transition, BREAKER_NAME,
+};
 use crate::jobs::supervisor::{JobsArgs, JobsSupervisor, JOBS_NAME};
 use crate::metrics::metrics;
 use crate::persistence::{
     PersistenceActor, PersistenceArgs, PersistenceConfig, PersistenceHandle, PERSISTENCE_NAME,
 };
+use crate::session::supervisor::{
+    SessionDirectory, SessionSupervisor, SessionsArgs, SessionsMsg, SESSIONS_NAME,
+};
 use crate::session::SessionDeps;
-use crate::sessions::{SessionSupervisor, SessionsMsg, SESSIONS_NAME};
 use crate::store::Store;
 use crate::supervision::{self, Restarts, Verdict};
 
@@ -50,7 +57,21 @@ pub struct ChildSpec {
     pub shutdown_on_exit: bool,
 }
 
+/// The addresses the root binds to the actors it starts (and starts
+/// again), handed down to whoever talks to them; nobody looks an actor up
+/// by name.
+#[derive(Clone, Default)]
+pub struct Addresses {
+    pub persistence: PersistenceHandle,
+    pub audit: Auditor,
+    pub sessions: Address<SessionsMsg>,
+    /// The live session actors, kept by the session supervisor.
+    pub session_actors: SessionDirectory,
+}
+
 pub struct RootArgs {
+    /// Shared with `sessions` (its persistence and audit handles are these).
+    pub addresses: Addresses,
     pub store: Arc<dyn Store>,
     pub breaker: BreakerHandle,
     pub breaker_config: BreakerConfig,
@@ -95,56 +116,71 @@ impl RootState {
     async fn start_core(&mut self, name: &str, me: &ActorCell) -> Result<(), SpawnErr> {
         let a = &self.args;
         let cell = match name {
-            BREAKER_NAME => Actor::spawn_linked(
-                Some(BREAKER_NAME.into()),
-                BreakerActor,
-                BreakerArgs {
-                    config: a.breaker_config.clone(),
-                    shared: a.breaker.clone(),
-                },
-                me.clone(),
-            )
-            .await?
-            .0
-            .get_cell(),
-            PERSISTENCE_NAME => Actor::spawn_linked(
-                Some(PERSISTENCE_NAME.into()),
-                PersistenceActor,
-                PersistenceArgs {
-                    store: a.store.clone(),
-                    breaker: a.breaker.clone(),
-                    config: a.persistence.clone(),
-                },
-                me.clone(),
-            )
-            .await?
-            .0
-            .get_cell(),
-            AUDIT_NAME => Actor::spawn_linked(
-                Some(AUDIT_NAME.into()),
-                AuditActor,
-                AuditArgs {
-                    store: a.store.clone(),
-                    persistence: PersistenceHandle,
-                    key: a.audit_key.clone(),
-                    on_head: a.audit_on_head.clone(),
-                },
-                me.clone(),
-            )
-            .await?
-            .0
-            .get_cell(),
-            SESSIONS_NAME => Actor::spawn_linked(
-                Some(SESSIONS_NAME.into()),
-                SessionSupervisor,
-                a.sessions.clone(),
-                me.clone(),
-            )
-            .await?
-            .0
-            .get_cell(),
+            BREAKER_NAME => {
+                let (actor, _) = Actor::spawn_linked(
+                    None,
+                    BreakerActor,
+                    BreakerArgs {
+                        config: a.breaker_config.clone(),
+                        shared: a.breaker.clone(),
+                    },
+                    me.clone(),
+                )
+                .await?;
+                a.breaker.bind(actor.clone());
+                actor.get_cell()
+            }
+            PERSISTENCE_NAME => {
+                let (actor, _) = Actor::spawn_linked(
+                    None,
+                    PersistenceActor,
+                    PersistenceArgs {
+                        store: a.store.clone(),
+                        breaker: a.breaker.clone(),
+                        config: a.persistence.clone(),
+                    },
+                    me.clone(),
+                )
+                .await?;
+                a.addresses.persistence.bind(actor.clone());
+                actor.get_cell()
+            }
+            AUDIT_NAME => {
+                let (actor, _) = Actor::spawn_linked(
+                    None,
+                    AuditActor,
+                    AuditArgs {
+                        store: a.store.clone(),
+                        persistence: a.addresses.persistence.clone(),
+                        key: a.audit_key.clone(),
+                        on_head: a.audit_on_head.clone(),
+                    },
+                    me.clone(),
+                )
+                .await?;
+                a.addresses.audit.bind(actor.clone());
+                // The subscription of a previous audit actor ended with it.
+                a.breaker
+                    .transitions()
+                    .subscribe(actor.clone(), |t| Some(AuditMsg::Record(breaker_event(t))));
+                actor.get_cell()
+            }
+            SESSIONS_NAME => {
+                let (actor, _) = Actor::spawn_linked(
+                    None,
+                    SessionSupervisor,
+                    SessionsArgs {
+                        deps: a.sessions.clone(),
+                        directory: a.addresses.session_actors.clone(),
+                    },
+                    me.clone(),
+                )
+                .await?;
+                a.addresses.sessions.bind(actor.clone());
+                actor.get_cell()
+            }
             JOBS_NAME => Actor::spawn_linked(
-                Some(JOBS_NAME.into()),
+                None,
                 JobsSupervisor,
                 self.jobs.clone().ok_or(SpawnErr::ActorAlreadyStarted)?,
                 me.clone(),
@@ -329,7 +365,7 @@ impl Actor for RootActor {
             }
             Some(err) => {
                 tracing::error!(child = %name, error = %err, "child failed; restarting");
-                crate::audit::AuditMsg::record(crate::audit::AuditEvent::system(
+                st.args.addresses.audit.record(AuditEvent::system(
                     "actor.restarted",
                     serde_json::json!({"actor": name, "error": err}),
                 ));
@@ -338,6 +374,18 @@ impl Actor for RootActor {
         }
         Ok(())
     }
+}
+
+/// A breaker transition as the audit log records it.
+fn breaker_event(t: Transition) -> AuditEvent {
+    AuditEvent::system(
+        "breaker.transition",
+        serde_json::json!({
+            "dependency": t.dependency.as_str(),
+            "from": t.from.as_str(),
+            "to": t.to.as_str(),
+        }),
+    )
 }
 
 async fn restart(
@@ -351,13 +399,6 @@ async fn restart(
         return Err(format!("{name} failed more than {max} times in {window:?}").into());
     }
     metrics().actor_restarts.with_label_values(&[name]).inc();
-    // The old actor's name stays registered until it is fully gone.
-    for _ in 0..100 {
-        if ractor::registry::where_is(name).is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     st.start_core(name, &myself.get_cell()).await?;
     Ok(())
 }

@@ -20,7 +20,6 @@ use handoff_actors::HandoffError;
 
 pub use handoff_actors::audit::AuditKey;
 
-use crate::config::Config;
 use crate::storage::Database;
 
 /// Where a database's audit key file and anchor are.
@@ -41,7 +40,7 @@ pub fn files(url: &str) -> anyhow::Result<Files> {
             .unwrap_or_else(|| "handoff.db".into());
         match db.parent() {
             Some(dir) if db.to_str() != Some(":memory:") => (dir.to_path_buf(), name, false),
-            _ => (crate::config::data_dir()?, "memory".into(), false),
+            _ => (crate::paths::data_dir()?, "memory".into(), false),
         }
     } else {
         let opts = sqlx::postgres::PgConnectOptions::from_str(url)
@@ -62,7 +61,7 @@ pub fn files(url: &str) -> anyhow::Result<Files> {
         })
         .take(200)
         .collect();
-        (crate::config::data_dir()?, name, true)
+        (crate::paths::data_dir()?, name, true)
     };
     Ok(Files {
         key: dir.join(format!("{name}.audit-key")),
@@ -97,12 +96,13 @@ pub fn check_backup(key: &AuditKey, id: &str, body: &str, checksum: &str) -> Res
 /// anchor writer for the audit actor (none when the log disagrees with the
 /// anchor: the evidence stays until an operator looks).
 pub async fn prepare(
-    cfg: &Config,
+    database_url: &str,
+    setting: Option<&str>,
     db: &Arc<dyn Database>,
 ) -> anyhow::Result<(AuditKey, Option<OnHead>)> {
-    let files = files(&cfg.database_url()?)?;
-    let (key, source) = key::load(cfg.audit_key.as_ref().map(|k| k.expose()), &files.key, true)?
-        .ok_or_else(|| anyhow::anyhow!("no audit key"))?;
+    let files = files(database_url)?;
+    let (key, source) =
+        key::load(setting, &files.key, true)?.ok_or_else(|| anyhow::anyhow!("no audit key"))?;
     if files.postgres && !matches!(source, key::Source::Setting) {
         tracing::warn!(
             key_file = %files.key.display(),

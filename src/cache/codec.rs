@@ -3,8 +3,8 @@
 //! Redis script) followed by the row as JSON, or `null` for a deletion.
 
 use chrono::{DateTime, Utc};
+use handoff_actors::model::summary::Summary;
 use handoff_actors::model::{SessionRow, SessionStatus};
-use handoff_actors::summary::Summary;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;

@@ -28,12 +28,21 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use handoff_actors::breaker::{BreakerHandle, Dependency};
+use handoff_actors::breaker::{BreakerHandle, Dependency, DependencyError, Report};
 use handoff_actors::cache::SessionCache;
 use handoff_actors::metrics::metrics;
 use handoff_actors::model::{SessionKey, SessionRow};
 
-use crate::config::Config;
+/// The cache's part of the configuration (`redis_url`, `cache_*`).
+#[derive(Debug, Clone)]
+pub struct Settings<'a> {
+    /// Redis when set; otherwise an in-process cache of `capacity` sessions.
+    pub redis_url: Option<&'a str>,
+    pub capacity: usize,
+    pub ttl: Duration,
+    /// Deadline of one cache call.
+    pub timeout: Duration,
+}
 
 enum Backend {
     Local(local::LocalCache),
@@ -52,16 +61,24 @@ pub struct Cache {
 impl Cache {
     /// Never fails: an unreachable Redis starts the cache disconnected (it
     /// connects when Redis comes up) rather than stopping the server.
-    pub fn new(cfg: &Config, breaker: BreakerHandle, hash_key: [u8; 32]) -> anyhow::Result<Self> {
-        let backend = match &cfg.redis_url {
-            Some(url) => Backend::Redis(Box::new(redis::RedisCache::new(url, cfg, hash_key)?)),
-            None => Backend::Local(local::LocalCache::new(cfg.cache_capacity, cfg.cache_ttl)),
+    pub fn new(
+        cfg: Settings<'_>,
+        breaker: BreakerHandle,
+        hash_key: [u8; 32],
+    ) -> anyhow::Result<Self> {
+        let backend = match cfg.redis_url {
+            Some(url) => Backend::Redis(Box::new(redis::RedisCache::new(
+                url,
+                cfg.timeout,
+                hash_key,
+            )?)),
+            None => Backend::Local(local::LocalCache::new(cfg.capacity, cfg.ttl)),
         };
         Ok(Cache {
             backend,
             breaker,
-            timeout: cfg.cache_timeout,
-            ttl: cfg.cache_ttl,
+            timeout: cfg.timeout,
+            ttl: cfg.ttl,
             suspect: Mutex::new(HashMap::new()),
         })
     }
@@ -124,20 +141,32 @@ impl Cache {
         &self,
         call: impl std::future::Future<Output = Result<T, ::redis::RedisError>>,
     ) -> Result<T, CacheError> {
-        if self.breaker.check(Dependency::Cache).is_err() {
-            return Err(CacheError::Open);
-        }
-        let r = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(CacheError::Failed(e.to_string())),
-            Err(_) => Err(CacheError::Failed("timed out".into())),
-        };
-        self.breaker.report(Dependency::Cache, r.is_ok());
-        r
+        let call = async { call.await.map_err(|e| CacheError::Failed(e.to_string())) };
+        self.breaker
+            .guard(
+                Dependency::Cache,
+                Report::Both,
+                self.timeout,
+                "cache call",
+                call,
+            )
+            .await
+            .unwrap_or(Err(CacheError::Open))
     }
 
     fn count(op: &str, outcome: &str) {
         metrics().cache_ops.with_label_values(&[op, outcome]).inc();
+    }
+}
+
+/// Every failure of a Redis call counts against the cache.
+impl DependencyError for CacheError {
+    fn timed_out(_: &'static str) -> Self {
+        CacheError::Failed("timed out".into())
+    }
+
+    fn counts_against_dependency(&self) -> bool {
+        true
     }
 }
 

@@ -12,7 +12,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
 use super::codec::{self, VERSION_LEN};
-use crate::config::Config;
 
 /// SET unless the stored value carries a newer version prefix.
 const PUT_NEWER: &str = r"
@@ -36,12 +35,12 @@ pub struct RedisCache {
 }
 
 impl RedisCache {
-    pub fn new(url: &str, cfg: &Config, hash_key: [u8; 32]) -> anyhow::Result<Self> {
+    pub fn new(url: &str, timeout: Duration, hash_key: [u8; 32]) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("redis_url (HANDOFF_REDIS_URL) is not usable: {e}"))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.cache_timeout.max(Duration::from_millis(200))))
-            .set_response_timeout(Some(cfg.cache_timeout))
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(200))))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         Ok(RedisCache {

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
+use handoff_actors::model::summary::Summary;
 use handoff_actors::model::{
     CommitUnit, ContextType, EntryRow, HandoffAccept, HandoffRow, HandoffType, SessionRow,
     SessionStatus,
 };
-use handoff_actors::summary::Summary;
 use serde_json::Value;
 use uuid::Uuid;
 

@@ -19,8 +19,6 @@ use serde_json::{json, Value};
 use crate::config::Config;
 use crate::storage::Reads;
 
-/// Further attempts a failed run may make at most.
-pub const MAX_RETRIES: u32 = 10;
 /// Sessions looked at per lifecycle step and run; a larger backlog drains
 /// over the next runs.
 const STEP_BATCH: u32 = 1000;
@@ -110,7 +108,9 @@ fn config_from_json(v: &Value) -> Option<JobConfig> {
             Duration::from_millis(v["interval_ms"].as_u64()?),
         ),
         enabled: v["enabled"].as_bool()?,
-        max_retries: v["max_retries"].as_u64()?.min(u64::from(MAX_RETRIES)) as u32,
+        max_retries: v["max_retries"]
+            .as_u64()?
+            .min(u64::from(crate::settings::bounds::MAX_JOB_RETRIES)) as u32,
         retry_delay: clamp(
             "jobs.retry_delay",
             Duration::from_millis(v["retry_delay_ms"].as_u64()?),

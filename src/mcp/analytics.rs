@@ -278,7 +278,7 @@ async fn resources(ctx: &Ctx) -> Result<Value, HandoffError> {
         "max_live_session_actors": ctx.cfg.max_live_sessions,
         "rss_bytes": rss_bytes(),
         "database": {
-            "backend": super::resources::backend_kind(ctx),
+            "backend": ctx.backend_kind(),
             "size_bytes": size.iter().map(|c| c.count).sum::<i64>(),
             "files": counts(&size),
         },

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use handoff_actors::audit::{AuditEvent, AuditMsg};
+use handoff_actors::audit::AuditEvent;
 use handoff_actors::model::{now, rfc3339};
 use handoff_actors::HandoffError;
 use schemars::JsonSchema;
@@ -224,7 +224,7 @@ pub fn audit(ctx: &Ctx, action: &'static str, claimed_by: Option<&str>, mut deta
     if let Value::Object(m) = &mut details {
         m.insert("claimed_by".into(), claimed_by.into());
     }
-    AuditMsg::record(AuditEvent {
+    ctx.core.audit().record(AuditEvent {
         action,
         tenant: ctx.tenant.to_string(),
         actor: Some(ctx.caller.principal.to_string()),

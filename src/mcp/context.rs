@@ -80,6 +80,15 @@ impl Ctx {
         }
     }
 
+    /// `sqlite` or `postgresql`: what a client may know of the database.
+    pub fn backend_kind(&self) -> &'static str {
+        if self.reads.db.describe().starts_with("postgres") {
+            "postgresql"
+        } else {
+            "sqlite"
+        }
+    }
+
     /// `FORBIDDEN` unless the caller holds the admin capability.
     pub fn require_admin(&self, what: &str) -> Result<(), HandoffError> {
         if self.caller.admin {

@@ -381,7 +381,7 @@ pub async fn health(ctx: &Ctx) -> Value {
     let mut components = Vec::new();
     // Which kind of database, never where it is (a path, a host, a user):
     // the failure's own text goes to the log.
-    let backend = backend_kind(ctx);
+    let backend = ctx.backend_kind();
     let db_ok = match tokio::time::timeout(ctx.reads.timeout, ctx.reads.db.ping()).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
@@ -443,13 +443,4 @@ pub async fn health(ctx: &Ctx) -> Value {
         "ok"
     };
     json!({"status": status, "components": components, "timestamp": rfc3339(&now())})
-}
-
-/// `sqlite` or `postgresql`: what a client may know of the database.
-pub fn backend_kind(ctx: &Ctx) -> &'static str {
-    if ctx.reads.db.describe().starts_with("postgres") {
-        "postgresql"
-    } else {
-        "sqlite"
-    }
 }

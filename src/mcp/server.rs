@@ -85,6 +85,11 @@ impl HandoffServer {
         }
     }
 
+    /// Where audit events go (the HTTP transport's auth failures).
+    pub fn auditor(&self) -> handoff_actors::audit::Auditor {
+        self.core.audit().clone()
+    }
+
     /// For a transport that writes the structured content of results
     /// marked `reply::STRUCTURED_IS_TEXT` itself.
     pub fn with_structured_content_in_transport(mut self) -> Self {
@@ -203,11 +208,7 @@ impl HandoffServer {
 fn request_id(rc: &RequestContext<RoleServer>) -> Uuid {
     rc.extensions
         .get::<axum::http::request::Parts>()
-        .and_then(|parts| {
-            parts
-                .extensions
-                .get::<crate::transport::http_log::RequestId>()
-        })
+        .and_then(|parts| parts.extensions.get::<crate::logging::RequestId>())
         .map(|r| r.0)
         .unwrap_or_else(Uuid::now_v7)
 }

@@ -62,10 +62,10 @@ pub const TOP: i64 = 10;
 pub(crate) mod isolation {
     use std::sync::Arc;
 
+    use handoff_actors::model::summary::Summary;
     use handoff_actors::model::{
         now, CommitUnit, ContextType, EntryRow, HandoffRow, HandoffType, SessionRow, SessionStatus,
     };
-    use handoff_actors::summary::Summary;
     use serde_json::json;
     use uuid::Uuid;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use handoff_actors::breaker::{BreakerHandle, Dependency};
+use handoff_actors::breaker::{BreakerHandle, Dependency, Report};
 use handoff_actors::model::{AuditRow, ContextType};
 use handoff_actors::store::Store;
 use handoff_actors::{HandoffError, StoreError};
@@ -588,14 +588,15 @@ impl Reads {
         &self,
         fut: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, HandoffError> {
-        self.breaker.check(Dependency::Database)?;
-        let r = tokio::time::timeout(self.timeout, fut)
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("read timed out".into())));
-        self.breaker.report_read(
-            Dependency::Database,
-            !matches!(r, Err(StoreError::Unavailable(_))),
-        );
-        r.map_err(HandoffError::from)
+        self.breaker
+            .guard(
+                Dependency::Database,
+                Report::FailuresOnly,
+                self.timeout,
+                "read",
+                fut,
+            )
+            .await?
+            .map_err(HandoffError::from)
     }
 }

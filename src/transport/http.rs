@@ -144,6 +144,7 @@ impl Actor for HttpTransport {
         let sessions = CancellationToken::new();
         let accepting = CancellationToken::new();
         let inflight = InFlight::new();
+        let auditor = args.server.auditor();
         let server = args.server;
         let service = StreamableHttpService::new(
             move || Ok(server.for_new_connection()),
@@ -190,7 +191,12 @@ impl Actor for HttpTransport {
         };
         if let Some(auth) = args.auth {
             app = app.layer(axum::middleware::from_fn_with_state(
-                http_auth::AuthState::new(auth, metadata.clone(), args.cfg.max_message_bytes),
+                http_auth::AuthState::new(
+                    auth,
+                    metadata.clone(),
+                    args.cfg.max_message_bytes,
+                    auditor,
+                ),
                 http_auth::require_auth,
             ));
         }

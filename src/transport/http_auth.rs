@@ -21,7 +21,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use handoff_actors::audit::{AuditEvent, AuditMsg};
+use handoff_actors::audit::{AuditEvent, Auditor};
 
 use crate::auth::oauth::metadata::Metadata;
 use crate::auth::{keys, Authenticator, Failure, Method, Refusal};
@@ -40,14 +40,21 @@ pub struct AuthState {
     /// The largest body read to see whether a call needs admin.
     max_body: usize,
     touched: moka::sync::Cache<String, ()>,
+    audit: Auditor,
     /// (window start, failures reported in it, failures suppressed).
     budget: Arc<Mutex<(Instant, u32, u64)>>,
 }
 
 impl AuthState {
-    pub fn new(auth: Authenticator, metadata: Option<Arc<Metadata>>, max_body: usize) -> Self {
+    pub fn new(
+        auth: Authenticator,
+        metadata: Option<Arc<Metadata>>,
+        max_body: usize,
+        audit: Auditor,
+    ) -> Self {
         Self {
             auth,
+            audit,
             metadata,
             max_body,
             touched: moka::sync::Cache::builder()
@@ -76,7 +83,7 @@ impl AuthState {
     fn refuse(&self, f: Failure, remote: IpAddr) {
         count(&f);
         if let Some(suppressed) = self.report() {
-            failure(&f, remote, suppressed);
+            failure(&self.audit, &f, remote, suppressed);
         }
     }
 }
@@ -211,7 +218,7 @@ fn count(f: &Failure) {
         .inc();
 }
 
-fn failure(f: &Failure, remote: IpAddr, suppressed: u64) {
+fn failure(audit: &Auditor, f: &Failure, remote: IpAddr, suppressed: u64) {
     let method = f.method.map(Method::as_str);
     tracing::warn!(
         reason = f.reason.as_str(),
@@ -224,7 +231,7 @@ fn failure(f: &Failure, remote: IpAddr, suppressed: u64) {
     let actor =
         f.id.as_deref()
             .map(|id| crate::auth::label(f.method.unwrap_or(Method::ApiKey), id));
-    AuditMsg::record(AuditEvent {
+    audit.record(AuditEvent {
         action: "auth.failed",
         tenant: String::new(),
         actor,

@@ -17,11 +17,8 @@ use axum::response::Response;
 use uuid::Uuid;
 
 use crate::auth::Principal;
+use crate::logging::RequestId;
 use crate::transport::http_peer::ClientAddr;
-
-/// The HTTP request's id, in the request's extensions.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestId(pub Uuid);
 
 /// Who the key check found, handed back out on the response for the log.
 #[derive(Debug, Clone)]

@@ -13,10 +13,12 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{json, Value};
 
+use crate::address::Address;
 use crate::model::{now, rfc3339, AuditRow, CommitUnit};
 use crate::persistence::PersistenceHandle;
 use crate::store::Store;
 
+/// The audit actor's name (logs, the root's list of children).
 pub const AUDIT_NAME: &str = "audit";
 /// Audit rows wait this long to be written together. A row written on its
 /// own costs a commit (an fsync) that client writes would queue behind; the
@@ -59,22 +61,30 @@ pub enum AuditMsg {
     Flush,
 }
 
-impl AuditMsg {
-    /// Fire-and-forget from anywhere: the audit actor is found by name, so a
-    /// restarted one is found too.
-    pub fn record(event: AuditEvent) {
-        if let Some(cell) = ractor::registry::where_is(AUDIT_NAME) {
-            if cell.send_message(AuditMsg::Record(event)).is_ok() {
-                crate::metrics::metrics()
-                    .mailbox_backlog
-                    .with_label_values(&["audit"])
-                    .inc();
+/// How the rest of the tree reaches the audit actor: an address the root
+/// binds to each audit actor it starts, handed down to whoever records.
+#[derive(Clone, Default)]
+pub struct Auditor(Address<AuditMsg>);
+
+impl Auditor {
+    pub fn bind(&self, actor: ActorRef<AuditMsg>) {
+        self.0.bind(actor);
+    }
+
+    /// Fire-and-forget: events are not on any client's path.
+    pub fn record(&self, event: AuditEvent) {
+        match self.0.send(AuditMsg::Record(event)) {
+            Ok(()) => crate::metrics::metrics()
+                .mailbox_backlog
+                .with_label_values(&["audit"])
+                .inc(),
+            Err(e) => {
+                let action = match &e {
+                    ractor::MessagingErr::SendErr(AuditMsg::Record(event)) => event.action,
+                    _ => "unknown",
+                };
+                tracing::warn!(action, "audit actor not running; event dropped");
             }
-        } else {
-            tracing::warn!(
-                action = event.action,
-                "audit actor not running; event dropped"
-            );
         }
     }
 }

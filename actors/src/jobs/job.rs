@@ -9,14 +9,9 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
 
-use super::{JobWork, Jobs, Outcome, RunRecord};
-use crate::audit::{AuditEvent, AuditMsg};
+use super::{JobWork, Jobs, RunOutcome, RunRecord};
+use crate::audit::{AuditEvent, Auditor};
 use crate::model::{now, rfc3339};
-
-/// The registered name of a job's actor.
-pub fn actor_name(job: &str) -> String {
-    format!("job.{job}")
-}
 
 pub enum JobMsg {
     /// A scheduled run; stale when its generation is not the current one.
@@ -31,12 +26,14 @@ pub struct JobArgs {
     pub name: &'static str,
     pub work: Arc<dyn JobWork>,
     pub board: Jobs,
+    pub audit: Auditor,
 }
 
-pub struct JobState {
+pub struct JobActorState {
     name: &'static str,
     work: Arc<dyn JobWork>,
     board: Jobs,
+    audit: Auditor,
     generation: u64,
 }
 
@@ -44,18 +41,19 @@ pub struct JobActor;
 
 impl Actor for JobActor {
     type Msg = JobMsg;
-    type State = JobState;
+    type State = JobActorState;
     type Arguments = JobArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<JobMsg>,
         args: JobArgs,
-    ) -> Result<JobState, ActorProcessingErr> {
-        let mut st = JobState {
+    ) -> Result<JobActorState, ActorProcessingErr> {
+        let mut st = JobActorState {
             name: args.name,
             work: args.work,
             board: args.board,
+            audit: args.audit,
             generation: 0,
         };
         st.schedule(&myself);
@@ -66,7 +64,7 @@ impl Actor for JobActor {
         &self,
         myself: ActorRef<JobMsg>,
         msg: JobMsg,
-        st: &mut JobState,
+        st: &mut JobActorState,
     ) -> Result<(), ActorProcessingErr> {
         let _handling = crate::metrics::handling(
             "job",
@@ -89,7 +87,7 @@ impl Actor for JobActor {
                 return Ok(());
             }
         };
-        if record.outcome == Outcome::Panic {
+        if record.outcome == RunOutcome::Panic {
             return Err(format!(
                 "job {} panicked: {}",
                 st.name,
@@ -102,7 +100,7 @@ impl Actor for JobActor {
     }
 }
 
-impl JobState {
+impl JobActorState {
     fn schedule(&mut self, myself: &ActorRef<JobMsg>) {
         self.generation += 1;
         if let Some(wait) = self.board.schedule_next(self.name) {
@@ -141,13 +139,13 @@ impl JobState {
             })
             .await;
             match joined {
-                Ok(Ok(report)) => break (Outcome::Success, Some(report), None),
+                Ok(Ok(report)) => break (RunOutcome::Success, Some(report), None),
                 Ok(Err(e)) if attempts <= config.max_retries => {
                     tracing::warn!(job = self.name, attempt = attempts, error = %e, "job attempt failed; retrying");
                     tokio::time::sleep(config.retry_delay).await;
                 }
-                Ok(Err(e)) => break (Outcome::Failure, None, Some(e)),
-                Err(e) => break (Outcome::Panic, None, Some(panic_message(e))),
+                Ok(Err(e)) => break (RunOutcome::Failure, None, Some(e)),
+                Err(e) => break (RunOutcome::Panic, None, Some(panic_message(e))),
             }
         };
         let record = RunRecord {
@@ -161,10 +159,10 @@ impl JobState {
             report,
             error,
         };
-        if outcome != Outcome::Success {
+        if outcome != RunOutcome::Success {
             tracing::error!(job = self.name, outcome = ?outcome, error = record.error.as_deref().unwrap_or(""), "job run failed");
-            AuditMsg::record(AuditEvent::system(
-                if outcome == Outcome::Panic {
+            self.audit.record(AuditEvent::system(
+                if outcome == RunOutcome::Panic {
                     "job.panicked"
                 } else {
                     "job.failed"

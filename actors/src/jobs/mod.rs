@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ractor::ActorRef;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -68,7 +69,7 @@ pub enum JobState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum RunOutcome {
     Success,
     Failure,
     /// The run panicked; the job's actor was restarted.
@@ -84,7 +85,7 @@ pub struct RunRecord {
     pub started_at: String,
     pub finished_at: String,
     pub duration_ms: u64,
-    pub outcome: Outcome,
+    pub outcome: RunOutcome,
     pub attempts: u32,
     pub report: Option<Value>,
     pub error: Option<String>,
@@ -102,7 +103,7 @@ pub struct JobStatus {
     pub success_count: u64,
     pub failure_count: u64,
     pub restarts: u64,
-    pub last_outcome: Option<Outcome>,
+    pub last_outcome: Option<RunOutcome>,
     pub last_error: Option<String>,
     /// Newest first.
     pub history: VecDeque<RunRecord>,
@@ -133,7 +134,10 @@ impl JobStatus {
             JobState::Running
         } else if !self.config.enabled {
             JobState::Disabled
-        } else if matches!(self.last_outcome, Some(Outcome::Failure | Outcome::Panic)) {
+        } else if matches!(
+            self.last_outcome,
+            Some(RunOutcome::Failure | RunOutcome::Panic)
+        ) {
             JobState::Failed
         } else {
             JobState::Idle
@@ -196,6 +200,8 @@ pub fn format_duration(d: Duration) -> String {
 #[derive(Clone, Default)]
 pub struct Jobs {
     board: Arc<Mutex<BTreeMap<&'static str, JobStatus>>>,
+    /// Each job's actor, bound by the jobs supervisor when it starts one.
+    actors: Arc<Mutex<BTreeMap<&'static str, ActorRef<job::JobMsg>>>>,
     /// Test hook: jobs whose next run panics.
     #[cfg(feature = "test-hooks")]
     panic_next: Arc<Mutex<std::collections::HashSet<String>>>,
@@ -216,6 +222,16 @@ impl Jobs {
             b.entry(s.name)
                 .or_insert_with(|| JobStatus::new(s.name, s.config.clone()));
         }
+    }
+
+    /// The job's actor as last started (it may be restarting: a call to
+    /// it then fails and the caller asks again).
+    pub fn actor(&self, name: &str) -> Option<ActorRef<job::JobMsg>> {
+        self.actors.lock().expect("jobs actors").get(name).cloned()
+    }
+
+    pub(crate) fn bind(&self, name: &'static str, actor: ActorRef<job::JobMsg>) {
+        self.actors.lock().expect("jobs actors").insert(name, actor);
     }
 
     pub fn get(&self, name: &str) -> Option<JobStatus> {
@@ -270,8 +286,8 @@ impl Jobs {
             s.running = false;
             s.last_run_finished_at = Some(now());
             match record.outcome {
-                Outcome::Success => s.success_count += 1,
-                Outcome::Failure | Outcome::Panic => {
+                RunOutcome::Success => s.success_count += 1,
+                RunOutcome::Failure | RunOutcome::Panic => {
                     s.failure_count += 1;
                     s.last_error = record.error.clone();
                 }
@@ -338,7 +354,7 @@ mod tests {
         }
     }
 
-    fn record(run: u64, outcome: Outcome) -> RunRecord {
+    fn record(run: u64, outcome: RunOutcome) -> RunRecord {
         RunRecord {
             run,
             trigger: "manual",
@@ -348,7 +364,7 @@ mod tests {
             outcome,
             attempts: 1,
             report: None,
-            error: (outcome != Outcome::Success).then(|| "boom".into()),
+            error: (outcome != RunOutcome::Success).then(|| "boom".into()),
         }
     }
 
@@ -382,7 +398,7 @@ mod tests {
         assert_eq!(jobs.get("lifecycle").unwrap().state(), JobState::Idle);
         let n = jobs.started("lifecycle");
         assert_eq!(jobs.get("lifecycle").unwrap().state(), JobState::Running);
-        jobs.finished("lifecycle", record(n, Outcome::Panic));
+        jobs.finished("lifecycle", record(n, RunOutcome::Panic));
         jobs.restarted("lifecycle");
         let s = jobs.get("lifecycle").unwrap();
         assert_eq!(
@@ -391,7 +407,7 @@ mod tests {
         );
         for _ in 0..HISTORY + 5 {
             let n = jobs.started("lifecycle");
-            jobs.finished("lifecycle", record(n, Outcome::Success));
+            jobs.finished("lifecycle", record(n, RunOutcome::Success));
         }
         let s = jobs.get("lifecycle").unwrap();
         assert_eq!(s.state(), JobState::Idle);

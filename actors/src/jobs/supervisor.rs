@@ -10,9 +10,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;
 
-use super::job::{actor_name, JobActor, JobArgs};
+use super::job::{JobActor, JobArgs};
 use super::{JobSpec, Jobs};
-use crate::audit::{AuditEvent, AuditMsg};
+use crate::audit::{AuditEvent, Auditor};
 use crate::metrics::metrics;
 use crate::supervision::{self, Restarts, Verdict};
 
@@ -22,10 +22,11 @@ pub const JOBS_NAME: &str = "jobs";
 pub struct JobsArgs {
     pub board: Jobs,
     pub specs: Vec<JobSpec>,
+    pub audit: Auditor,
 }
 
 pub enum JobsMsg {
-    /// Start the job's actor again (self-sent once its old name is free).
+    /// Start the job's actor again (self-sent after a failure).
     Restart(&'static str),
 }
 
@@ -49,8 +50,10 @@ impl JobsState {
             name,
             work: spec.work.clone(),
             board: self.args.board.clone(),
+            audit: self.args.audit.clone(),
         };
-        let (a, _) = Actor::spawn_linked(Some(actor_name(name)), JobActor, args, me).await?;
+        let (a, _) = Actor::spawn_linked(None, JobActor, args, me).await?;
+        self.args.board.bind(name, a.clone());
         self.by_id.insert(a.get_id(), name);
         metrics().actors_live.with_label_values(&["job"]).inc();
         Ok(())
@@ -88,10 +91,6 @@ impl Actor for JobsSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             JobsMsg::Restart(name) => {
-                if ractor::registry::where_is(actor_name(name)).is_some() {
-                    myself.send_after(Duration::from_millis(5), move || JobsMsg::Restart(name));
-                    return Ok(());
-                }
                 if let Err(e) = st.start(name, myself.get_cell()).await {
                     tracing::error!(job = name, error = %e, "job actor did not start again");
                 }
@@ -124,7 +123,7 @@ impl Actor for JobsSupervisor {
         st.args.board.restarted(name);
         let give_up = st.restarts.failed(name) != Verdict::Restart;
         tracing::error!(job = name, error = %err, give_up, "job actor failed");
-        AuditMsg::record(AuditEvent::system(
+        st.args.audit.record(AuditEvent::system(
             if give_up {
                 "job.stopped"
             } else {

@@ -10,13 +10,12 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::ops::{Draft, Kind, Prepared, Rules};
-use super::state::{SessionState, HOT_FOR};
+use super::state::{Inflight, SessionState, UnitOutcome, HOT_FOR};
 use super::SessionMsg;
-use crate::audit::AuditMsg;
-use crate::breaker::{BreakerHandle, Dependency};
+use crate::breaker::{BreakerHandle, Dependency, Report};
 use crate::error::{ErrorCode, HandoffError, StoreError};
 use crate::metrics::metrics;
-use crate::model::{now, CommitUnit, SessionRow};
+use crate::model::{now, CommitUnit};
 use crate::store::SessionLock;
 
 /// Entries between two checkpoints of the session row at most (bounds the
@@ -32,32 +31,13 @@ const MAX_CONFLICT_RETRIES: u32 = 16;
 /// trying again would make them wait a second timeout.
 const FAIL_FAST_AFTER_OUTAGE: Duration = Duration::from_millis(100);
 
-/// How the unit in flight ended.
-enum Outcome {
-    Committed,
-    /// Failed; its callers were told.
-    Failed(HandoffError),
-    /// Lost a race to another writer: apply these again on fresh state.
-    Conflict(Vec<Prepared>),
-}
-
-/// The unit at the persistence actor (or under the session's lock).
-pub(super) struct Inflight {
-    spec: Option<SessionRow>,
-    /// Handoffs this unit accepts.
-    accepts: Vec<Uuid>,
-    /// The checkpoint this unit writes, if it carries the session row.
-    checkpoint: Option<i64>,
-    done: oneshot::Receiver<Outcome>,
-}
-
 impl SessionState {
     /// Wait for the unit in flight (if any) and take its outcome.
     pub(super) async fn settle_inflight(&mut self) {
         if let Some(inf) = self.inflight.take() {
-            let lost = || Outcome::Failed(HandoffError::internal("the commit waiter failed"));
+            let lost = || UnitOutcome::Failed(HandoffError::internal("the commit waiter failed"));
             match inf.done.await.unwrap_or_else(|_| lost()) {
-                Outcome::Committed => {
+                UnitOutcome::Committed => {
                     self.committed = Some(inf.spec);
                     self.accepted.extend(inf.accepts);
                     if let Some(seq) = inf.checkpoint {
@@ -66,7 +46,7 @@ impl SessionState {
                     self.synced_at = Instant::now();
                     self.conflicts = 0;
                 }
-                Outcome::Failed(e) => {
+                UnitOutcome::Failed(e) => {
                     // The store may or may not hold the unit (a timeout is
                     // ambiguous): forget the state and reload it on next use.
                     self.committed = None;
@@ -78,7 +58,7 @@ impl SessionState {
                         self.fail_pending(&e);
                     }
                 }
-                Outcome::Conflict(applied) => {
+                UnitOutcome::Conflict(applied) => {
                     // Nothing of the unit was stored and nobody was answered:
                     // reload and apply the same operations again, in order.
                     self.committed = None;
@@ -270,11 +250,12 @@ impl SessionState {
         let (done_tx, done_rx) = oneshot::channel();
         let me = myself.clone();
         let fence = self.deps.fences.raise(&self.key);
+        let auditor = self.deps.audit.clone();
         tokio::spawn(async move {
             let _fence = fence;
             let r = committing.await;
             if matches!(&r, Err(e) if e.is_write_conflict() && may_retry) {
-                let _ = done_tx.send(Outcome::Conflict(applied));
+                let _ = done_tx.send(UnitOutcome::Conflict(applied));
                 let _ = me.cast(SessionMsg::Committed);
                 return;
             }
@@ -288,8 +269,8 @@ impl SessionState {
                 prepared.send(&r);
             }
             let outcome = match &r {
-                Ok(()) => Outcome::Committed,
-                Err(e) => Outcome::Failed(e.clone()),
+                Ok(()) => UnitOutcome::Committed,
+                Err(e) => UnitOutcome::Failed(e.clone()),
             };
             // After the replies: a live actor answers this process's reads
             // itself, so only other replicas read what this writes.
@@ -305,7 +286,7 @@ impl SessionState {
                 m.hot.created_handoffs.inc_by(counts.1);
                 m.hot.created_sessions.inc_by(counts.2);
                 for e in audits {
-                    AuditMsg::record(e);
+                    auditor.record(e);
                 }
             }
             let _ = done_tx.send(outcome);
@@ -330,17 +311,15 @@ async fn commit_locked(
     breaker: BreakerHandle,
 ) -> Result<(), HandoffError> {
     let budget = deadline.saturating_duration_since(Instant::now());
-    let r = tokio::time::timeout(budget, lock.commit(&unit))
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "the locked commit did not finish in time".into(),
-            ))
-        });
-    breaker.report(
-        Dependency::Database,
-        !matches!(r, Err(StoreError::Unavailable(_))),
-    );
+    let r = breaker
+        .guard(
+            Dependency::Database,
+            Report::Both,
+            budget,
+            "the locked commit",
+            lock.commit(&unit),
+        )
+        .await?;
     if matches!(r, Err(StoreError::Conflict(_))) {
         metrics().write_conflicts.inc();
     }

@@ -23,7 +23,8 @@
 //! Layout: `ops/` the operations and their rules (one type each, no actor
 //! or database), `state.rs` loading, caching and hot sessions, `commit.rs`
 //! turning queued operations into units and settling them, this file the
-//! actor and its messages.
+//! actor and its messages, `supervisor.rs` the supervisor that starts
+//! session actors on demand and stops the least recently used.
 //!
 //! After `idle` without activity the actor drains and stops (passivation);
 //! the next call starts a fresh one that loads the row again.
@@ -31,6 +32,7 @@
 mod commit;
 pub mod ops;
 mod state;
+pub mod supervisor;
 
 use std::time::Duration;
 
@@ -38,7 +40,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::error::HandoffError;
 use crate::metrics::metrics;
-use crate::summary::SummaryView;
+use crate::model::summary::SummaryView;
 
 pub use ops::{
     session_json, Accept, Accepted, Append, Appended, AppendedEntry, Delete, Deleted, Handoff,

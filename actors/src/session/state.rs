@@ -6,20 +6,21 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::commit::Inflight;
-use super::ops::{Kind, Pending};
+use super::ops::{Kind, Pending, Prepared};
 use super::Reply;
-use crate::breaker::{BreakerHandle, Dependency};
+use crate::audit::Auditor;
+use crate::breaker::{BreakerHandle, Dependency, Report};
 use crate::error::{HandoffError, StoreError};
 use crate::metrics::metrics;
+use crate::model::summary::SummaryView;
 use crate::model::CommitUnit;
 use crate::model::{now, EntryRow, SessionKey, SessionRow};
 use crate::persistence::PersistenceHandle;
-use crate::sessions::LastUse;
+use crate::session::supervisor::LastUse;
 use crate::store::{SessionLock, Store};
-use crate::summary::SummaryView;
 
 /// A session that lost a write race to another process, or found another
 /// process's entries under its lock, stays hot this long: its units are
@@ -32,6 +33,7 @@ pub(super) const HOT_FOR: Duration = Duration::from_secs(2);
 pub struct SessionDeps {
     pub store: Arc<dyn Store>,
     pub persistence: PersistenceHandle,
+    pub audit: Auditor,
     pub breaker: BreakerHandle,
     pub idle: Duration,
     /// Live session actors at most; the oldest passivate beyond it.
@@ -144,6 +146,7 @@ impl SessionState {
     /// on the supervisor's turn.
     pub(super) async fn load(&mut self) -> Result<&Option<SessionRow>, HandoffError> {
         if self.committed.is_none() {
+            // Fail fast, before waiting on a predecessor or the cache.
             self.deps.breaker.check(Dependency::Database)?;
             // A predecessor that died may still have a unit in flight.
             self.deps.fences.wait(&self.key).await;
@@ -151,18 +154,20 @@ impl SessionState {
                 return Ok(self.committed.as_ref().expect("taken from the cache"));
             }
             metrics().hot.loads_from_database.inc();
-            let r = tokio::time::timeout(
-                self.deps.db_timeout,
-                self.deps
-                    .store
-                    .load_session(&self.key.tenant, &self.key.key),
-            )
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("load timed out".into())));
-            let unavailable = matches!(r, Err(StoreError::Unavailable(_)));
-            self.deps
+            let r = self
+                .deps
                 .breaker
-                .report_read(Dependency::Database, !unavailable);
+                .guard(
+                    Dependency::Database,
+                    Report::FailuresOnly,
+                    self.deps.db_timeout,
+                    "load",
+                    self.deps
+                        .store
+                        .load_session(&self.key.tenant, &self.key.key),
+                )
+                .await?;
+            let unavailable = matches!(r, Err(StoreError::Unavailable(_)));
             if unavailable {
                 self.unavailable_at = Some(Instant::now());
             }
@@ -198,26 +203,23 @@ impl SessionState {
     pub(super) async fn lock(
         &mut self,
     ) -> Result<Option<(Box<dyn SessionLock>, Instant)>, HandoffError> {
-        self.deps.breaker.check(Dependency::Database)?;
         // A predecessor that died may still have a unit in flight.
         self.deps.fences.wait(&self.key).await;
         let deadline = Instant::now() + self.deps.db_timeout;
-        let r = tokio::time::timeout(
-            self.deps.db_timeout,
-            self.deps
-                .store
-                .lock_session(&self.key.tenant, &self.key.key),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "waiting for the session's write lock timed out".into(),
-            ))
-        });
-        let unavailable = matches!(r, Err(StoreError::Unavailable(_)));
-        self.deps
+        let r = self
+            .deps
             .breaker
-            .report_read(Dependency::Database, !unavailable);
+            .guard(
+                Dependency::Database,
+                Report::FailuresOnly,
+                self.deps.db_timeout,
+                "waiting for the session's write lock",
+                self.deps
+                    .store
+                    .lock_session(&self.key.tenant, &self.key.key),
+            )
+            .await?;
+        let unavailable = matches!(r, Err(StoreError::Unavailable(_)));
         if unavailable {
             self.unavailable_at = Some(Instant::now());
         }
@@ -343,4 +345,23 @@ impl SessionState {
             self.checkpoint_seq = row.last_seq;
         }
     }
+}
+
+/// How the unit in flight ended.
+pub(super) enum UnitOutcome {
+    Committed,
+    /// Failed; its callers were told.
+    Failed(HandoffError),
+    /// Lost a race to another writer: apply these again on fresh state.
+    Conflict(Vec<Prepared>),
+}
+
+/// The unit at the persistence actor (or under the session's lock).
+pub(super) struct Inflight {
+    pub(super) spec: Option<SessionRow>,
+    /// Handoffs this unit accepts.
+    pub(super) accepts: Vec<Uuid>,
+    /// The checkpoint this unit writes, if it carries the session row.
+    pub(super) checkpoint: Option<i64>,
+    pub(super) done: oneshot::Receiver<UnitOutcome>,
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use handoff_actors::audit::{AuditEvent, AuditMsg};
+use handoff_actors::audit::AuditEvent;
 use handoff_actors::jobs::JobConfig;
 use handoff_actors::model::{now, rfc3339};
 use handoff_actors::HandoffError;
@@ -27,7 +27,7 @@ interval_ms, enabled, max_retries (0–10), retry_delay_ms (0–3600000)} — on
 (camelCase accepted). The next run is one interval from now. Invalid values: VALIDATION_ERROR \
 listing every problem; unknown job_name: NOT_FOUND. Stored across restarts and audited.";
 
-const MAX_RETRIES: u64 = crate::jobs::MAX_RETRIES as u64;
+const MAX_RETRIES: u64 = crate::settings::bounds::MAX_JOB_RETRIES as u64;
 
 /// The published shape of `config` (parsed by hand, so that every problem
 /// in it is reported at once).
@@ -187,7 +187,7 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
         )
         .await?;
     let status = ctx.core.update_job_config(&a.job_name, new)?;
-    AuditMsg::record(AuditEvent {
+    ctx.core.audit().record(AuditEvent {
         action: "job.config_updated",
         tenant: ctx.tenant.to_string(),
         actor: Some(ctx.caller.principal.to_string()),

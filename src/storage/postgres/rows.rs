@@ -1,8 +1,8 @@
 //! Rows as PostgreSQL returns them, turned into the storage records.
 
 use chrono::{DateTime, Utc};
+use handoff_actors::model::summary::Summary;
 use handoff_actors::model::{rfc3339, AuditRow, ContextType, EntryRow, SessionRow, SessionStatus};
-use handoff_actors::summary::Summary;
 use handoff_actors::StoreError;
 use serde_json::Value;
 use sqlx::postgres::PgRow;

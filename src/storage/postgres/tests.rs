@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use handoff_actors::model::summary::Summary;
 use handoff_actors::model::{
     rfc3339, ContextType, HandoffAccept, HandoffRow, HandoffType, SessionStatus,
 };
-use handoff_actors::summary::Summary;
 use serde_json::json;
 
 use super::*;

@@ -1,7 +1,7 @@
 //! Rows as SQLite returns them, turned into the storage records.
 
+use handoff_actors::model::summary::Summary;
 use handoff_actors::model::{AuditRow, ContextType, EntryRow, SessionRow, SessionStatus};
-use handoff_actors::summary::Summary;
 use handoff_actors::StoreError;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;

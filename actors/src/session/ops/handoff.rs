@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::{push_entry, writable, Draft, Kind, Operation, Rules, Staged};
 use crate::error::{ErrorCode, HandoffError};
+use crate::model::summary::SummaryView;
 use crate::model::{ContextType, HandoffRow, HandoffType, SessionStatus};
-use crate::summary::SummaryView;
 
 #[derive(Clone)]
 pub struct Handoff {

@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use super::{push_entry, session_json, Draft, Kind, Operation, Rules, Staged};
 use crate::error::{ErrorCode, HandoffError};
+use crate::model::summary::Summary;
 use crate::model::{ContextType, SessionRow, SessionStatus};
-use crate::summary::Summary;
 
 #[derive(Clone)]
 pub struct Register {

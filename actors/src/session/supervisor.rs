@@ -4,28 +4,44 @@
 //! next call for that session starts a fresh actor that loads it; other
 //! sessions never notice.
 
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
-    SupervisionEvent,
-};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::audit::{AuditEvent, AuditMsg};
+use dashmap::DashMap;
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+
+use crate::audit::AuditEvent;
 use crate::error::HandoffError;
 use crate::metrics::metrics;
 use crate::model::SessionKey;
 use crate::session::{SessionActor, SessionArgs, SessionDeps, SessionMsg};
 
+/// The session supervisor's name (logs, the root's list of children).
 pub const SESSIONS_NAME: &str = "sessions";
 
+/// The live session actors by key, written by the session supervisor only
+/// (on start and on stop), read by whoever calls a session. An actor that
+/// is stopping stays listed until it has stopped: a message to it comes
+/// back, and the caller asks again.
+#[derive(Clone, Default)]
+pub struct SessionDirectory(Arc<DashMap<SessionKey, ActorRef<SessionMsg>>>);
+
+impl SessionDirectory {
+    pub fn get(&self, key: &SessionKey) -> Option<ActorRef<SessionMsg>> {
+        self.0.get(key).map(|a| a.clone())
+    }
+}
+
 pub enum SessionsMsg {
-    /// The actor for this session, started if needed. `Ok(None)` means an
-    /// earlier actor of the same session is still stopping: ask again.
+    /// The actor for this session, started if none is listed. One that is
+    /// still stopping is listed (and refuses messages) until it has
+    /// stopped: the caller asks again.
     Spawn {
         key: SessionKey,
-        reply: RpcReplyPort<Result<Option<ActorRef<SessionMsg>>, HandoffError>>,
+        reply: RpcReplyPort<Result<ActorRef<SessionMsg>, HandoffError>>,
     },
     /// Refuse new sessions: the process is shutting down.
     Close,
@@ -33,8 +49,17 @@ pub enum SessionsMsg {
 
 pub struct SessionSupervisor;
 
+/// What the session supervisor starts with.
+pub struct SessionsArgs {
+    pub deps: SessionDeps,
+    pub directory: SessionDirectory,
+}
+
 pub struct SessionsState {
     deps: SessionDeps,
+    directory: SessionDirectory,
+    /// The key of each live actor, to take it off the directory.
+    key_of: HashMap<ActorId, SessionKey>,
     live: i64,
     /// Live actors in queue order (oldest first) with their last use (see
     /// `enforce_cap`), to pick one to passivate when more than `max_live`
@@ -49,15 +74,17 @@ pub struct SessionsState {
 impl Actor for SessionSupervisor {
     type Msg = SessionsMsg;
     type State = SessionsState;
-    type Arguments = SessionDeps;
+    type Arguments = SessionsArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<SessionsMsg>,
-        deps: SessionDeps,
+        SessionsArgs { deps, directory }: SessionsArgs,
     ) -> Result<SessionsState, ActorProcessingErr> {
         Ok(SessionsState {
             deps,
+            directory,
+            key_of: HashMap::new(),
             live: 0,
             by_age: BTreeMap::new(),
             age_of: HashMap::new(),
@@ -87,21 +114,21 @@ impl Actor for SessionSupervisor {
                     )));
                     return Ok(());
                 }
-                let name = key.actor_name();
-                if let Some(existing) = ActorRef::<SessionMsg>::where_is(name.clone()) {
-                    let _ = reply.send(Ok(Some(existing)));
+                if let Some(existing) = st.directory.get(&key) {
+                    let _ = reply.send(Ok(existing));
                     return Ok(());
                 }
                 let used = LastUse::new();
                 let args = SessionArgs {
-                    key,
+                    key: key.clone(),
                     deps: st.deps.clone(),
                     used: used.clone(),
                 };
-                let r = match Actor::spawn_linked(Some(name), SessionActor, args, myself.get_cell())
-                    .await
+                let r = match Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await
                 {
                     Ok((actor, _)) => {
+                        st.key_of.insert(actor.get_id(), key.clone());
+                        st.directory.0.insert(key, actor.clone());
                         st.live += 1;
                         st.queue(actor.get_cell(), used);
                         st.enforce_cap();
@@ -109,9 +136,8 @@ impl Actor for SessionSupervisor {
                             .actors_live
                             .with_label_values(&["session"])
                             .set(st.live);
-                        Ok(Some(actor))
+                        Ok(actor)
                     }
-                    Err(SpawnErr::ActorAlreadyRegistered(_)) => Ok(None),
                     Err(e) => Err(HandoffError::internal(format!(
                         "could not start the session actor: {e}"
                     ))),
@@ -143,7 +169,7 @@ impl Actor for SessionSupervisor {
                     .inc();
                 // The actor name holds the raw session key: log only its id.
                 tracing::error!(actor_id = %cell.get_id(), error = %err, "session actor failed; it restarts on the next call");
-                AuditMsg::record(AuditEvent::system(
+                st.deps.audit.record(AuditEvent::system(
                     "session.actor_failed",
                     serde_json::json!({"actor_id": cell.get_id().to_string()}),
                 ));
@@ -162,6 +188,11 @@ impl SessionsState {
     fn forget(&mut self, cell: &ActorCell) {
         if let Some(age) = self.age_of.remove(&cell.get_id()) {
             self.by_age.remove(&age);
+        }
+        if let Some(key) = self.key_of.remove(&cell.get_id()) {
+            self.directory
+                .0
+                .remove_if(&key, |_, a| a.get_id() == cell.get_id());
         }
     }
 

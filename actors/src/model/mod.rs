@@ -1,5 +1,6 @@
 //! The records that flow between the session actors, the persistence actor
-//! and the storage adapters.
+//! and the storage adapters; `summary.rs` the running summary a session
+//! keeps of its entries.
 
 use std::sync::Arc;
 
@@ -8,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::summary::Summary;
+pub mod summary;
+
+use summary::Summary;
 
 /// A session is named by its tenant and its key; the same key in two tenants
 /// is two sessions. Cheap to clone: both parts are shared.
@@ -24,14 +27,6 @@ impl SessionKey {
             tenant: Arc::from(tenant),
             key: Arc::from(key),
         }
-    }
-
-    /// The name the session actor is registered under. The tenant goes in
-    /// with its length, so no pair of strings can make another pair's name
-    /// (`local/evil` + `x` and `local` + `evil/x` used to collide), whatever
-    /// the tenant validation upstream lets through.
-    pub fn actor_name(&self) -> String {
-        format!("session/{}:{}/{}", self.tenant.len(), self.tenant, self.key)
     }
 }
 
@@ -368,14 +363,6 @@ pub mod tests_support {
 #[cfg(test)]
 mod name_tests {
     use super::*;
-
-    #[test]
-    fn actor_names_never_collide() {
-        let pairs = tests_support::colliding_pairs();
-        let names: std::collections::HashSet<String> =
-            pairs.iter().map(SessionKey::actor_name).collect();
-        assert_eq!(names.len(), pairs.len(), "{names:?}");
-    }
 
     #[test]
     fn tenant_ids_have_a_strict_charset() {
