@@ -13,7 +13,7 @@ use ractor::Actor;
 
 use crate::config::Config;
 use crate::mcp::HandoffServer;
-use crate::storage::{self, Database, Reads};
+use crate::storage::{self, Database, Storage};
 use crate::transport::admin::{self, AdminArgs, AdminListener};
 use crate::transport::http::{self, HttpArgs, HttpTransport};
 use crate::transport::stdio::{self, StdioArgs, StdioTransport};
@@ -79,14 +79,19 @@ fn authenticator(
     cfg: &Config,
     db: &Arc<dyn crate::storage::Database>,
     audit_key: &handoff_actors::audit::AuditKey,
+    breaker: &BreakerHandle,
 ) -> anyhow::Result<Option<crate::auth::Authenticator>> {
     if cfg.http.listen.is_none() || cfg.http.auth == crate::config::HttpAuth::None {
         return Ok(None);
     }
-    let api_keys = cfg
-        .auth
-        .api_keys
-        .then(|| crate::auth::ApiKeys::new(db.clone(), audit_key.clone(), cfg.db_timeout));
+    let api_keys = cfg.auth.api_keys.then(|| {
+        crate::auth::ApiKeys::new(
+            db.clone(),
+            audit_key.clone(),
+            cfg.db_timeout,
+            breaker.clone(),
+        )
+    });
     let oauth = if cfg.auth.oauth.enabled() {
         let oauth = Arc::new(crate::auth::OAuth::new(
             &cfg.auth.oauth,
@@ -116,11 +121,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         &db,
     )
     .await?;
-    let sessions = crate::transport::http_sessions::SharedSessions::new(db.clone(), cfg.db_timeout);
-    let authenticator = authenticator(&cfg, &db, &audit_key)?;
+    let breaker = BreakerHandle::new();
+    let sessions = crate::transport::http_sessions::SharedSessions::new(
+        db.clone(),
+        cfg.db_timeout,
+        breaker.clone(),
+    );
+    let authenticator = authenticator(&cfg, &db, &audit_key, &breaker)?;
     crate::mcp::configuration::init(&cfg, &db).await;
     crate::logging::set_hash_key(key);
-    let breaker = BreakerHandle::new();
     let cache = Arc::new(crate::cache::Cache::new(
         crate::cache::Settings {
             redis_url: cfg.redis_url.as_deref(),
@@ -165,7 +174,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         extra: Vec::new(),
     })
     .await?;
-    let reads = Reads {
+    let storage = Storage {
         db,
         breaker,
         timeout: cfg.db_timeout,
@@ -174,14 +183,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     core.start_jobs(
         crate::jobs::specs(crate::jobs::JobDeps {
             core: core.clone(),
-            reads: reads.clone(),
+            storage: storage.clone(),
             cfg: cfg.clone(),
         })
         .await,
     );
     let server = HandoffServer::new(
         core.clone(),
-        reads,
+        storage,
         cfg.clone(),
         changes,
         "local",

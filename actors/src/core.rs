@@ -263,7 +263,7 @@ impl Core {
         let deadline = std::time::Instant::now() + REACH_TIMEOUT;
         let mut attempts = 0u32;
         loop {
-            let actor = self.session_actor(key, deadline).await?;
+            let actor = self.session_actor(key).await?;
             match actor.cast(msg) {
                 Ok(()) => break,
                 Err(MessagingErr::SendErr(m)) if std::time::Instant::now() < deadline => {
@@ -285,31 +285,21 @@ impl Core {
         })
     }
 
-    async fn session_actor(
-        &self,
-        key: &SessionKey,
-        deadline: std::time::Instant,
-    ) -> Result<ActorRef<SessionMsg>, HandoffError> {
-        while std::time::Instant::now() < deadline {
-            if let Some(a) = self.addresses.session_actors.get(key) {
-                return Ok(a);
-            }
-            let sup = self.addresses.sessions.get().ok_or_else(|| {
-                HandoffError::storage_unavailable("the session supervisor is restarting; retry")
-            })?;
-            let key = key.clone();
-            match sup
-                .call(|reply| SessionsMsg::Spawn { key, reply }, None)
-                .await
-            {
-                Ok(ractor::rpc::CallResult::Success(r)) => return r,
-                _ => {
-                    return Err(HandoffError::storage_unavailable(
-                        "the session supervisor is restarting; retry",
-                    ))
-                }
-            }
+    /// The session's live actor, or a new one from the session supervisor.
+    async fn session_actor(&self, key: &SessionKey) -> Result<ActorRef<SessionMsg>, HandoffError> {
+        if let Some(a) = self.addresses.session_actors.get(key) {
+            return Ok(a);
         }
-        Err(HandoffError::internal("the session actor did not start"))
+        let restarting =
+            || HandoffError::storage_unavailable("the session supervisor is restarting; retry");
+        let sup = self.addresses.sessions.get().ok_or_else(restarting)?;
+        let key = key.clone();
+        match sup
+            .call(|reply| SessionsMsg::Spawn { key, reply }, None)
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            _ => Err(restarting()),
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use handoff_actors::audit::AuditKey;
+use handoff_actors::breaker::{BreakerHandle, Dependency, Report};
 
 use crate::auth::{keys, Method, Principal, Refusal};
 use crate::storage::Database;
@@ -25,14 +26,22 @@ pub struct ApiKeys {
     /// A lookup that takes longer is `Unavailable` (a dead database must
     /// not hold requests until the pool gives up).
     timeout: Duration,
+    /// Lookups go through the database breaker's guard.
+    breaker: BreakerHandle,
     /// key id -> row as read. Short-lived: see `CACHE_FOR`.
     cache: moka::sync::Cache<String, Arc<crate::storage::ApiKeyRow>>,
 }
 
 impl ApiKeys {
-    pub fn new(db: Arc<dyn Database>, key: AuditKey, timeout: Duration) -> Self {
+    pub fn new(
+        db: Arc<dyn Database>,
+        key: AuditKey,
+        timeout: Duration,
+        breaker: BreakerHandle,
+    ) -> Self {
         Self {
             db,
+            breaker,
             subkey: keys::subkey(&key),
             key,
             timeout,
@@ -45,10 +54,28 @@ impl ApiKeys {
 
     /// Record a use of `id` (in the background: never on the request's path).
     pub fn touch(&self, id: &str, at_ms: i64) {
-        let (db, id) = (self.db.clone(), id.to_string());
+        let (db, id, breaker, timeout) = (
+            self.db.clone(),
+            id.to_string(),
+            self.breaker.clone(),
+            self.timeout,
+        );
         tokio::spawn(async move {
-            if let Err(e) = db.touch_api_key(&id, at_ms).await {
-                tracing::debug!(error = %crate::logging::redact(&e.to_string()), "api key last-use not recorded");
+            let touch = db.touch_api_key(&id, at_ms);
+            let r = breaker
+                .guard(
+                    Dependency::Database,
+                    Report::Both,
+                    timeout,
+                    "api key touch",
+                    touch,
+                )
+                .await;
+            if let Err(e) = r
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+            {
+                tracing::debug!(error = %crate::logging::redact(&e), "api key last-use not recorded");
             }
         });
     }
@@ -60,7 +87,16 @@ impl ApiKeys {
             Some(row) => row,
             None => {
                 let unavailable = || (Refusal::Unavailable, Some(id.to_string()));
-                let row = tokio::time::timeout(self.timeout, self.db.api_key(id))
+                let lookup = self.db.api_key(id);
+                let row = self
+                    .breaker
+                    .guard(
+                        Dependency::Database,
+                        Report::FailuresOnly,
+                        self.timeout,
+                        "api key lookup",
+                        lookup,
+                    )
                     .await
                     .map_err(|_| unavailable())?
                     .map_err(|_| unavailable())?

@@ -18,8 +18,8 @@ impl JobWork for AnalyticsRollup {
             return Ok(json!({"skipped": "analytics.enabled is false"}));
         }
         self.0
-            .reads
-            .run(self.0.reads.db.analytics_rollup())
+            .storage
+            .run(self.0.storage.db.analytics_rollup())
             .await
             .map_err(super::failed)
     }

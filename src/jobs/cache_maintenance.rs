@@ -16,15 +16,15 @@ impl JobWork for CacheMaintenance {
     async fn run(&self, _job: &str) -> Result<Value, String> {
         let storage = self
             .0
-            .reads
-            .run(self.0.reads.db.maintenance())
+            .storage
+            .run(self.0.storage.db.maintenance())
             .await
             .map_err(super::failed)?;
-        let (held, suspects_dropped) = self.0.reads.cache.maintain();
+        let (held, suspects_dropped) = self.0.storage.cache.maintain();
         Ok(json!({
             "storage": storage,
             "cache": {
-                "backend": self.0.reads.cache.backend(),
+                "backend": self.0.storage.cache.backend(),
                 "entries_held": held,
                 "stale_marks_dropped": suspects_dropped,
             },

@@ -17,7 +17,7 @@ use handoff_actors::Core;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::storage::Reads;
+use crate::storage::Storage;
 
 /// Sessions looked at per lifecycle step and run; a larger backlog drains
 /// over the next runs.
@@ -27,7 +27,7 @@ const STEP_BATCH: u32 = 1000;
 #[derive(Clone)]
 pub struct JobDeps {
     pub core: Core,
-    pub reads: Reads,
+    pub storage: Storage,
     pub cfg: Arc<Config>,
 }
 
@@ -40,7 +40,7 @@ pub async fn specs(deps: JobDeps) -> Vec<JobSpec> {
         max_retries: j.max_retries,
         retry_delay: j.retry_delay,
     };
-    let stored = match deps.reads.db.job_configs().await {
+    let stored = match deps.storage.db.job_configs().await {
         Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(error = %crate::logging::redact(&e.to_string()), "cannot read stored job configs; using the start-up ones");
@@ -140,8 +140,12 @@ pub async fn step(
     let cutoff = cutoff(idle_for)?;
     let idle = chrono::Duration::from_std(idle_for).map_err(failed)?;
     let candidates = deps
-        .reads
-        .run(deps.reads.db.lifecycle_candidates(from, cutoff, STEP_BATCH))
+        .storage
+        .run(
+            deps.storage
+                .db
+                .lifecycle_candidates(from, cutoff, STEP_BATCH),
+        )
         .await
         .map_err(failed)?;
     let statuses = from

@@ -26,8 +26,8 @@ impl JobWork for Retention {
         let cutoff = super::cutoff(after)?;
         let (events, rollups) = self
             .0
-            .reads
-            .run(self.0.reads.db.prune_job_records(cutoff))
+            .storage
+            .run(self.0.storage.db.prune_job_records(cutoff))
             .await
             .map_err(super::failed)?;
         if let Some(e) = n.errors.first() {

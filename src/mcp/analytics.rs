@@ -73,8 +73,8 @@ fn series(list: &[Counted]) -> Vec<Value> {
 
 async fn sessions(ctx: &Ctx) -> Result<Value, HandoffError> {
     let s = ctx
-        .reads
-        .run(ctx.reads.db.session_analytics(&ctx.tenant, &since()))
+        .storage
+        .run(ctx.storage.db.session_analytics(&ctx.tenant, &since()))
         .await?;
     let avg = if s.total > 0 {
         s.entries as f64 / s.total as f64
@@ -105,8 +105,8 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 
 async fn handoffs(ctx: &Ctx) -> Result<Value, HandoffError> {
     let h = ctx
-        .reads
-        .run(ctx.reads.db.handoff_analytics(&ctx.tenant))
+        .storage
+        .run(ctx.storage.db.handoff_analytics(&ctx.tenant))
         .await?;
     let l = &h.accept_latencies_ms;
     Ok(json!({
@@ -127,8 +127,8 @@ async fn handoffs(ctx: &Ctx) -> Result<Value, HandoffError> {
 
 async fn context(ctx: &Ctx) -> Result<Value, HandoffError> {
     let c = ctx
-        .reads
-        .run(ctx.reads.db.context_analytics(&ctx.tenant, &since()))
+        .storage
+        .run(ctx.storage.db.context_analytics(&ctx.tenant, &since()))
         .await?;
     let total: i64 = c.by_type.iter().map(|t| t.count).sum();
     let bytes: i64 = c.by_type.iter().map(|t| t.bytes).sum();
@@ -270,7 +270,7 @@ fn rss_bytes() -> Option<u64> {
 }
 
 async fn resources(ctx: &Ctx) -> Result<Value, HandoffError> {
-    let size = ctx.reads.run(ctx.reads.db.database_size()).await?;
+    let size = ctx.storage.run(ctx.storage.db.database_size()).await?;
     let live = metrics().actors_live.with_label_values(&["session"]).get();
     Ok(json!({
         "type": "resources",

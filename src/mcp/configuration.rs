@@ -182,8 +182,8 @@ pub async fn commit(
             })
         })
         .collect();
-    ctx.reads
-        .run(ctx.reads.db.replace_config_overrides(&rows))
+    ctx.storage
+        .run(ctx.storage.db.replace_config_overrides(&rows))
         .await?;
     let next = Effective {
         startup: current.startup.clone(),
@@ -271,7 +271,7 @@ pub fn resource(ctx: &Ctx) -> Value {
 
 /// The `handoff://configuration/backups` payload.
 pub async fn backups_resource(ctx: &Ctx) -> Result<Value, HandoffError> {
-    let list = ctx.reads.run(ctx.reads.db.config_backups()).await?;
+    let list = ctx.storage.run(ctx.storage.db.config_backups()).await?;
     Ok(Value::Array(
         list.into_iter()
             .map(|b| {

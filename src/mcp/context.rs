@@ -7,7 +7,7 @@ use handoff_actors::model::SessionKey;
 use handoff_actors::{Core, ErrorCode, HandoffError};
 
 use crate::config::Config;
-use crate::storage::Reads;
+use crate::storage::Storage;
 
 /// Who is calling, as the transport established it (never as the client
 /// claims it in an argument such as `updated_by`).
@@ -53,7 +53,7 @@ impl Caller {
 #[derive(Clone)]
 pub struct Ctx {
     pub core: Core,
-    pub reads: Reads,
+    pub storage: Storage,
     pub cfg: Arc<Config>,
     pub tenant: Arc<str>,
     pub caller: Caller,
@@ -82,7 +82,7 @@ impl Ctx {
 
     /// `sqlite` or `postgresql`: what a client may know of the database.
     pub fn backend_kind(&self) -> &'static str {
-        if self.reads.db.describe().starts_with("postgres") {
+        if self.storage.db.describe().starts_with("postgres") {
             "postgresql"
         } else {
             "sqlite"

@@ -233,8 +233,8 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), Handof
                 .find(|(k, _)| k == "cursor")
                 .map(|(_, v)| v.as_str());
             let (list, total) = ctx
-                .reads
-                .run(ctx.reads.db.list_sessions(&ctx.tenant, cursor, limit + 1))
+                .storage
+                .run(ctx.storage.db.list_sessions(&ctx.tenant, cursor, limit + 1))
                 .await?;
             let has_more = list.len() > limit as usize;
             let list = &list[..list.len().min(limit as usize)];
@@ -296,9 +296,9 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), Handof
                         )));
                     }
                     let mut list = ctx
-                        .reads
+                        .storage
                         .run(
-                            ctx.reads
+                            ctx.storage
                                 .db
                                 .agent_sessions(&ctx.tenant, agent, cursor, limit + 1),
                         )
@@ -333,8 +333,8 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<(&'static str, String), Handof
                 )));
             }
             let events = ctx
-                .reads
-                .run(ctx.reads.db.lifecycle_events(&ctx.tenant, limit))
+                .storage
+                .run(ctx.storage.db.lifecycle_events(&ctx.tenant, limit))
                 .await?;
             json!({
                 "events": events.iter().map(|e| json!({
@@ -382,7 +382,7 @@ pub async fn health(ctx: &Ctx) -> Value {
     // Which kind of database, never where it is (a path, a host, a user):
     // the failure's own text goes to the log.
     let backend = ctx.backend_kind();
-    let db_ok = match tokio::time::timeout(ctx.reads.timeout, ctx.reads.db.ping()).await {
+    let db_ok = match tokio::time::timeout(ctx.storage.timeout, ctx.storage.db.ping()).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
             tracing::warn!(error = %crate::logging::redact(&e.to_string()), "health: database ping failed");
@@ -396,7 +396,9 @@ pub async fn health(ctx: &Ctx) -> Value {
     };
     if db_ok {
         let durability =
-            match tokio::time::timeout(ctx.reads.timeout, ctx.reads.db.writer_durability()).await {
+            match tokio::time::timeout(ctx.storage.timeout, ctx.storage.db.writer_durability())
+                .await
+            {
                 Ok(Ok(v)) => v,
                 _ => Value::Null,
             };
@@ -404,7 +406,7 @@ pub async fn health(ctx: &Ctx) -> Value {
     }
     // A cache that does not answer degrades nothing a client sees (reads
     // fall back to the database), so it is reported, not escalated.
-    let cache = &ctx.reads.cache;
+    let cache = &ctx.storage.cache;
     match cache.ping().await {
         Ok(()) => components.push(
             json!({"name": "cache", "status": "ok", "details": {"backend": cache.backend()}}),

@@ -31,7 +31,7 @@ use super::resources;
 use super::tools::Catalog;
 use crate::config::Config;
 use crate::logging::key_hash;
-use crate::storage::Reads;
+use crate::storage::Storage;
 
 /// Resource subscriptions one connection may hold: each costs memory and
 /// a check on every committed change.
@@ -40,7 +40,7 @@ pub const MAX_SUBSCRIPTIONS: usize = 1000;
 #[derive(Clone)]
 pub struct HandoffServer {
     core: Core,
-    reads: Reads,
+    storage: Storage,
     cfg: Arc<Config>,
     catalog: Arc<Catalog>,
     tenant: Arc<str>,
@@ -63,7 +63,7 @@ pub struct HandoffServer {
 impl HandoffServer {
     pub fn new(
         core: Core,
-        reads: Reads,
+        storage: Storage,
         cfg: Arc<Config>,
         changes: Changes,
         tenant: &str,
@@ -72,7 +72,7 @@ impl HandoffServer {
         let catalog = Arc::new(Catalog::new(cfg.test_hooks));
         Self {
             core,
-            reads,
+            storage,
             cfg,
             catalog,
             tenant: Arc::from(tenant),
@@ -195,7 +195,7 @@ impl HandoffServer {
     fn ctx(&self) -> Ctx {
         Ctx {
             core: self.core.clone(),
-            reads: self.reads.clone(),
+            storage: self.storage.clone(),
             cfg: self.cfg.clone(),
             tenant: self.tenant(),
             caller: self.caller.clone(),

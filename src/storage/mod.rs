@@ -3,8 +3,11 @@
 //! come straight here, behind the same breaker and timeout.
 
 pub mod analytics;
+pub mod credentials;
 pub mod postgres;
 mod search_words;
+
+pub use credentials::{api_key_from_row, ApiKeyRow, API_KEY_COLUMNS};
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -496,50 +499,6 @@ pub trait Diagnostics: Send + Sync {
     async fn writer_durability(&self) -> Result<Value, StoreError>;
 }
 
-/// A stored API key: everything but the key itself (`hash` is a keyed
-/// blake3 of it, see `crate::auth::keys`). Times are Unix milliseconds.
-#[derive(Debug, Clone)]
-pub struct ApiKeyRow {
-    pub id: String,
-    pub tenant: String,
-    pub scope: String,
-    pub agent: Option<String>,
-    pub name: Option<String>,
-    pub hash: String,
-    pub created_ms: i64,
-    pub last_used_ms: Option<i64>,
-    pub expires_ms: Option<i64>,
-    pub revoked_ms: Option<i64>,
-    pub replaced_by: Option<String>,
-}
-
-/// The columns of `api_keys`, in `ApiKeyRow` order.
-pub const API_KEY_COLUMNS: &str = "id, tenant, scope, agent, name, hash, created_ms, \
-     last_used_ms, expires_ms, revoked_ms, replaced_by";
-
-pub fn api_key_from_row<R: sqlx::Row>(r: &R) -> Result<ApiKeyRow, sqlx::Error>
-where
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<String>: sqlx::Decode<'a, R::Database>,
-    for<'a> Option<i64>: sqlx::Decode<'a, R::Database>,
-{
-    Ok(ApiKeyRow {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        scope: r.try_get("scope")?,
-        agent: r.try_get("agent")?,
-        name: r.try_get("name")?,
-        hash: r.try_get("hash")?,
-        created_ms: r.try_get("created_ms")?,
-        last_used_ms: r.try_get("last_used_ms")?,
-        expires_ms: r.try_get("expires_ms")?,
-        revoked_ms: r.try_get("revoked_ms")?,
-        replaced_by: r.try_get("replaced_by")?,
-    })
-}
-
 /// The analytics roll-up document both adapters store and report.
 pub fn rollup_json(
     sessions: Vec<(String, i64)>,
@@ -572,10 +531,13 @@ pub async fn open(url: &str, migrate: bool) -> anyhow::Result<Arc<dyn Database>>
     }
 }
 
-/// Reads guarded like writes: fail fast while the breaker is open, give up
-/// after the timeout, and tell the breaker how it went.
+/// The database and the cache for every call that is not a session's write:
+/// the reads of tools, resources and jobs, and the operator-rate writes
+/// (configuration, backups, job records; why these skip the persistence
+/// actor: docs/decisions.md). `run` takes each call through the breaker's
+/// guard.
 #[derive(Clone)]
-pub struct Reads {
+pub struct Storage {
     pub db: Arc<dyn Database>,
     pub breaker: BreakerHandle,
     pub timeout: Duration,
@@ -583,7 +545,9 @@ pub struct Reads {
     pub cache: Arc<crate::cache::Cache>,
 }
 
-impl Reads {
+impl Storage {
+    /// One database call: refused while the breaker is open, given up after
+    /// `timeout`, failures reported (a success proves no more than a read).
     pub async fn run<T>(
         &self,
         fut: impl std::future::Future<Output = Result<T, StoreError>>,
@@ -593,7 +557,7 @@ impl Reads {
                 Dependency::Database,
                 Report::FailuresOnly,
                 self.timeout,
-                "read",
+                "database call",
                 fut,
             )
             .await?

@@ -27,6 +27,7 @@ use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use handoff_actors::breaker::{BreakerHandle, Dependency, Report};
 use rmcp::transport::streamable_http_server::session::store::{
     SessionState, SessionStore, SessionStoreError,
 };
@@ -41,15 +42,17 @@ const HEADER: &str = "mcp-session-id";
 pub struct SharedSessions {
     db: Arc<dyn Database>,
     timeout: Duration,
+    breaker: BreakerHandle,
     /// id hash → tenant: a binding never changes, so replicas remember it.
     tenants: moka::sync::Cache<String, Arc<str>>,
 }
 
 impl SharedSessions {
-    pub fn new(db: Arc<dyn Database>, timeout: Duration) -> Arc<Self> {
+    pub fn new(db: Arc<dyn Database>, timeout: Duration, breaker: BreakerHandle) -> Arc<Self> {
         Arc::new(Self {
             db,
             timeout,
+            breaker,
             tenants: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(TTL)
@@ -66,15 +69,26 @@ impl SharedSessions {
         .to_string()
     }
 
+    /// One call to the session table, through the database breaker's guard.
     async fn bounded<T>(
         &self,
-        what: &str,
+        what: &'static str,
         f: impl std::future::Future<Output = Result<T, handoff_actors::StoreError>>,
     ) -> Result<T, SessionStoreError> {
-        match tokio::time::timeout(self.timeout, f).await {
+        let r = self
+            .breaker
+            .guard(
+                Dependency::Database,
+                Report::FailuresOnly,
+                self.timeout,
+                what,
+                f,
+            )
+            .await;
+        match r {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(format!("session store {what}: {e}").into()),
-            Err(_) => Err(format!("session store {what}: timed out").into()),
+            Err(e) => Err(format!("session store {what}: {}", e.message).into()),
         }
     }
 

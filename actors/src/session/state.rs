@@ -154,23 +154,12 @@ impl SessionState {
                 return Ok(self.committed.as_ref().expect("taken from the cache"));
             }
             metrics().hot.loads_from_database.inc();
+            let (store, key) = (self.deps.store.clone(), self.key.clone());
             let r = self
-                .deps
-                .breaker
-                .guard(
-                    Dependency::Database,
-                    Report::FailuresOnly,
-                    self.deps.db_timeout,
-                    "load",
-                    self.deps
-                        .store
-                        .load_session(&self.key.tenant, &self.key.key),
-                )
-                .await?;
-            let unavailable = matches!(r, Err(StoreError::Unavailable(_)));
-            if unavailable {
-                self.unavailable_at = Some(Instant::now());
-            }
+                .read("load", async move {
+                    store.load_session(&key.tenant, &key.key).await
+                })
+                .await;
             self.synced_at = Instant::now();
             self.committed = Some(r?.map(|stored| self.fold(stored)));
             self.take_over_cached_copy().await;
@@ -179,6 +168,30 @@ impl SessionState {
             }
         }
         Ok(self.committed.as_ref().expect("loaded above"))
+    }
+
+    /// A read of this session's rows through the breaker's guard; a
+    /// database found unavailable is remembered (`unavailable_at`).
+    async fn read<T>(
+        &mut self,
+        what: &'static str,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, HandoffError> {
+        let r = self
+            .deps
+            .breaker
+            .guard(
+                Dependency::Database,
+                Report::FailuresOnly,
+                self.deps.db_timeout,
+                what,
+                fut,
+            )
+            .await?;
+        if matches!(r, Err(StoreError::Unavailable(_))) {
+            self.unavailable_at = Some(Instant::now());
+        }
+        r.map_err(HandoffError::from)
     }
 
     /// The live state from a stored row and the entries after its checkpoint.
@@ -206,23 +219,12 @@ impl SessionState {
         // A predecessor that died may still have a unit in flight.
         self.deps.fences.wait(&self.key).await;
         let deadline = Instant::now() + self.deps.db_timeout;
+        let (store, key) = (self.deps.store.clone(), self.key.clone());
         let r = self
-            .deps
-            .breaker
-            .guard(
-                Dependency::Database,
-                Report::FailuresOnly,
-                self.deps.db_timeout,
-                "waiting for the session's write lock",
-                self.deps
-                    .store
-                    .lock_session(&self.key.tenant, &self.key.key),
-            )
-            .await?;
-        let unavailable = matches!(r, Err(StoreError::Unavailable(_)));
-        if unavailable {
-            self.unavailable_at = Some(Instant::now());
-        }
+            .read("waiting for the session's write lock", async move {
+                store.lock_session(&key.tenant, &key.key).await
+            })
+            .await;
         let Some(locked) = r? else {
             return Ok(None);
         };

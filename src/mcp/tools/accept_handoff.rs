@@ -57,8 +57,8 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
             .detail("handoff_id", a.handoff_id.clone())
     };
     let h = ctx
-        .reads
-        .run(ctx.reads.db.get_handoff(&ctx.tenant, &id.to_string()))
+        .storage
+        .run(ctx.storage.db.get_handoff(&ctx.tenant, &id.to_string()))
         .await?
         .ok_or_else(not_found)?;
     if h.target_agent != a.agent {

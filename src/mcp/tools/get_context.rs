@@ -68,8 +68,8 @@ pub async fn page(
         max_bytes: ctx.cfg.page_bytes_max,
     };
     let page = ctx
-        .reads
-        .run(ctx.reads.db.context_page(&ctx.tenant, session_key, q))
+        .storage
+        .run(ctx.storage.db.context_page(&ctx.tenant, session_key, q))
         .await?
         .ok_or_else(|| HandoffError::session_not_found(session_key))?;
     let next = page.entries.last().map_or(after, |e| e.sequence_number);

@@ -53,8 +53,8 @@ pub async fn page(
         );
     }
     let mut rows = ctx
-        .reads
-        .run(ctx.reads.db.list_handoffs(
+        .storage
+        .run(ctx.storage.db.list_handoffs(
             &ctx.tenant,
             target,
             status.map(HandoffStatusArg::as_str),

@@ -103,7 +103,7 @@ fn not_found(id: &str) -> HandoffError {
 
 /// The backup `backup_id` names, or the newest one named `backup_name`.
 async fn find(ctx: &Ctx, a: &Args) -> Result<ConfigBackupInfo, HandoffError> {
-    let list = ctx.reads.run(ctx.reads.db.config_backups()).await?;
+    let list = ctx.storage.run(ctx.storage.db.config_backups()).await?;
     match (&a.backup_id, &a.backup_name) {
         (Some(id), _) => list
             .into_iter()
@@ -159,9 +159,9 @@ async fn create(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
         body,
     };
     let pruned = ctx
-        .reads
+        .storage
         .run(
-            ctx.reads
+            ctx.storage
                 .db
                 .insert_config_backup(&backup, e.settings.backups.max_backups),
         )
@@ -183,8 +183,8 @@ async fn restore(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     let info = find(&ctx, &a).await?;
     let _guard = ctx.cfg.live.writer.lock().await;
     let backup = ctx
-        .reads
-        .run(ctx.reads.db.config_backup(&info.id))
+        .storage
+        .run(ctx.storage.db.config_backup(&info.id))
         .await?
         .ok_or_else(|| not_found(&info.id))?;
     let key = crate::audit::installed()?;
@@ -274,8 +274,8 @@ async fn restore(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
 async fn delete(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     let info = find(&ctx, &a).await?;
     let gone = ctx
-        .reads
-        .run(ctx.reads.db.delete_config_backup(&info.id))
+        .storage
+        .run(ctx.storage.db.delete_config_backup(&info.id))
         .await?;
     if !gone {
         return Err(not_found(&info.id));
@@ -300,7 +300,7 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     match a.action {
         Action::Create => create(ctx, a).await,
         Action::List => {
-            let list = ctx.reads.run(ctx.reads.db.config_backups()).await?;
+            let list = ctx.storage.run(ctx.storage.db.config_backups()).await?;
             let mut out = Out::new(Action::List, format!("{} backup(s)", list.len()));
             out.backups = Some(list.into_iter().map(BackupView::from).collect());
             Ok(out)

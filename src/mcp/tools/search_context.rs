@@ -106,12 +106,12 @@ fn validate(ctx: &Ctx, a: &Args) -> Result<u32, HandoffError> {
 
 pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     let limit = validate(&ctx, &a)?;
-    let db = ctx.reads.db.clone();
+    let db = ctx.storage.db.clone();
     // A query the index refuses comes back as `Rejected`: carry it through
     // the breaker as a success (the database is fine) and report it as the
     // caller's error.
     let found = ctx
-        .reads
+        .storage
         .run(async {
             match db
                 .search(

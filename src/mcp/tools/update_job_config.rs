@@ -179,9 +179,9 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     };
     let changes = changes(&old, &new);
     let at = rfc3339(&now());
-    ctx.reads
+    ctx.storage
         .run(
-            ctx.reads
+            ctx.storage
                 .db
                 .save_job_config(&a.job_name, &config_json(&new), &at),
         )

@@ -163,36 +163,10 @@ impl PgDb {
                 "PostgreSQL runs with fsync = off: acknowledged writes may be lost in a crash"
             );
         }
-        // sqlx pings a connection before handing it out by default: a round
-        // trip (and a PostgreSQL wake-up) per read. Only a connection that
-        // sat idle long enough to have been cut is checked; a busy one that
-        // broke fails its query, which is retryable, and is then dropped.
-        let reader = PgPoolOptions::new()
-            .max_connections(4)
-            .min_connections(0)
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= READER_CHECK_AFTER_IDLE {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
+        let reader = pool_options(4)
             .after_connect(|conn, _| Box::pin(async move { setup(conn).await }))
             .connect_lazy_with(opts.clone());
-        let locker = PgPoolOptions::new()
-            .max_connections(LOCKER_CONNECTIONS)
-            .min_connections(0)
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= READER_CHECK_AFTER_IDLE {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
+        let locker = pool_options(LOCKER_CONNECTIONS)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     setup(conn).await?;
@@ -423,6 +397,26 @@ impl Store for PgDb {
             .map(|_| ())
             .map_err(classify)
     }
+}
+
+/// A lazily connecting pool of at most `max` connections. sqlx pings a
+/// connection before handing it out by default: a round trip (and a
+/// PostgreSQL wake-up) per read. Only a connection that sat idle long
+/// enough to have been cut is checked; a busy one that broke fails its
+/// query, which is retryable, and is then dropped.
+fn pool_options(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(0)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= READER_CHECK_AFTER_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// `Store::load_session` on `conn`; with `for_update`, the session row is

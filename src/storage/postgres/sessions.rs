@@ -38,45 +38,29 @@ impl Sessions for PgDb {
         // sent: a page of large entries does not fetch up to `limit` of
         // them to keep a few. `octet_length` of a bytea reads its stored
         // length without fetching the value.
-        let rows = if let Some(types) = q.types {
-            let types: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
-            sqlx::query(
-                "SELECT id, seq, context_type, content, metadata, created_at FROM (
-                     SELECT id, seq, context_type, content, metadata, created_at,
-                            row_number() OVER (ORDER BY seq) AS n,
-                            coalesce(sum(octet_length(content)) OVER (ORDER BY seq
-                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
-                     FROM context_entries
-                     WHERE session_id = $1 AND seq > $2 AND context_type = ANY($5::text[])
-                     ORDER BY seq LIMIT $3) page
-                 WHERE n <= 2 OR before * 2 <= $4 ORDER BY seq",
-            )
-            .bind(id)
-            .bind(q.after)
-            .bind(q.limit as i64 + 1)
-            .bind(i64::try_from(q.max_bytes).unwrap_or(i64::MAX))
-            .bind(types)
-            .fetch_all(&mut *conn)
-            .await
-        } else {
-            sqlx::query(
-                "SELECT id, seq, context_type, content, metadata, created_at FROM (
-                     SELECT id, seq, context_type, content, metadata, created_at,
-                            row_number() OVER (ORDER BY seq) AS n,
-                            coalesce(sum(octet_length(content)) OVER (ORDER BY seq
-                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
-                     FROM context_entries
-                     WHERE session_id = $1 AND seq > $2
-                     ORDER BY seq LIMIT $3) page
-                 WHERE n <= 2 OR before * 2 <= $4 ORDER BY seq",
-            )
-            .bind(id)
-            .bind(q.after)
-            .bind(q.limit as i64 + 1)
-            .bind(i64::try_from(q.max_bytes).unwrap_or(i64::MAX))
-            .fetch_all(&mut *conn)
-            .await
-        }
+        // No type filter: NULL, which the `IS NULL` arm lets through.
+        let types: Option<Vec<&str>> = q
+            .types
+            .map(|types| types.iter().map(|t| t.as_str()).collect());
+        let rows = sqlx::query(
+            "SELECT id, seq, context_type, content, metadata, created_at FROM (
+                 SELECT id, seq, context_type, content, metadata, created_at,
+                        row_number() OVER (ORDER BY seq) AS n,
+                        coalesce(sum(octet_length(content)) OVER (ORDER BY seq
+                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+                 FROM context_entries
+                 WHERE session_id = $1 AND seq > $2
+                   AND ($5::text[] IS NULL OR context_type = ANY($5::text[]))
+                 ORDER BY seq LIMIT $3) page
+             WHERE n <= 2 OR before * 2 <= $4 ORDER BY seq",
+        )
+        .bind(id)
+        .bind(q.after)
+        .bind(q.limit as i64 + 1)
+        .bind(i64::try_from(q.max_bytes).unwrap_or(i64::MAX))
+        .bind(types)
+        .fetch_all(&mut *conn)
+        .await
         .map_err(classify)?;
         let mut entries = Vec::with_capacity(rows.len().min(q.limit as usize));
         let mut bytes = 0usize;
