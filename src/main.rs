@@ -1,13 +1,10 @@
 //! `handoff`: an MCP server that lets AI agents hand work to each other
 //! without losing context. See README.md.
 
-/// jemalloc, not glibc's malloc: measured on the PostgreSQL bench at c=32,
-/// server CPU per call 0.113 -> 0.091 ms (glibc spent a third of the
-/// server's time in malloc/free), and after 100,000 sessions passivated RSS
-/// 145 -> 61 MiB. `malloc_conf` makes freed pages go back to the OS within
-/// about a second (a background thread purges them), so memory follows the
-/// active sessions without a trim call. mimalloc was as fast but kept
-/// 168 MiB.
+/// jemalloc, not glibc's malloc: less server CPU per call, and freed memory
+/// goes back to the OS, so memory follows the active sessions (figures in
+/// docs/decisions.md). `malloc_conf` has a background thread purge freed
+/// pages within about a second, without a trim call.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

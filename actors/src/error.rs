@@ -23,6 +23,22 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code (published in the tools' output schemas).
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::ValidationError,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::SessionNotFound,
+        ErrorCode::SessionExists,
+        ErrorCode::SessionNotActive,
+        ErrorCode::HandoffNotFound,
+        ErrorCode::NotFound,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::StorageUnavailable,
+        ErrorCode::InternalError,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::ValidationError => "VALIDATION_ERROR",
@@ -144,6 +160,34 @@ impl From<StoreError> for HandoffError {
             )
             .detail("reason", WRITE_CONFLICT)
             .internal_cause(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` lists each code once, at its place: a new variant fails to
+    /// compile here until it is listed.
+    #[test]
+    fn all_lists_every_code_once() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            let place = match code {
+                ErrorCode::ValidationError => 0,
+                ErrorCode::PayloadTooLarge => 1,
+                ErrorCode::SessionNotFound => 2,
+                ErrorCode::SessionExists => 3,
+                ErrorCode::SessionNotActive => 4,
+                ErrorCode::HandoffNotFound => 5,
+                ErrorCode::NotFound => 6,
+                ErrorCode::Unauthorized => 7,
+                ErrorCode::Forbidden => 8,
+                ErrorCode::RateLimited => 9,
+                ErrorCode::StorageUnavailable => 10,
+                ErrorCode::InternalError => 11,
+            };
+            assert_eq!(place, i, "{code:?}");
         }
     }
 }

@@ -1,19 +1,22 @@
 //! The supervision tree of `handoff`.
 //!
 //! ```text
-//! root (root.rs)
-//! ├── breaker        (breaker.rs)      closed / open / half-open per dependency
-//! ├── persistence    (persistence.rs)  group commit, one transaction per batch
-//! ├── audit          (audit.rs)        hash-chained audit log
-//! ├── sessions       (sessions.rs)     starts and watches session actors
-//! │   └── session/{len(tenant)}:{tenant}/{key}  (session/)  one per live session
-//! ├── jobs           (jobs/supervisor.rs) restarts a failed job actor
-//! │   └── job.{name} (jobs/job.rs)      schedule, retries, run history
-//! └── transport.*    (in the binary)   stdio / HTTP, added as ChildSpecs
+//! root (root.rs)               starts, restarts and binds the addresses of:
+//! ├── breaker (breaker.rs)     closed / open / half-open; guards every call
+//! ├── persistence (persistence.rs)  group commit, one transaction per batch
+//! ├── audit (audit/)           hash-chained audit log, subscribed to the breaker
+//! ├── sessions (session/supervisor.rs)  starts session actors, keeps their directory
+//! │   └── a session (session/) one per live session
+//! ├── jobs (jobs/supervisor.rs)  restarts a failed job actor
+//! │   └── a job (jobs/job.rs)  schedule, retries, run history
+//! └── transports (in the binary)  stdio / HTTP, added as ChildSpecs
 //! ```
 //!
-//! Actors talk by typed messages only; `Core` (core.rs) is the door the MCP
-//! surface uses, and `Store` (store.rs) the port storage adapters implement.
+//! Actors talk by typed messages only, through the typed addresses their
+//! parent hands down (address.rs); restart policies are in supervision.rs.
+//! `Core` (core.rs) is the door the MCP surface uses, and `Store` (store.rs)
+//! the port storage adapters implement; `model/` holds the records that flow
+//! between them.
 
 pub mod address;
 pub mod audit;

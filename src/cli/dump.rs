@@ -27,7 +27,7 @@ pub enum Line {
     Header(Header),
     Session(Session),
     Entry(Entry),
-    Handoff(Handoff),
+    Handoff(crate::storage::HandoffRecord),
     End(End),
 }
 
@@ -71,23 +71,6 @@ pub struct Entry {
     pub content: String,
     pub metadata: Option<Value>,
     pub created_at: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Handoff {
-    pub session_key: String,
-    pub id: String,
-    pub source_agent: String,
-    pub target_agent: String,
-    pub request_type: String,
-    pub status: String,
-    pub request_data: Option<Value>,
-    pub context_summary: Value,
-    pub context_entries: i64,
-    pub created_at: String,
-    pub accepted_at: Option<String>,
-    pub accepted_by: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]

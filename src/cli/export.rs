@@ -140,23 +140,7 @@ pub async fn run(
             }
         }
         for h in db.session_handoffs(tenant, key).await? {
-            write_line(
-                &mut out,
-                &Line::Handoff(dump::Handoff {
-                    session_key: key.clone(),
-                    id: h.id,
-                    source_agent: h.source_agent,
-                    target_agent: h.target_agent,
-                    request_type: h.request_type,
-                    status: h.status,
-                    request_data: h.request_data,
-                    context_summary: h.context_summary,
-                    context_entries: h.context_entries,
-                    created_at: h.created_at,
-                    accepted_at: h.accepted_at,
-                    accepted_by: h.accepted_by,
-                }),
-            )?;
+            write_line(&mut out, &Line::Handoff(h))?;
             end.handoffs += 1;
         }
         bar.inc(1);

@@ -195,7 +195,7 @@ impl Importer {
         Ok(())
     }
 
-    fn handoff(&mut self, p: &mut Pending, h: dump::Handoff) -> anyhow::Result<()> {
+    fn handoff(&mut self, p: &mut Pending, h: crate::storage::HandoffRecord) -> anyhow::Result<()> {
         let request_type: HandoffType =
             serde_json::from_value(Value::String(h.request_type.clone()))
                 .map_err(|_| anyhow!("unknown request_type {:?}", h.request_type))?;

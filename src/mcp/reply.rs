@@ -11,9 +11,11 @@
 //! the `Value`.
 
 use handoff_actors::model::json_string;
-use handoff_actors::HandoffError;
+use handoff_actors::{ErrorCode, HandoffError};
 use rmcp::model::{CallToolResult, ContentBlock, MetaObject};
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// `_meta` key marking a result whose `structuredContent` is its one text
@@ -70,16 +72,46 @@ pub fn clear_structured_mark(r: &mut CallToolResult) {
     }
 }
 
+/// What a failed call returns: a tool result's `structuredContent` (and its
+/// text), or a protocol error's `data`. The `ToolError` of every published
+/// output schema is derived from this type (`tools::schema::with_error_shape`).
+#[derive(Serialize, JsonSchema)]
+#[schemars(description = "A failed call (isError: true).")]
+pub struct ToolError {
+    #[schemars(extend("const" = false))]
+    success: bool,
+    error: String,
+    #[schemars(schema_with = "error_codes")]
+    error_code: &'static str,
+    details: Map<String, Value>,
+    retryable: bool,
+    /// The id the server's log has this call under.
+    request_id: String,
+    timestamp: String,
+}
+
+impl ToolError {
+    pub fn new(e: &HandoffError, request_id: Uuid) -> Self {
+        ToolError {
+            success: false,
+            error: e.message.clone(),
+            error_code: e.code.as_str(),
+            details: e.details.clone(),
+            retryable: e.code.retryable(),
+            request_id: request_id.to_string(),
+            timestamp: handoff_actors::model::rfc3339(&handoff_actors::model::now()),
+        }
+    }
+}
+
+/// `error_code`: one of the codes, named as `ErrorCode::as_str` names them.
+fn error_codes(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    schemars::json_schema!({"type": "string", "enum": codes})
+}
+
 pub fn error_json(e: &HandoffError, request_id: Uuid) -> Value {
-    json!({
-        "success": false,
-        "error": e.message,
-        "error_code": e.code.as_str(),
-        "details": e.details,
-        "retryable": e.code.retryable(),
-        "request_id": request_id.to_string(),
-        "timestamp": handoff_actors::model::rfc3339(&handoff_actors::model::now()),
-    })
+    serde_json::to_value(ToolError::new(e, request_id)).unwrap_or(Value::Null)
 }
 
 pub fn failure(e: &HandoffError, request_id: Uuid) -> CallToolResult {

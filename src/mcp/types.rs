@@ -119,43 +119,6 @@ impl From<crate::storage::StoredEntry> for EntryOut {
     }
 }
 
-/// A handoff as listings and accept_handoff show it.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct HandoffView {
-    pub id: String,
-    pub session_key: String,
-    pub source_agent: String,
-    pub target_agent: String,
-    pub request_type: String,
-    pub status: String,
-    pub request_data: Option<Value>,
-    /// The session's summary when the handoff was requested.
-    pub context_summary: Value,
-    pub context_entries: i64,
-    pub created_at: String,
-    pub accepted_at: Option<String>,
-    pub accepted_by: Option<String>,
-}
-
-impl From<crate::storage::HandoffListing> for HandoffView {
-    fn from(h: crate::storage::HandoffListing) -> Self {
-        HandoffView {
-            id: h.id,
-            session_key: h.session_key,
-            source_agent: h.source_agent,
-            target_agent: h.target_agent,
-            request_type: h.request_type,
-            status: h.status,
-            request_data: h.request_data,
-            context_summary: h.context_summary,
-            context_entries: h.context_entries,
-            created_at: h.created_at,
-            accepted_at: h.accepted_at,
-            accepted_by: h.accepted_by,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "snake_case")]
 pub enum HandoffStatusArg {

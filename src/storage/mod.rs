@@ -18,6 +18,8 @@ use handoff_actors::breaker::{BreakerHandle, Dependency, Report};
 use handoff_actors::model::{AuditRow, ContextType};
 use handoff_actors::store::Store;
 use handoff_actors::{HandoffError, StoreError};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use self::analytics::{ContextAnalytics, Counted, HandoffAnalytics, SessionAnalytics};
@@ -48,9 +50,12 @@ pub struct SessionListing {
     pub last_activity_at: String,
 }
 
-/// A handoff as read back.
-#[derive(Debug, Clone)]
-pub struct HandoffListing {
+/// A handoff as read back: the one record that storage returns, listings
+/// and `accept_handoff` show, and the export writes (one line each). The
+/// session actor writes its own `HandoffRow`, typed for the write.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffRecord {
     pub id: String,
     pub session_key: String,
     pub source_agent: String,
@@ -58,6 +63,7 @@ pub struct HandoffListing {
     pub request_type: String,
     pub status: String,
     pub request_data: Option<Value>,
+    /// The session's summary when the handoff was requested.
     pub context_summary: Value,
     pub context_entries: i64,
     pub created_at: String,
@@ -290,20 +296,20 @@ pub trait Sessions: Send + Sync {
         _status: Option<&str>,
         _before_id: Option<&str>,
         _limit: u32,
-    ) -> Result<Vec<HandoffListing>, StoreError>;
+    ) -> Result<Vec<HandoffRecord>, StoreError>;
 
     async fn get_handoff(
         &self,
         _tenant: &str,
         _id: &str,
-    ) -> Result<Option<HandoffListing>, StoreError>;
+    ) -> Result<Option<HandoffRecord>, StoreError>;
 
     /// Every handoff of one session, oldest first (export).
     async fn session_handoffs(
         &self,
         _tenant: &str,
         _session_key: &str,
-    ) -> Result<Vec<HandoffListing>, StoreError>;
+    ) -> Result<Vec<HandoffRecord>, StoreError>;
 
     /// Sessions the agent registered or joined (as a collaborator), by key.
     async fn agent_sessions(

@@ -1,8 +1,8 @@
 //! The stdio transport actor. It serves one MCP connection on stdin/stdout
 //! and stops when the client closes stdin, which shuts the service down.
 //!
-//! Picking the fastest way to drive the standard streams matters here (see
-//! PERFORMANCE.md): Node-based clients hand the child Unix socketpairs, so
+//! How the standard streams are driven matters to throughput (figures in
+//! ops/BENCH.md): Node-based clients hand the child Unix socketpairs, so
 //! sockets are driven as non-blocking `UnixStream`s on the tokio reactor;
 //! FIFOs go through rmcp's `stdio_pipes()`; anything else (a terminal, a
 //! file) through the blocking `stdio()` handles.

@@ -10,7 +10,8 @@ use serde_json::Value;
 use crate::mcp::args::{self, ToolArgs};
 use crate::mcp::context::Ctx;
 use crate::mcp::tools::get_context;
-use crate::mcp::types::{EntryOut, HandoffView};
+use crate::mcp::types::EntryOut;
+use crate::storage::HandoffRecord;
 
 pub const NAME: &str = "accept_handoff";
 pub const DESCRIPTION: &str =
@@ -39,7 +40,7 @@ pub struct ContextPage {
 pub struct Out {
     pub success: bool,
     pub message: String,
-    pub handoff: HandoffView,
+    pub handoff: HandoffRecord,
     /// The session's running summary now.
     pub summary: Value,
     /// The first page of the session's context.
@@ -81,7 +82,7 @@ pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {
     let (entries, next, has_more) =
         get_context::page(&ctx, &h.session_key, Some(0), None, None).await?;
     let at = handoff_actors::model::rfc3339(&accepted.accepted_at);
-    let mut view = HandoffView::from(h);
+    let mut view = h;
     view.status = "accepted".into();
     view.accepted_at = Some(at);
     view.accepted_by = Some(a.agent);

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::mcp::args::{self, ToolArgs};
 use crate::mcp::context::Ctx;
-use crate::mcp::types::{HandoffStatusArg, HandoffView};
+use crate::mcp::types::HandoffStatusArg;
+use crate::storage::HandoffRecord;
 
 pub const NAME: &str = "list_handoffs";
 pub const DESCRIPTION: &str =
@@ -31,7 +32,7 @@ impl ToolArgs for Args {}
 pub struct Out {
     pub success: bool,
     pub target_agent: String,
-    pub handoffs: Vec<HandoffView>,
+    pub handoffs: Vec<HandoffRecord>,
     pub has_more: bool,
     pub next_cursor: Option<String>,
 }
@@ -43,7 +44,7 @@ pub async fn page(
     status: Option<HandoffStatusArg>,
     limit: Option<u32>,
     cursor: Option<&str>,
-) -> Result<(Vec<HandoffView>, bool, Option<String>), HandoffError> {
+) -> Result<(Vec<HandoffRecord>, bool, Option<String>), HandoffError> {
     args::agent_id(&ctx.cfg, "target_agent", target)?;
     let limit = limit.unwrap_or(ctx.cfg.page_size_default);
     if limit == 0 || limit > ctx.cfg.page_size_max {
@@ -69,11 +70,7 @@ pub async fn page(
     } else {
         None
     };
-    Ok((
-        rows.into_iter().map(HandoffView::from).collect(),
-        has_more,
-        next,
-    ))
+    Ok((rows, has_more, next))
 }
 
 pub async fn call(ctx: Ctx, a: Args) -> Result<Out, HandoffError> {

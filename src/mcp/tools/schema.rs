@@ -300,6 +300,20 @@ pub(super) fn lenient_input(mut schema: JsonObject) -> JsonObject {
     schema
 }
 
+/// The schema of a failed call, derived from the type the reply is built
+/// from (`reply::ToolError`).
+fn error_schema() -> Value {
+    let settings = schemars::generate::SchemaSettings::draft2020_12();
+    let schema = settings
+        .into_generator()
+        .into_root_schema_for::<crate::mcp::reply::ToolError>();
+    let mut v = Value::from(schema);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("$schema");
+    }
+    v
+}
+
 /// A failed call carries the error object as `structuredContent`, and
 /// clients (the TypeScript SDK) check it against `outputSchema` even when
 /// `isError` is set: the published schema is "success shape or error shape".
@@ -310,26 +324,7 @@ pub(super) fn with_error_shape(success: JsonObject) -> JsonObject {
         Some(Value::Object(d)) => d,
         _ => JsonObject::new(),
     };
-    defs.insert(
-        "ToolError".into(),
-        serde_json::json!({
-            "type": "object",
-            "description": "A failed call (isError: true).",
-            "properties": {
-                "success": {"const": false},
-                "error": {"type": "string"},
-                "error_code": {"type": "string", "enum": [
-                    "VALIDATION_ERROR", "PAYLOAD_TOO_LARGE", "SESSION_NOT_FOUND", "SESSION_EXISTS",
-                    "SESSION_NOT_ACTIVE", "HANDOFF_NOT_FOUND", "NOT_FOUND", "UNAUTHORIZED",
-                    "FORBIDDEN", "RATE_LIMITED", "STORAGE_UNAVAILABLE", "INTERNAL_ERROR"]},
-                "details": {"type": "object"},
-                "retryable": {"type": "boolean"},
-                "request_id": {"type": "string"},
-                "timestamp": {"type": "string"}
-            },
-            "required": ["success", "error", "error_code", "details", "retryable", "request_id", "timestamp"]
-        }),
-    );
+    defs.insert("ToolError".into(), error_schema());
     let mut out = JsonObject::new();
     if let Some(uri) = schema_uri {
         out.insert("$schema".into(), uri);

@@ -112,8 +112,7 @@ impl PgDb {
             .application_name("handoff");
         // TLS only when the URL asks (`sslmode=require`, `verify-full`, …),
         // not libpq's `prefer`: over sqlx's rustls stream, batches stall
-        // ~88 ms each (c=32 on loopback: 425 calls/s against 8,515 in
-        // clear, measured 2026-12-05; see docs/operations.md).
+        // ~88 ms each (figures in docs/operations.md).
         if !asks_for_ssl_mode(url) && std::env::var_os("PGSSLMODE").is_none() {
             opts = opts.ssl_mode(sqlx::postgres::PgSslMode::Disable);
         }

@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::storage::{HandoffListing, SessionListing};
+use crate::storage::{HandoffRecord, SessionListing};
 
 pub(super) fn session_from_row(
     r: &PgRow,
@@ -71,14 +71,14 @@ pub(super) fn listing_from_row(r: &PgRow) -> SessionListing {
     }
 }
 
-pub(super) fn handoff_from_row(r: &PgRow) -> HandoffListing {
+pub(super) fn handoff_from_row(r: &PgRow) -> HandoffRecord {
     let json = |col: &str| -> Option<Value> {
         r.try_get::<Option<Json<Value>>, _>(col)
             .ok()
             .flatten()
             .map(|j| j.0)
     };
-    HandoffListing {
+    HandoffRecord {
         id: r.get::<Uuid, _>("id").to_string(),
         session_key: r.get("session_key"),
         source_agent: r.get("source_agent"),

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::rows::{content_of, handoff_from_row, listing_from_row, time_of};
 use super::{classify, PgDb};
 use crate::storage::Sessions;
-use crate::storage::{ContextPage, HandoffListing, PageQuery, SessionListing, StoredEntry};
+use crate::storage::{ContextPage, HandoffRecord, PageQuery, SessionListing, StoredEntry};
 
 #[async_trait]
 impl Sessions for PgDb {
@@ -120,7 +120,7 @@ impl Sessions for PgDb {
         status: Option<&str>,
         before_id: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<HandoffListing>, StoreError> {
+    ) -> Result<Vec<HandoffRecord>, StoreError> {
         let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM handoffs WHERE tenant = ");
         q.push_bind(tenant)
             .push(" AND target_agent = ")
@@ -143,7 +143,7 @@ impl Sessions for PgDb {
         &self,
         tenant: &str,
         id: &str,
-    ) -> Result<Option<HandoffListing>, StoreError> {
+    ) -> Result<Option<HandoffRecord>, StoreError> {
         // Only a uuid's canonical spelling names a row (as in SQLite, where
         // ids are that text).
         let Some(id) = Uuid::parse_str(id).ok().filter(|u| u.to_string() == id) else {
@@ -162,7 +162,7 @@ impl Sessions for PgDb {
         &self,
         tenant: &str,
         session_key: &str,
-    ) -> Result<Vec<HandoffListing>, StoreError> {
+    ) -> Result<Vec<HandoffRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM handoffs WHERE tenant = $1 AND session_key = $2 ORDER BY id",
         )

@@ -6,7 +6,7 @@ use handoff_actors::StoreError;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use crate::storage::{ConfigBackupInfo, HandoffListing, SessionListing};
+use crate::storage::{ConfigBackupInfo, HandoffRecord, SessionListing};
 
 pub(super) fn session_from_row(
     r: &SqliteRow,
@@ -77,12 +77,12 @@ pub(super) fn listing_from_row(r: &SqliteRow) -> SessionListing {
     }
 }
 
-pub(super) fn handoff_from_row(r: &SqliteRow) -> HandoffListing {
+pub(super) fn handoff_from_row(r: &SqliteRow) -> HandoffRecord {
     let json = |col: &str| -> Option<serde_json::Value> {
         r.get::<Option<String>, _>(col)
             .and_then(|s| serde_json::from_str(&s).ok())
     };
-    HandoffListing {
+    HandoffRecord {
         id: r.get("id"),
         session_key: r.get("session_key"),
         source_agent: r.get("source_agent"),

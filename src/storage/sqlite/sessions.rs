@@ -8,7 +8,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use super::rows::{handoff_from_row, listing_from_row};
 use super::{classify, SqliteDb};
 use crate::storage::Sessions;
-use crate::storage::{ContextPage, HandoffListing, PageQuery, SessionListing, StoredEntry};
+use crate::storage::{ContextPage, HandoffRecord, PageQuery, SessionListing, StoredEntry};
 
 #[async_trait]
 impl Sessions for SqliteDb {
@@ -102,7 +102,7 @@ impl Sessions for SqliteDb {
         status: Option<&str>,
         before_id: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<HandoffListing>, StoreError> {
+    ) -> Result<Vec<HandoffRecord>, StoreError> {
         let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM handoffs WHERE tenant = ");
         q.push_bind(tenant)
             .push(" AND target_agent = ")
@@ -122,7 +122,7 @@ impl Sessions for SqliteDb {
         &self,
         tenant: &str,
         id: &str,
-    ) -> Result<Option<HandoffListing>, StoreError> {
+    ) -> Result<Option<HandoffRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM handoffs WHERE tenant = ? AND id = ?")
             .bind(tenant)
             .bind(id)
@@ -160,7 +160,7 @@ impl Sessions for SqliteDb {
         &self,
         tenant: &str,
         session_key: &str,
-    ) -> Result<Vec<HandoffListing>, StoreError> {
+    ) -> Result<Vec<HandoffRecord>, StoreError> {
         let rows =
             sqlx::query("SELECT * FROM handoffs WHERE tenant = ? AND session_key = ? ORDER BY id")
                 .bind(tenant)
