@@ -393,6 +393,9 @@ async fn a_failed_key_lookup_is_503_with_retry_after() {
         &[
             ("HANDOFF_DATABASE_URL", &url),
             ("HANDOFF_DB_TIMEOUT", "1s"),
+            // Key lookups go through the database breaker: once the store
+            // is back, keys verify again when the breaker half-opens.
+            ("HANDOFF_BREAKER_OPEN_FOR", "1s"),
             ("HANDOFF_AUDIT_KEY", audit_key.trim()),
         ],
     )

@@ -505,6 +505,27 @@ pub trait Diagnostics: Send + Sync {
     async fn writer_durability(&self) -> Result<Value, StoreError>;
 }
 
+/// An audit row, as both adapters store it (text, integers).
+pub fn audit_from_row<R: sqlx::Row>(r: &R) -> AuditRow
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    AuditRow {
+        seq: r.get("seq"),
+        ts: r.get("ts"),
+        tenant: r.get("tenant"),
+        action: r.get("action"),
+        actor: r.get("actor"),
+        subject_hash: r.get("subject_hash"),
+        details: r.get("details"),
+        prev_hash: r.get("prev_hash"),
+        hash: r.get("hash"),
+    }
+}
+
 /// The analytics roll-up document both adapters store and report.
 pub fn rollup_json(
     sessions: Vec<(String, i64)>,

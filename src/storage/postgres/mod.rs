@@ -53,7 +53,7 @@ use crate::logging::redact;
 use crate::storage::Diagnostics;
 use batch::write_batch;
 use lock::PgLock;
-use rows::{audit_from_row, entry_from_row, session_from_row};
+use rows::{entry_from_row, session_from_row};
 
 /// Entry content and metadata bytes sent in one execution of the batch
 /// statement. A single array parameter may not exceed 1 GiB and a batch can
@@ -345,7 +345,7 @@ impl Store for PgDb {
         .fetch_optional(&self.reader)
         .await
         .map_err(classify)?;
-        Ok(row.as_ref().map(audit_from_row))
+        Ok(row.as_ref().map(crate::storage::audit_from_row))
     }
 
     /// The same lookup `accept_handoff` makes (tenant-scoped).
@@ -479,7 +479,7 @@ impl Diagnostics for PgDb {
         .fetch_all(&self.reader)
         .await
         .map_err(classify)?;
-        Ok(rows.iter().map(audit_from_row).collect())
+        Ok(rows.iter().map(crate::storage::audit_from_row).collect())
     }
 
     fn describe(&self) -> String {

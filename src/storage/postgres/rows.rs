@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use handoff_actors::model::summary::Summary;
-use handoff_actors::model::{rfc3339, AuditRow, ContextType, EntryRow, SessionRow, SessionStatus};
+use handoff_actors::model::{rfc3339, ContextType, EntryRow, SessionRow, SessionStatus};
 use handoff_actors::StoreError;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -93,20 +93,6 @@ pub(super) fn handoff_from_row(r: &PgRow) -> HandoffRecord {
             .get::<Option<DateTime<Utc>>, _>("accepted_at")
             .map(|t| rfc3339(&t)),
         accepted_by: r.get("accepted_by"),
-    }
-}
-
-pub(super) fn audit_from_row(r: &PgRow) -> AuditRow {
-    AuditRow {
-        seq: r.get("seq"),
-        ts: r.get("ts"),
-        tenant: r.get("tenant"),
-        action: r.get("action"),
-        actor: r.get("actor"),
-        subject_hash: r.get("subject_hash"),
-        details: r.get("details"),
-        prev_hash: r.get("prev_hash"),
-        hash: r.get("hash"),
     }
 }
 

@@ -32,7 +32,7 @@ use sqlx::SqliteConnection;
 use crate::storage::Diagnostics;
 use batch::write_batch;
 use lock::SqliteLock;
-use rows::{audit_from_row, entry_from_row, session_from_row};
+use rows::{entry_from_row, session_from_row};
 
 /// SQLite's bound-parameter limit is 32766; stay well under it.
 const MAX_PARAMS: usize = 30_000;
@@ -121,7 +121,7 @@ impl Store for SqliteDb {
             .fetch_all(&self.writer)
             .await
             .map_err(classify)?;
-        Ok(rows.iter().map(audit_from_row).next())
+        Ok(rows.iter().map(crate::storage::audit_from_row).next())
     }
 
     /// The same lookup `accept_handoff` makes (tenant-scoped).
@@ -213,7 +213,7 @@ impl Diagnostics for SqliteDb {
             .fetch_all(&self.reader)
             .await
             .map_err(classify)?;
-        Ok(rows.iter().map(audit_from_row).collect())
+        Ok(rows.iter().map(crate::storage::audit_from_row).collect())
     }
 
     fn describe(&self) -> String {

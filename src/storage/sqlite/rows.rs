@@ -1,7 +1,7 @@
 //! Rows as SQLite returns them, turned into the storage records.
 
 use handoff_actors::model::summary::Summary;
-use handoff_actors::model::{AuditRow, ContextType, EntryRow, SessionRow, SessionStatus};
+use handoff_actors::model::{ContextType, EntryRow, SessionRow, SessionStatus};
 use handoff_actors::StoreError;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -106,19 +106,5 @@ pub(super) fn backup_info_from_row(r: &SqliteRow) -> ConfigBackupInfo {
         created_at: r.get("created_at"),
         checksum: r.get("checksum"),
         size_bytes: r.get("size_bytes"),
-    }
-}
-
-pub(super) fn audit_from_row(r: &SqliteRow) -> AuditRow {
-    AuditRow {
-        seq: r.get("seq"),
-        ts: r.get("ts"),
-        tenant: r.get("tenant"),
-        action: r.get("action"),
-        actor: r.get("actor"),
-        subject_hash: r.get("subject_hash"),
-        details: r.get("details"),
-        prev_hash: r.get("prev_hash"),
-        hash: r.get("hash"),
     }
 }
