@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort,
+    SupervisionEvent,
 };
 
 use crate::audit::AuditEvent;
@@ -30,8 +31,14 @@ pub const SESSIONS_NAME: &str = "sessions";
 pub struct SessionDirectory(Arc<DashMap<SessionKey, ActorRef<SessionMsg>>>);
 
 impl SessionDirectory {
+    /// The session's actor unless it has stopped. A stopped one can still
+    /// be listed if the supervisor that started it was itself replaced
+    /// before taking it off; the next start overwrites it.
     pub fn get(&self, key: &SessionKey) -> Option<ActorRef<SessionMsg>> {
-        self.0.get(key).map(|a| a.clone())
+        self.0
+            .get(key)
+            .map(|a| a.clone())
+            .filter(|a| a.get_status() != ActorStatus::Stopped)
     }
 }
 
