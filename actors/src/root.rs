@@ -159,7 +159,8 @@ impl RootState {
                 )
                 .await?;
                 a.addresses.audit.bind(actor.clone());
-                // The subscription of a previous audit actor ended with it.
+                // A previous audit actor's subscription ends at the next
+                // transition, when its send fails.
                 a.breaker
                     .transitions()
                     .subscribe(actor.clone(), |t| Some(AuditMsg::Record(breaker_event(t))));
