@@ -108,6 +108,11 @@ impl SessionState {
         if self.pending.is_empty() || self.inflight.is_some() {
             return;
         }
+        // An open breaker says why itself (`details.state: open`).
+        if let Err(e) = self.deps.breaker.check(Dependency::Database) {
+            self.fail_pending(&e);
+            return;
+        }
         if self
             .unavailable_at
             .is_some_and(|at| at.elapsed() < FAIL_FAST_AFTER_OUTAGE)
