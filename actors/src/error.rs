@@ -105,6 +105,12 @@ impl HandoffError {
         Self::new(ErrorCode::StorageUnavailable, message)
     }
 
+    /// Refused at once by an open circuit breaker (`BreakerHandle::check`).
+    pub fn is_breaker_refusal(&self) -> bool {
+        self.code == ErrorCode::StorageUnavailable
+            && self.details.get("state").and_then(Value::as_str) == Some("open")
+    }
+
     /// A write that lost an optimistic race (see `StoreError::Conflict`).
     pub fn is_write_conflict(&self) -> bool {
         self.details.get("reason").and_then(Value::as_str) == Some(WRITE_CONFLICT)

@@ -242,15 +242,6 @@ impl PersistenceState {
             self.buffer = Vec::with_capacity(self.config.max_batch);
             return;
         }
-        // The breaker may have opened since these units were queued: they
-        // get its answer, as units refused at the door do.
-        if let Err(e) = self.breaker.check(Dependency::Database) {
-            for (_, reply, _) in batch {
-                let _ = reply.send(Err(e.clone()));
-            }
-            self.buffer = Vec::with_capacity(self.config.max_batch);
-            return;
-        }
         let units: Vec<&CommitUnit> = batch.iter().map(|(u, _, _)| u).collect();
         let result = self.commit(&units, budget).await;
         self.totals.0 += 1;
@@ -292,7 +283,9 @@ impl PersistenceState {
     }
 
     /// One transaction through the breaker's guard. Returns the indexes of
-    /// units left out as lost registrations.
+    /// units left out as lost registrations. Units queued before the breaker
+    /// opened get the generic unavailable answer, not the breaker's: they
+    /// waited, and `details.state: open` promises a refusal at once.
     async fn commit(
         &self,
         units: &[&CommitUnit],

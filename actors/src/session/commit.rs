@@ -54,7 +54,12 @@ impl SessionState {
                     // database after having waited once already: answer
                     // them now, so no call waits longer than one timeout.
                     if e.code == ErrorCode::StorageUnavailable && !e.is_write_conflict() {
-                        self.unavailable_at = Some(Instant::now());
+                        // A refusal by the open breaker is fast already and
+                        // says so itself; the window is for a database that
+                        // did not answer.
+                        if !e.is_breaker_refusal() {
+                            self.unavailable_at = Some(Instant::now());
+                        }
                         self.fail_pending(&e);
                     }
                 }
@@ -106,11 +111,6 @@ impl SessionState {
     /// Turn pending operations into one unit and send it to persistence.
     pub(super) async fn submit(&mut self, myself: &ActorRef<SessionMsg>) {
         if self.pending.is_empty() || self.inflight.is_some() {
-            return;
-        }
-        // An open breaker says why itself (`details.state: open`).
-        if let Err(e) = self.deps.breaker.check(Dependency::Database) {
-            self.fail_pending(&e);
             return;
         }
         if self
