@@ -206,12 +206,7 @@ impl BreakerHandle {
     /// Fails fast while the breaker is open.
     pub fn check(&self, dep: Dependency) -> Result<(), HandoffError> {
         match self.state(dep) {
-            BreakerState::Open => Err(HandoffError::storage_unavailable(format!(
-                "the {} is unavailable (circuit breaker open); retry shortly",
-                dep.as_str()
-            ))
-            .detail("breaker", dep.as_str())
-            .detail("state", "open")),
+            BreakerState::Open => Err(HandoffError::breaker_open(dep.as_str())),
             _ => Ok(()),
         }
     }
@@ -219,14 +214,14 @@ impl BreakerHandle {
     /// A read's outcome. Only failures count: a database that still serves
     /// reads while every commit fails (disk full) must still open the
     /// breaker, so read successes neither reset the count nor close it.
-    pub fn report_read(&self, dep: Dependency, ok: bool) {
+    fn report_read(&self, dep: Dependency, ok: bool) {
         if !ok {
             self.report(dep, false);
         }
     }
 
     /// A write's outcome (or any call that proves the dependency works).
-    pub fn report(&self, dep: Dependency, ok: bool) {
+    fn report(&self, dep: Dependency, ok: bool) {
         let i = dep.index();
         if ok {
             if self.state(dep) == BreakerState::Closed

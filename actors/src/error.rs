@@ -105,7 +105,17 @@ impl HandoffError {
         Self::new(ErrorCode::StorageUnavailable, message)
     }
 
-    /// Refused at once by an open circuit breaker (`BreakerHandle::check`).
+    /// The refusal of an open circuit breaker (`BreakerHandle::check`): at
+    /// once, retryable, naming the dependency.
+    pub fn breaker_open(dependency: &str) -> Self {
+        Self::storage_unavailable(format!(
+            "the {dependency} is unavailable (circuit breaker open); retry shortly"
+        ))
+        .detail("breaker", dependency)
+        .detail("state", "open")
+    }
+
+    /// Made by `breaker_open`.
     pub fn is_breaker_refusal(&self) -> bool {
         self.code == ErrorCode::StorageUnavailable
             && self.details.get("state").and_then(Value::as_str) == Some("open")

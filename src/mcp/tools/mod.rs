@@ -24,7 +24,7 @@ pub mod update_job_config;
 
 mod schema;
 
-use schema::{lenient_input, portable, with_error_shape};
+use schema::{error_schema, lenient_input, portable, with_error_shape};
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -113,6 +113,8 @@ const TEST_HOOK_TOOLS: &[&str] = &[];
 
 impl Catalog {
     pub fn new(test_hooks: bool) -> Self {
+        // Derived once, shared by every tool's output schema.
+        let error = error_schema();
         let tools: Vec<Tool> = definitions()
             .into_iter()
             .filter(|t| test_hooks || !TEST_HOOK_TOOLS.contains(&&*t.name))
@@ -120,7 +122,7 @@ impl Catalog {
                 t.input_schema = Arc::new(portable(&lenient_input((*t.input_schema).clone())));
                 t.output_schema = t
                     .output_schema
-                    .map(|s| Arc::new(portable(&with_error_shape((*s).clone()))));
+                    .map(|s| Arc::new(portable(&with_error_shape((*s).clone(), &error))));
                 t
             })
             .collect();

@@ -302,7 +302,7 @@ pub(super) fn lenient_input(mut schema: JsonObject) -> JsonObject {
 
 /// The schema of a failed call, derived from the type the reply is built
 /// from (`reply::ToolError`).
-fn error_schema() -> Value {
+pub(super) fn error_schema() -> Value {
     let settings = schemars::generate::SchemaSettings::draft2020_12();
     let schema = settings
         .into_generator()
@@ -317,14 +317,14 @@ fn error_schema() -> Value {
 /// A failed call carries the error object as `structuredContent`, and
 /// clients (the TypeScript SDK) check it against `outputSchema` even when
 /// `isError` is set: the published schema is "success shape or error shape".
-pub(super) fn with_error_shape(success: JsonObject) -> JsonObject {
+pub(super) fn with_error_shape(success: JsonObject, error: &Value) -> JsonObject {
     let mut success = success;
     let schema_uri = success.remove("$schema");
     let mut defs = match success.remove("$defs") {
         Some(Value::Object(d)) => d,
         _ => JsonObject::new(),
     };
-    defs.insert("ToolError".into(), error_schema());
+    defs.insert("ToolError".into(), error.clone());
     let mut out = JsonObject::new();
     if let Some(uri) = schema_uri {
         out.insert("$schema".into(), uri);
